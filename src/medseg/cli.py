@@ -1,0 +1,261 @@
+"""The ``medseg`` command line: a thin layer over the Python API (typer + rich)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medseg import __version__
+from medseg.errors import MedsegError
+
+app = typer.Typer(
+    name="medseg",
+    help="Medical image segmentation: import → inspect → train → evaluate → predict → compare → report → demo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(name: str, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command whose ``MedsegError`` is printed on one line (exit status 2)."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            try:
+                return fn(*args, **kw)
+            except MedsegError as e:
+                err_console.print(f"[bold red]error:[/] {e.one_line()}", markup=True, highlight=False, soft_wrap=True)
+                raise typer.Exit(e.exit_code) from None
+
+        app.command(name, **kwargs)(wrapper)
+        return fn
+
+    return deco
+
+
+def _not_yet(what: str) -> None:
+    raise MedsegError(f"`medseg {what}` is not available in this version", fix="see the README's roadmap; use the Python API meanwhile")
+
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a config field, e.g. --set train.lr=3e-4 (repeatable)")]
+
+
+@app.callback(invoke_without_command=True)
+def _main(version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False) -> None:
+    if version:
+        console.print(f"medseg {__version__}")
+        raise typer.Exit()
+
+
+@command("datasets")
+def datasets_cmd(
+    name: Annotated[str | None, typer.Argument(help="a built-in to write as a data set folder")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder to write NAME into")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="generator option KEY=VALUE, e.g. n_patients=50")] = None,
+    overwrite: bool = False,
+) -> None:
+    """List the built-in data sets (no download needed), or write one to a folder."""
+    from medseg.config import parse_override
+    from medseg.data.builtin import list_builtins, make_builtin
+    from medseg.data.splits import make_splits, save_splits
+    from medseg.data.store import write_dataset
+
+    if name is None:
+        t = Table(title="Built-in data sets")
+        for col in ("name", "dims", "description"):
+            t.add_column(col)
+        for n, d, desc in list_builtins():
+            t.add_row(n, f"{d}D", desc)
+        console.print(t)
+        console.print("Write one with [bold]medseg datasets NAME --out DIR[/]; configs use it by name: data.dataset: NAME")
+        return
+    if out is None:
+        raise MedsegError("no output folder given", where="--out", fix=f"medseg datasets {name} --out data/{name}")
+    opts = {}
+    for text in option or []:
+        key, value = parse_override(text)
+        opts[".".join(key)] = value
+    data = make_builtin(name, **opts)
+    ds = write_dataset(out, data.info, data.cases, overwrite=overwrite)
+    save_splits(ds.splits_path, data.splits or make_splits(ds.patients))
+    console.print(f"wrote {len(ds)} cases to {out}")
+
+
+@command("import")
+def import_cmd(fmt: Annotated[str, typer.Argument(help="input format")], path: Path, out: Annotated[Path, typer.Option("--out")]) -> None:
+    """Import a data set from its published format into a medseg data set folder."""
+    _not_yet("import")
+
+
+@command("inspect")
+def inspect_cmd(dataset: Annotated[str, typer.Argument(help="data set folder or built-in name")]) -> None:
+    """Describe a data set: cases, patients, shapes, spacings, classes, splits."""
+    from medseg.config import config_from_dict
+    from medseg.data.inspect import describe
+    from medseg.data.pipeline import open_dataset
+
+    ds = open_dataset(config_from_dict({"data": {"dataset": dataset}}))
+    d = describe(ds)
+    console.print(f"[bold]{ds.info.name}[/] — {ds.info.description}  ({ds.root})")
+    t = Table(show_header=False)
+    for k, v in d["summary"].items():
+        t.add_row(k, str(v))
+    console.print(t)
+    ct = Table(title="Voxels per class and split")
+    ct.add_column("class")
+    for s in d["splits"]:
+        ct.add_column(s, justify="right")
+    for cls, counts in d["class_voxels"].items():
+        ct.add_row(cls, *[f"{counts.get(s, 0):,}" for s in d["splits"]])
+    console.print(ct)
+
+
+@command("train")
+def train_cmd(
+    config: Annotated[str, typer.Argument(help="YAML config or recipe name (see `medseg config --list`)")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/<name>)")] = None,
+    set_: SetOpt = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a run folder that already exists")] = False,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+) -> None:
+    """Train a model; leaves a run folder with config, checkpoints, history and curves."""
+    from medseg.config import load_config
+    from medseg.engine.train import train
+    from medseg.recipes import resolve_config_path
+
+    overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
+    cfg = load_config(resolve_config_path(config), overrides)
+    run = train(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, progress=progress)
+    console.print(f"run folder: [bold]{run}[/]")
+
+
+@command("evaluate")
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    split: Annotated[str | None, typer.Option(help="train | val | test (default: the config's eval.split)")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="best | last")] = None,
+    progress: bool = True,
+) -> None:
+    """Score a run on a split: metrics.csv (case × class) and summary.json."""
+    import json
+
+    from medseg.evaluation import evaluate_run
+
+    out = evaluate_run(run, split, checkpoint, progress=progress)
+    summary = json.loads((out / "summary.json").read_text())
+    t = Table(title=f"{summary['split']} Dice per class ({summary['n_cases']} cases)")
+    t.add_column("class")
+    t.add_column("Dice (mean ± std)", justify="right")
+    for name, e in summary["per_class"].items():
+        d = e["dice"]
+        t.add_row(name, "n/a" if d["mean"] is None else f"{d['mean']:.3f} ± {d['std']:.3f}")
+    console.print(t)
+    console.print(f"mean Dice {summary['mean_dice']:.3f}  →  {out}")
+
+
+@command("predict")
+def predict_cmd(run: Path, input: Path, out: Annotated[Path, typer.Option("--out")]) -> None:
+    """Predict masks for new images, written on the input's grid."""
+    _not_yet("predict")
+
+
+@command("compare")
+def compare_cmd(runs: list[Path]) -> None:
+    """Compare runs: one table with accuracy, speed, memory and paired statistics."""
+    _not_yet("compare")
+
+
+@command("report")
+def report_cmd(run: Annotated[Path, typer.Argument(help="run folder")], split: str = "test") -> None:
+    """Write a self-contained HTML report for a run (curves, metrics, case gallery)."""
+    from medseg.reports.html import make_report
+
+    console.print(f"report: [bold]{make_report(run, split)}[/]")
+
+
+@command("demo")
+def demo_cmd(runs_dir: Path) -> None:
+    """Start the local web demo over a folder of runs."""
+    _not_yet("demo")
+
+
+@command("quickstart")
+def quickstart_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the run")] = Path("runs/quickstart"),
+    set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier quickstart run")] = True,
+    progress: bool = True,
+) -> None:
+    """Train, evaluate and report a U-Net on the built-in phantom2d data set, in minutes on a CPU."""
+    import json
+
+    from medseg.config import load_config
+    from medseg.engine.train import train
+    from medseg.evaluation import evaluate_run
+    from medseg.recipes import resolve_config_path
+    from medseg.reports.html import make_report
+
+    cfg = load_config(resolve_config_path("quickstart"), list(set_ or []))
+    console.rule(f"[bold]1/3 train[/] {cfg.model.name} on {cfg.data.dataset}")
+    run = train(cfg, out, overwrite=overwrite, progress=progress)
+    console.rule("[bold]2/3 evaluate[/] on the test split")
+    ev = evaluate_run(run, "test", progress=progress)
+    summary = json.loads((ev / "summary.json").read_text())
+    console.rule("[bold]3/3 report")
+    index = make_report(run, "test")
+    console.print(f"test mean Dice [bold]{summary['mean_dice']:.3f}[/] over {summary['n_cases']} cases")
+    console.print(f"report: [bold]{index}[/]")
+
+
+@command("models")
+def models_cmd() -> None:
+    """List the registered models."""
+    from medseg.models import MODELS
+
+    t = Table(title="Models")
+    for col in ("name", "dims", "description", "paper"):
+        t.add_column(col)
+    for n in MODELS.names():
+        m = MODELS.meta(n)
+        t.add_row(n, "/".join(f"{d}D" for d in m["dims"]), m["description"], m["paper"])
+    console.print(t)
+
+
+@command("config")
+def config_cmd(
+    config: Annotated[str | None, typer.Argument(help="YAML config or recipe name; omit for the defaults")] = None,
+    set_: SetOpt = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the shipped recipes")] = False,
+) -> None:
+    """Print a resolved config (every valid key with its value), or list the recipes."""
+    from medseg.config import load_config
+    from medseg.recipes import list_recipes, resolve_config_path
+
+    if list_:
+        for r in list_recipes():
+            console.print(r)
+        return
+    cfg = load_config(resolve_config_path(config) if config else None, list(set_ or []))
+    sys.stdout.write(cfg.to_yaml())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

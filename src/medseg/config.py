@@ -1,0 +1,204 @@
+"""Typed run configuration: YAML in, validated, overridable from the CLI, saved resolved.
+
+A config has four sections — ``data``, ``model``, ``train``, ``eval`` — each a pydantic model
+whose fields are the hyperparameters. ``load_config(path, overrides=["train.lr=3e-4"])`` returns
+a validated :class:`Config`; any problem raises :class:`~medseg.errors.ConfigError` naming the
+field. The resolved config saved in a run folder is enough to rebuild the run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medseg.atomic import write_text
+from medseg.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Section):
+    """How cases are divided into train/val/test (always grouped by patient)."""
+
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    n_folds: int = Field(0, ge=0, description="≥ 2 builds k folds over train+val")
+    fold: int | None = Field(None, ge=0, description="train/validate on this fold")
+    file: str | None = Field(None, description="a splits.json to use instead of the data set's")
+
+    @field_validator("ratios")
+    @classmethod
+    def _sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(r < 0 for r in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"ratios must be non-negative and sum to 1 (got {list(v)}, sum {sum(v):g})")
+        return v
+
+
+class DataConfig(_Section):
+    """Which data set, how it is split, and how batches are drawn."""
+
+    dataset: str = Field("phantom2d", description="a built-in data set name or a data set folder")
+    builtin: dict[str, Any] = Field(default_factory=dict, description="generator options of a built-in data set")
+    cache_dir: str | None = Field(None, description="where built-in data sets are written (default: $MEDSEG_CACHE or ~/.cache/medseg)")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    patch_size: list[int] | None = Field(None, description="training crop; null = the whole image")
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    augment: Literal["none", "light"] = "light"
+
+
+class ModelConfig(_Section):
+    """The network: a registered name plus its keyword arguments (see `medseg models`)."""
+
+    name: str = "unet"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Section):
+    """Optimisation, schedule, precision, devices and stopping."""
+
+    epochs: int = Field(30, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    loss: str = "dice_ce"
+    loss_params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    deterministic: bool = False
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    val_every: int = Field(1, ge=1)
+    early_stop_patience: int | None = Field(None, ge=1)
+    max_time: str | None = Field(None, description="wall-clock budget DD:HH:MM:SS or HH:MM:SS")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
+
+
+class EvalConfig(_Section):
+    """What ``medseg evaluate`` scores."""
+
+    split: Literal["train", "val", "test"] = "test"
+    checkpoint: Literal["best", "last"] = "best"
+
+
+class Config(_Section):
+    """A whole run: the four sections and a name."""
+
+    name: str = "run"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _fold_needs_folds(self) -> Config:
+        s = self.data.split
+        if s.fold is not None and s.n_folds and s.fold >= s.n_folds:
+            raise ValueError(f"data.split.fold={s.fold} but only {s.n_folds} folds")
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.dump(), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        return write_text(path, self.to_yaml())
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, f in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _valid_keys(ann, prefix + name + ".")
+    return keys
+
+
+def _format_error(e: ValidationError, source: str) -> ConfigError:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(loc, _valid_keys(Config), n=3, cutoff=0.6)
+        fix = f"did you mean {', '.join(close)}?" if close else "remove it (`medseg config` prints every valid key)"
+        return ConfigError(f"unknown key '{loc}'", where=source, fix=fix)
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    got_s = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return ConfigError(f"field '{loc or 'config'}': {msg}{got_s}", where=source, fix=f"correct '{loc or 'the config'}'")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` → ``(["train", "lr"], 0.0003)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE", where="--set", fix="write e.g. --set train.lr=3e-4")
+    key, _, value = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has no key", where="--set", fix="write e.g. --set train.lr=3e-4")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[p] = nxt
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
+    raw = apply_overrides(dict(raw or {}), list(overrides or []))
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise _format_error(e, source) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load and validate a YAML config (or the defaults when ``path`` is None) with overrides."""
+    raw: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError("config file not found", where=p, fix="give a YAML file (see configs/ for recipes)")
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"invalid YAML ({str(e).splitlines()[0]})", where=p, fix="repair the YAML syntax") from None
+        if not isinstance(raw, dict):
+            raise ConfigError("expected a mapping of sections (data, model, train, eval)", where=p, fix="see configs/quickstart.yaml")
+    return config_from_dict(raw, overrides, source)
+
+
+def resolve_device(name: str = "auto") -> str:
+    """``auto`` → the best available of cuda, mps, cpu; an explicit device must exist."""
+    import torch
+
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA was requested but no CUDA device is available", where="train.device", fix="use --device cpu or auto")
+    if name == "mps" and not mps:
+        raise ConfigError("MPS was requested but is not available", where="train.device", fix="use --device cpu or auto")
+    return name

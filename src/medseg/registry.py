@@ -1,0 +1,65 @@
+"""A small name → builder registry used for models, losses, data formats and built-in data sets."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from medseg.errors import MedsegError
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+class Registry(Generic[T]):
+    """Maps names to builders, with metadata, and fails helpfully on unknown names.
+
+    Args:
+        kind: what is registered ("model", "loss", ...), used in error messages.
+        error: the ``MedsegError`` subclass raised for unknown names.
+
+    Example:
+        >>> MODELS = Registry("model")
+        >>> @MODELS.register("unet", dims=(2, 3))
+        ... def unet(**kw): ...
+        >>> MODELS.get("unet")
+    """
+
+    def __init__(self, kind: str, error: type[MedsegError] = MedsegError):
+        self.kind = kind
+        self.error = error
+        self._items: dict[str, T] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+
+    def register(self, name: str, **meta: Any) -> Callable[[T], T]:
+        def deco(fn: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = fn
+            self._meta[name] = dict(meta)
+            return fn
+
+        return deco
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(close)}?" if close else f"choose one of: {', '.join(sorted(self._items))}"
+            raise self.error(f"unknown {self.kind} {name!r}", fix=hint)
+        return self._items[name]
+
+    def meta(self, name: str) -> dict[str, Any]:
+        self.get(name)
+        return dict(self._meta[name])
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)

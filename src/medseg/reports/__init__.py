@@ -1,0 +1,1 @@
+"""Plots, overlays and self-contained HTML reports."""

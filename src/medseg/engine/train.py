@@ -33,6 +33,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+class ProgressBar(RichProgressBar):
+    """Rich progress bar showing loss and Dice (without Lightning's version number)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return {k.replace("train/", "").replace("_step", "").replace("_epoch", "(ep)"): v for k, v in items.items()}
+
+
 class History(Callback):
     """One row per epoch in ``history.csv`` and the curves in ``curves.png``."""
 
@@ -122,7 +131,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     if config.train.early_stop_patience:
         callbacks.append(EarlyStopping(monitor="val/dice", mode="max", patience=config.train.early_stop_patience))
     if progress:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(ProgressBar(leave=True))
     trainer = L.Trainer(
         accelerator="gpu" if device == "cuda" else device,
         devices=1,

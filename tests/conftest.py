@@ -1,0 +1,38 @@
+"""Shared fixtures: everything is made by code, in temporary folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Built-in data sets are written to a per-session temporary cache, never the user's."""
+    cache = tmp_path_factory.getbasetemp() / "medseg-cache"
+    monkeypatch.setenv("MEDSEG_CACHE", str(cache))
+    return cache
+
+
+def tiny_config(**sections: Any) -> dict[str, Any]:
+    """A config dict for a seconds-long run on a tiny phantom; sections override the defaults."""
+    cfg: dict[str, Any] = {
+        "name": "tiny",
+        "data": {"dataset": "phantom2d", "builtin": {"n_patients": 6, "slices_per_patient": 2, "size": 32}, "batch_size": 4},
+        "model": {"name": "unet", "params": {"channels": [8, 16], "num_res_units": 0}},
+        "train": {"epochs": 1, "lr": 3e-3, "device": "cpu"},
+    }
+    for key, value in sections.items():
+        cfg.setdefault(key, {}).update(value) if isinstance(value, dict) else cfg.__setitem__(key, value)
+    return cfg
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -47,7 +47,7 @@ def test_overrides_parse_yaml_values_and_nest() -> None:
 def test_override_errors() -> None:
     with pytest.raises(ConfigError, match="not KEY=VALUE"):
         config_from_dict({}, ["train.lr"])
-    with pytest.raises(ConfigError, match="unknown key 'train.bogus'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.bogus'"):
         config_from_dict({}, ["train.bogus=1"])
 
 

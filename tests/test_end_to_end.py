@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
 from typer.testing import CliRunner
 
+from conftest import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.engine.train import train
@@ -90,7 +90,8 @@ def test_3d_run_with_patches_and_sliding_window(tmp_path: Path) -> None:
 def test_cli_pipeline_and_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     ds_dir = tmp_path / "ds"
-    r = runner.invoke(app, ["datasets", "phantom2d", "--out", str(ds_dir), "--option", "n_patients=5", "--option", "size=32", "--option", "slices_per_patient=2"])
+    opts = ["--option", "n_patients=5", "--option", "size=32", "--option", "slices_per_patient=2"]
+    r = runner.invoke(app, ["datasets", "phantom2d", "--out", str(ds_dir), *opts])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["inspect", str(ds_dir)])
     assert r.exit_code == 0 and "LV blood pool" in r.output and "10" in r.output

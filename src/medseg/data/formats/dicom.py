@@ -1,0 +1,480 @@
+"""DICOM: a folder (or zip) of one or more series, with labels from NIfTI, DICOM-SEG or RTSTRUCT.
+
+Layout::
+
+    path/                          (or path.zip)
+      patient01/ct/IM0001.dcm …    one series per folder (several series in one folder need --option series=UID)
+      patient01/rtstruct.dcm       RTSTRUCT or DICOM-SEG referencing that series (optional)
+      patient02/…
+
+Each series becomes one 3D case: slices sorted by ImagePositionPatient along the slice normal,
+RescaleSlope/Intercept applied per slice, slice spacing taken from the positions (so gaps between
+thin slices count), orientation from ImageOrientationPatient, case/patient ids from the tags.
+
+Geometry: the array is ``(slice, row, column)``; the affine maps those indices to RAS+ millimetres
+(DICOM's LPS with x and y negated), so a mask written back with the same affine (or with
+``--to-nifti``) lies exactly on the series' grid.
+
+Labels: ``--option labels=PATH`` (a NIfTI mask, or a folder of masks named after the case id,
+SeriesInstanceUID or PatientID, on the series' grid); a DICOM-SEG in the input (read with
+highdicom); or an RTSTRUCT in the input whose closed planar contours are rasterised onto the
+series (``--option rois=Liver,Tumour`` picks ROIs by name; later ROIs overwrite earlier ones).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.case import Case
+from medseg.data.formats import FORMATS, FormatError, Imported
+from medseg.data.formats._common import LPS_TO_RAS, fill_polygon, parse_names, read_volume, volume_stem, volume_suffix, write_nifti_copies
+from medseg.data.store import DatasetInfo, make_classes
+
+#: files with these suffixes are not DICOM and are skipped while scanning
+NON_DICOM = {
+    ".nii",
+    ".gz",
+    ".txt",
+    ".json",
+    ".csv",
+    ".md",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".xml",
+    ".zip",
+    ".nrrd",
+    ".mha",
+    ".mhd",
+    ".npy",
+    ".npz",
+    ".yaml",
+    ".yml",
+    ".pdf",
+}
+SEG_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+RTSTRUCT_UID = "1.2.840.10008.5.1.4.1.1.481.3"
+DECODERS_FIX = "install a decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
+
+
+@dataclass
+class Series:
+    """The slices of one image series, sorted, with their geometry."""
+
+    uid: str
+    files: list[Path]
+    headers: list[Any]
+    case_id: str = ""
+    patient_id: str = ""
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    shape: tuple[int, int, int] = (0, 0, 0)
+    sop_uids: list[str] = field(default_factory=list)
+
+
+def _read_header(path: Path) -> Any | None:
+    """A DICOM header without pixels, ``None`` for files that are clearly not DICOM by suffix."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if path.name.startswith(".") or path.suffix.lower() in NON_DICOM or path.name.lower() in ("dicomdir", "readme", "license"):
+        return None
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            if "SOPClassUID" in ds or "Modality" in ds:
+                return ds
+        except Exception:
+            pass
+    except Exception:
+        pass
+    raise FormatError("not a DICOM file", where=path, fix="remove it from the folder (or give it a non-DICOM suffix such as .txt)")
+
+
+def _vec(ds: Any, tag: str, n: int, where: Path) -> np.ndarray:
+    if tag not in ds:
+        raise FormatError(f"slice lacks {tag}", where=where, fix="only image series with patient geometry can be imported")
+    v = np.asarray([float(x) for x in ds[tag].value], dtype=np.float64)
+    if v.shape != (n,):
+        raise FormatError(f"{tag} has {v.size} values, expected {n}", where=where, fix="repair the header")
+    return v
+
+
+def build_series(uid: str, items: list[tuple[Path, Any]]) -> Series:
+    """Sort a series' slices and derive its affine; refuse gaps and inconsistent geometry."""
+    p0, h0 = items[0]
+    iop = _vec(h0, "ImageOrientationPatient", 6, p0)
+    spacing = _vec(h0, "PixelSpacing", 2, p0)
+    rows, cols = int(h0.Rows), int(h0.Columns)
+    if int(h0.get("NumberOfFrames", 1) or 1) > 1:
+        raise FormatError(
+            "multi-frame (enhanced) images are not supported",
+            where=p0,
+            fix="convert to single-frame slices (e.g. with dcm2niix to NIfTI and use the nifti format)",
+        )
+    for p, h in items[1:]:
+        if not np.allclose(_vec(h, "ImageOrientationPatient", 6, p), iop, atol=1e-4):
+            raise FormatError(
+                "orientation (ImageOrientationPatient) differs from other slices of the series", where=p, fix="split the series or remove the odd slice"
+            )
+        if not np.allclose(_vec(h, "PixelSpacing", 2, p), spacing, rtol=1e-4):
+            raise FormatError("PixelSpacing differs from other slices of the series", where=p, fix="remove the odd slice")
+        if (int(h.Rows), int(h.Columns)) != (rows, cols):
+            raise FormatError(f"slice is {h.Rows}×{h.Columns}, others {rows}×{cols}", where=p, fix="remove the odd slice")
+    row_dir, col_dir = iop[:3], iop[3:]
+    normal = np.cross(row_dir, col_dir)
+    pos = np.array([_vec(h, "ImagePositionPatient", 3, p) for p, h in items])
+    order = np.argsort(pos @ normal, kind="stable")
+    items = [items[i] for i in order]
+    pos = pos[order]
+    proj = pos @ normal
+    if len(items) > 1:
+        d = np.diff(proj)
+        if (d < 1e-4).any():
+            i = int(np.argmax(d < 1e-4))
+            raise FormatError(
+                f"two slices at the same position ({proj[i]:.3f} mm)",
+                where=items[i + 1][0],
+                fix="remove the duplicate, or choose one series with --option series=UID",
+            )
+        med = float(np.median(d))
+        off = np.abs(d - med) > max(1e-3, 0.01 * med)
+        if off.any():
+            i = int(np.argmax(off))
+            ratio = d[i] / med
+            if abs(ratio - round(ratio)) < 0.05 and round(ratio) >= 2:
+                raise FormatError(
+                    f"missing slice: gap of {d[i]:.3f} mm after position {proj[i]:.3f} mm where slices are {med:.3f} mm apart",
+                    where=items[i + 1][0],
+                    fix="add the missing slice(s) or import the series in parts",
+                )
+            raise FormatError(
+                f"inconsistent slice spacing: {d[i]:.3f} mm after position {proj[i]:.3f} mm, elsewhere {med:.3f} mm",
+                where=items[i + 1][0],
+                fix="resample the series to even spacing first",
+            )
+        step = (pos[-1] - pos[0]) / (len(items) - 1)
+    else:
+        thick = float(h0.get("SpacingBetweenSlices", 0) or h0.get("SliceThickness", 0) or 1.0)
+        step = normal * thick
+    lps = np.eye(4)
+    lps[:3, 0] = step
+    lps[:3, 1] = col_dir * spacing[0]
+    lps[:3, 2] = row_dir * spacing[1]
+    lps[:3, 3] = pos[0]
+    return Series(
+        uid=uid,
+        files=[p for p, _ in items],
+        headers=[h for _, h in items],
+        patient_id=str(h0.get("PatientID", "") or "patient"),
+        affine=LPS_TO_RAS @ lps,
+        shape=(len(items), rows, cols),
+        sop_uids=[str(h.SOPInstanceUID) for _, h in items],
+    )
+
+
+def read_series_pixels(series: Series) -> np.ndarray:
+    """The series' voxels ``(D, H, W)`` in float32 with RescaleSlope/Intercept applied per slice."""
+    import pydicom
+
+    out = np.empty(series.shape, dtype=np.float32)
+    for z, p in enumerate(series.files):
+        ds = pydicom.dcmread(p)
+        try:
+            arr = ds.pixel_array
+        except Exception as e:
+            ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            if ts is not None and ts.is_compressed:
+                raise FormatError(f"cannot decode compressed pixel data ({ts.name})", where=p, fix=DECODERS_FIX) from None
+            raise FormatError(f"cannot read pixel data ({str(e).splitlines()[0]})", where=p, fix="re-export the slice") from None
+        if arr.shape != series.shape[1:]:
+            raise FormatError(f"pixel data is {arr.shape}, expected {series.shape[1:]}", where=p, fix="only single-frame grayscale slices are supported")
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        inter = float(ds.get("RescaleIntercept", 0) or 0)
+        out[z] = arr.astype(np.float32) * slope + inter
+    return out
+
+
+def _referenced_series_rtstruct(h: Any) -> list[str]:
+    uids = []
+    for fr in h.get("ReferencedFrameOfReferenceSequence", []):
+        for st in fr.get("RTReferencedStudySequence", []):
+            for se in st.get("RTReferencedSeriesSequence", []):
+                uids.append(str(se.SeriesInstanceUID))
+    return uids
+
+
+def _referenced_series_seg(h: Any) -> list[str]:
+    return [str(s.SeriesInstanceUID) for s in h.get("ReferencedSeriesSequence", [])]
+
+
+def _roi_names(h: Any) -> dict[int, str]:
+    return {int(r.ROINumber): str(r.ROIName) for r in h.get("StructureSetROISequence", [])}
+
+
+def rasterise_rtstruct(path: Path, series: Series, roi_classes: dict[str, int]) -> np.ndarray:
+    """An RTSTRUCT's chosen ROIs as a class-index volume on the series grid.
+
+    Contours on one slice are combined by XOR, so an inner contour cuts a hole; later ROIs overwrite
+    earlier ones where they overlap.
+    """
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    names = _roi_names(ds)
+    lps_to_index = np.linalg.inv(LPS_TO_RAS @ series.affine)  # contour points are LPS mm
+    label = np.zeros(series.shape, dtype=np.int16)
+    d, h, w = series.shape
+    for roi in ds.get("ROIContourSequence", []):
+        roi_name = names.get(int(roi.ReferencedROINumber), "")
+        key = roi_name.lower()
+        if key not in roi_classes:
+            continue
+        cls = roi_classes[key]
+        planes: dict[int, np.ndarray] = {}
+        for contour in roi.get("ContourSequence", []):
+            pts = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64).reshape(-1, 3)
+            idx = (lps_to_index @ np.c_[pts, np.ones(len(pts))].T).T[:, :3]
+            k = np.round(idx[:, 0])
+            if np.abs(idx[:, 0] - k).max() > 0.25 or len(set(k.tolist())) != 1:
+                raise FormatError(
+                    f"a contour of ROI {roi_name!r} does not lie on a slice of the series", where=path, fix="the RTSTRUCT must be drawn on this series"
+                )
+            r, c = idx[:, 1], idx[:, 2]
+            z = int(k[0])
+            if z < 0 or z >= d or r.min() < -0.5 or c.min() < -0.5 or r.max() > h - 0.5 or c.max() > w - 0.5:
+                raise FormatError(
+                    f"contour points of ROI {roi_name!r} lie outside the image "
+                    f"(slice {z}, rows {r.min():.1f}…{r.max():.1f}, columns {c.min():.1f}…{c.max():.1f})",
+                    where=path,
+                    fix="the RTSTRUCT does not match this series' geometry",
+                )
+            poly = fill_polygon(np.zeros((h, w), bool), r, c)
+            planes[z] = planes[z] ^ poly if z in planes else poly
+        for z, m in planes.items():
+            label[z][m] = cls
+    return label
+
+
+def seg_label(path: Path, series: Series, seg_classes: dict[str, int]) -> np.ndarray:
+    """A DICOM-SEG's segments as a class-index volume on the series grid (via highdicom)."""
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise FormatError("reading DICOM-SEG needs highdicom", where=path, fix="pip install highdicom (or pip install 'medseg[dicom]')") from None
+    seg = hd.seg.segread(str(path))
+    label = np.zeros(series.shape, dtype=np.int16)
+    referenced = {str(uid) for _, _, uid in seg.get_source_image_uids()}
+    present = [u for u in series.sop_uids if u in referenced]
+    if not present:
+        raise FormatError("DICOM-SEG references no slice of the series", where=path, fix="the SEG must be drawn on this series")
+    for number in seg.get_segment_numbers():
+        name = str(seg.get_segment_description(number).segment_label).lower()
+        if name not in seg_classes:
+            continue
+        px = seg.get_pixels_by_source_instance(source_sop_instance_uids=present, segment_numbers=[number], combine_segments=True, skip_overlap_checks=True)
+        for z_src, uid in enumerate(present):
+            label[series.sop_uids.index(uid)][px[z_src] > 0] = seg_classes[name]
+    return label
+
+
+def nifti_label(path: Path, series: Series) -> np.ndarray:
+    """A NIfTI mask on the series grid, stored in ``(slice, row, column)`` or reversed axis order."""
+    lab, aff = read_volume(path, label=True)
+    if lab.shape == series.shape and np.allclose(aff, series.affine, atol=1e-3):
+        return lab
+    rev = series.affine.copy()
+    rev[:3, :3] = series.affine[:3, :3][:, ::-1]
+    if lab.shape == series.shape[::-1] and np.allclose(aff, rev, atol=1e-3):
+        return np.ascontiguousarray(np.transpose(lab, (2, 1, 0)))
+    raise FormatError(
+        f"label grid differs from the DICOM series grid (shape {lab.shape} vs {series.shape}, or a different affine)",
+        where=path,
+        fix="resample the mask onto the series (same size, spacing, origin and orientation)",
+    )
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", s) or "x"
+
+
+@FORMATS.register("dicom", help="DICOM folder or zip of series (+ NIfTI mask, DICOM-SEG or RTSTRUCT labels; --to-nifti copies)")
+def read_dicom(
+    path: Path,
+    series: str | None = None,
+    labels: str | None = None,
+    rois: str | list[str] | None = None,
+    classes: str | list[str] | None = None,
+    to_nifti: bool = False,
+    nifti_dir: str | None = None,
+    name: str = "",
+) -> Imported:
+    """Read DICOM series and their labels.
+
+    Args:
+        path: a folder or a ``.zip`` of DICOM files.
+        series: a SeriesInstanceUID to import (needed when one folder mixes series), or ``all``.
+        labels: a NIfTI mask (one series) or a folder of masks named after case id / SeriesInstanceUID / PatientID.
+        rois: RTSTRUCT/SEG ROI names to import, in class order (default: all).
+        classes: class names for NIfTI masks, background first.
+        to_nifti: also write NIfTI copies (nnU-Net raw layout) of images and labels.
+        nifti_dir: where to write them (default ``<out>/nifti``).
+        name: data set name (default: the folder's name).
+    """
+    path = Path(path)
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    root = path
+    if path.is_file() and zipfile.is_zipfile(path):
+        tmp = tempfile.TemporaryDirectory(prefix="medseg-dicom-")
+        with zipfile.ZipFile(path) as zf:
+            zf.extractall(tmp.name)
+        root = Path(tmp.name)
+    elif not path.is_dir():
+        raise FormatError("expected a folder or a .zip of DICOM files", where=path, fix="give the folder")
+    by_series: dict[str, list[tuple[Path, Any]]] = {}
+    folders: dict[Path, set[str]] = {}
+    rtstructs: list[tuple[Path, Any]] = []
+    segs: list[tuple[Path, Any]] = []
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h = _read_header(p)
+        if h is None:
+            continue
+        sop_class = str(h.get("SOPClassUID", ""))
+        modality = str(h.get("Modality", ""))
+        if sop_class == RTSTRUCT_UID or modality == "RTSTRUCT":
+            rtstructs.append((p, h))
+        elif sop_class == SEG_UID or modality == "SEG":
+            segs.append((p, h))
+        elif "PixelData" in h or "Rows" in h:
+            uid = str(h.get("SeriesInstanceUID", ""))
+            by_series.setdefault(uid, []).append((p, h))
+            folders.setdefault(p.parent, set()).add(uid)
+    shown = lambda q: path / q.relative_to(root) if tmp else q  # noqa: E731
+    if series and series != "all":
+        if series not in by_series:
+            raise FormatError(f"no series {series!r}", where=path, fix=f"choose one of: {', '.join(sorted(by_series)) or 'none found'}")
+        by_series = {series: by_series[series]}
+    elif series != "all":
+        for folder, uids in folders.items():
+            if len(uids) > 1:
+                raise FormatError(
+                    f"folder mixes {len(uids)} series ({', '.join(sorted(uids))})",
+                    where=shown(folder),
+                    fix="choose one with --option series=UID (or series=all), or put each series in its own folder",
+                )
+    if not by_series:
+        raise FormatError("no DICOM image series found", where=path, fix="check the folder")
+    built = [build_series(uid, items) for uid, items in sorted(by_series.items())]
+    used: set[str] = set()
+    for s in built:
+        h0 = s.headers[0]
+        base = _safe(f"{s.patient_id}_{h0.get('SeriesNumber', '') or s.uid[-8:]}")
+        s.case_id = base if base not in used else _safe(f"{base}_{s.uid[-8:]}")
+        used.add(s.case_id)
+    uids = {s.uid for s in built}
+    # label sources per series
+    struct_of: dict[str, Path] = {}
+    seg_of: dict[str, Path] = {}
+    label_names: list[str] = []
+    for kind, items, refs in (("RTSTRUCT", rtstructs, _referenced_series_rtstruct), ("SEG", segs, _referenced_series_seg)):
+        for p, h in items:
+            ref = refs(h)
+            if not ref or not any(r in uids for r in ref):
+                if series and series != "all":
+                    continue
+                raise FormatError(
+                    f"{kind} references series {', '.join(ref) or '(none)'}, which is not in the input",
+                    where=shown(p),
+                    fix="add the referenced series, or remove the file",
+                )
+            names = list(_roi_names(h).values()) if kind == "RTSTRUCT" else [str(sd.SegmentLabel) for sd in h.get("SegmentSequence", [])]
+            for n in names:
+                if n.lower() not in [x.lower() for x in label_names]:
+                    label_names.append(n)
+            for r in ref:
+                (struct_of if kind == "RTSTRUCT" else seg_of)[r] = p
+    chosen = parse_names(rois)
+    if chosen:
+        lower = [n.lower() for n in label_names]
+        for c in chosen:
+            if c.lower() not in lower:
+                raise FormatError(f"ROI {c!r} not found", where=path, fix=f"available ROIs: {', '.join(label_names) or 'none (no RTSTRUCT/SEG in the input)'}")
+        label_names = [label_names[lower.index(c.lower())] for c in chosen]
+    nifti_of: dict[str, Path] = {}
+    if labels:
+        lp = Path(labels)
+        if lp.is_file():
+            if len(built) != 1:
+                raise FormatError(
+                    f"one mask given for {len(built)} series", where=lp, fix="give a folder of masks named after each case id or SeriesInstanceUID"
+                )
+            nifti_of[built[0].uid] = lp
+        elif lp.is_dir():
+            masks = {volume_stem(q): q for q in lp.iterdir() if volume_suffix(q)}
+            for s in built:
+                for key in (s.case_id, s.uid, s.patient_id):
+                    if key in masks:
+                        nifti_of[s.uid] = masks[key]
+                        break
+        else:
+            raise FormatError("labels path does not exist", where=lp, fix="give a NIfTI mask or a folder of masks")
+    if nifti_of:
+        from medseg.data.formats.nifti import classes_from_labels
+
+        names = classes_from_labels(list(nifti_of.values()), parse_names(classes), Path(labels or path))
+    else:
+        names = ["background", *label_names] if label_names else (parse_names(classes) or ["background", "foreground"])
+    class_index = {n.lower(): i for i, n in enumerate(names) if i > 0}
+    modality = str(built[0].headers[0].get("Modality", "") or "image")
+    info = DatasetInfo(
+        name=name or path.stem,
+        description=f"Imported from DICOM ({len(built)} series)",
+        dims=3,
+        modalities=[modality],
+        classes=make_classes(names),
+        source={"format": "dicom", "path": str(path)},
+    )
+
+    def cases() -> Iterator[Case]:
+        try:
+            for s in built:
+                image = read_series_pixels(s)
+                label = None
+                if s.uid in nifti_of:
+                    label = nifti_label(nifti_of[s.uid], s)
+                    if label.size and int(label.max()) >= len(names):
+                        raise FormatError(
+                            f"label value {int(label.max())} has no class", where=nifti_of[s.uid], fix="give all class names with --option classes"
+                        )
+                elif s.uid in seg_of:
+                    label = seg_label(seg_of[s.uid], s, class_index)
+                elif s.uid in struct_of:
+                    label = rasterise_rtstruct(struct_of[s.uid], s, class_index)
+                h0 = s.headers[0]
+                meta = {
+                    "source": str(shown(s.files[0].parent)),
+                    "series_uid": s.uid,
+                    "study_uid": str(h0.get("StudyInstanceUID", "")),
+                    "modality": str(h0.get("Modality", "")),
+                    "series_description": str(h0.get("SeriesDescription", "")),
+                    "slices": len(s.files),
+                    "axes": "slice,row,column",
+                }
+                yield Case(image=image[None], label=label, affine=s.affine, case_id=s.case_id, patient_id=s.patient_id, meta=meta)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+
+    after = []
+    if to_nifti or nifti_dir:
+        after.append(lambda ds: write_nifti_copies(ds, Path(nifti_dir) if nifti_dir else ds.root / "nifti", reverse_axes=True))
+    return Imported(info=info, cases=cases(), after=after)

@@ -1,0 +1,153 @@
+"""A plain pair of folders of NIfTI/NRRD/MHA volumes: images and labels matched by name.
+
+Layout::
+
+    path/
+      images/  liver_01.nii.gz  liver_02.nii.gz      (or liver_01_0000.nii.gz, liver_01_0001.nii.gz per channel)
+      labels/  liver_01.nii.gz  liver_02.nii.gz
+
+Geometry: NIfTI affines are kept as is (RAS+, array axes i, j, k); NRRD/MHA (LPS) are converted
+to RAS+. A label must lie on its image's grid (same shape and affine) and hold integers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.case import Case
+from medseg.data.formats import FORMATS, FormatError, Imported
+from medseg.data.formats._common import default_classes, parse_names, read_volume, volume_case, volume_stem, volume_suffix
+from medseg.data.store import DatasetInfo, make_classes
+
+CHANNEL_RE = re.compile(r"^(.*)_(\d{4})$")
+
+
+def group_channels(files: list[Path]) -> dict[str, list[Path]]:
+    """``{case: [channel files]}``; ``x_0000``, ``x_0001`` are channels of case ``x``, other names one channel."""
+    stems = {volume_stem(p): p for p in files}
+    out: dict[str, dict[int, Path]] = {}
+    for stem, p in stems.items():
+        m = CHANNEL_RE.match(stem)
+        case, ch = (m[1], int(m[2])) if m else (stem, 0)
+        out.setdefault(case, {})[ch] = p
+    result: dict[str, list[Path]] = {}
+    for case, chans in sorted(out.items()):
+        expected = list(range(max(chans) + 1))
+        if sorted(chans) != expected:
+            missing = sorted(set(expected) - set(chans))
+            raise FormatError(
+                f"case {case!r} lacks channel file(s) {', '.join(f'_{m:04d}' for m in missing)}", where=chans[min(chans)].parent, fix="give every channel file"
+            )
+        result[case] = [chans[i] for i in expected]
+    return result
+
+
+def classes_from_labels(label_paths: list[Path], names: list[str] | None, where: Path) -> list[str]:
+    """Class names: the given ones, or background + class_i up to the largest label value found."""
+    if names is not None:
+        return names
+    top = 0
+    for p in label_paths:
+        lab, _ = read_volume(p, label=True)
+        top = max(top, int(lab.max(initial=0)))
+    return default_classes(top + 1, None, where)
+
+
+def check_channels(groups: dict[str, list[Path]], where: Path) -> int:
+    n = {len(v) for v in groups.values()}
+    if len(n) > 1:
+        counts = {k: len(v) for k, v in groups.items()}
+        few = min(counts, key=counts.__getitem__)
+        raise FormatError(f"case {few!r} has {counts[few]} channel file(s), others have {max(n)}", where=where, fix="give every case the same channels")
+    return n.pop()
+
+
+def n_channels_of(path: Path) -> int:
+    arr, _ = read_volume(path)
+    return int(arr.shape[-1]) if arr.ndim == 4 else 1
+
+
+@FORMATS.register("nifti", help="folders of NIfTI/NRRD/MHA volumes: images/ + labels/ matched by name (_0000, _0001 = channels)")
+def read_nifti_folders(
+    path: Path,
+    images_dir: str = "images",
+    labels_dir: str = "labels",
+    classes: str | list[str] | None = None,
+    modalities: str | list[str] | None = None,
+    name: str = "",
+) -> Imported:
+    """Read an image folder and a label folder of volumes.
+
+    Args:
+        path: the folder holding ``images_dir`` and ``labels_dir``.
+        images_dir: sub-folder of images.
+        labels_dir: sub-folder of labels (missing: unlabelled cases).
+        classes: class names, background first (default: background, class_1, … up to the largest label).
+        modalities: channel names (default ``image`` / ``channel_i``).
+        name: data set name (default: the folder's name).
+    """
+    path = Path(path)
+    img_dir, lab_dir = path / images_dir, path / labels_dir
+    if not img_dir.is_dir():
+        raise FormatError(f"no {images_dir}/ folder", where=path, fix="put images in images/ and labels in labels/, or pass --option images_dir=NAME")
+    groups = group_channels([p for p in sorted(img_dir.iterdir()) if volume_suffix(p)])
+    if not groups:
+        raise FormatError("no .nii/.nii.gz/.nrrd/.mha volumes", where=img_dir, fix="check the folder")
+    labels: dict[str, Path] = {}
+    if lab_dir.is_dir():
+        labels = {volume_stem(p): p for p in sorted(lab_dir.iterdir()) if volume_suffix(p)}
+        orphans = sorted(set(labels) - set(groups))
+        if orphans:
+            raise FormatError(f"label {orphans[0]!r} matches no image", where=labels[orphans[0]], fix="name labels like their images (without _0000)")
+    n_files = check_channels(groups, img_dir)
+    n_chan = n_files if n_files > 1 else n_channels_of(next(iter(groups.values()))[0])
+    return volume_dataset(path, groups, labels, n_chan, classes, modalities, name or path.name, "nifti", "image/label folders")
+
+
+def volume_dataset(
+    path: Path,
+    groups: dict[str, list[Path]],
+    labels: dict[str, Path],
+    n_chan: int,
+    classes: str | list[str] | None,
+    modalities: str | list[str] | None,
+    name: str,
+    fmt: str,
+    what: str,
+    patients: dict[str, str] | None = None,
+    class_names: list[str] | None = None,
+) -> Imported:
+    """The ``Imported`` for cases made of volume files (shared by the nifti, csv and msd formats)."""
+    names = class_names or classes_from_labels(list(labels.values()), parse_names(classes), path)
+    mods = parse_names(modalities) or (["image"] if n_chan == 1 else [f"channel_{i}" for i in range(n_chan)])
+    if len(mods) != n_chan:
+        raise FormatError(f"{len(mods)} modality names for {n_chan} channels", where="--option modalities", fix=f"give {n_chan} names")
+    first, _ = read_volume(next(iter(groups.values()))[0])
+    dims = 2 if first.ndim == 2 else 3
+    info = DatasetInfo(
+        name=name,
+        description=f"Imported from {what}",
+        dims=dims,
+        modalities=mods,
+        classes=make_classes(names),
+        source={"format": fmt, "path": str(path)},
+    )
+
+    def cases() -> Iterator[Case]:
+        for cid, files in groups.items():
+            case = volume_case(files, labels.get(cid), case_id=cid, patient_id=(patients or {}).get(cid, ""))
+            if case.image.shape[0] != n_chan:
+                raise FormatError(f"image has {case.image.shape[0]} channels, others {n_chan}", where=files[0], fix="give every case the same channels")
+            if case.label is not None and case.label.size and int(np.max(case.label)) >= len(names):
+                raise FormatError(
+                    f"label value {int(np.max(case.label))} has no class (classes: {', '.join(names)})",
+                    where=labels[cid],
+                    fix="add the class name to --option classes",
+                )
+            yield case
+
+    return Imported(info=info, cases=cases())

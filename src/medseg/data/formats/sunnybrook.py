@@ -1,0 +1,132 @@
+"""Sunnybrook cardiac MRI: DICOM images per patient + expert contours as text files.
+
+Layout::
+
+    path/
+      images/SC-HF-I-01/IM-0001-0048.dcm …
+      contours/SC-HF-I-01/contours-manual/IRCCI-expert/IM-0001-0048-icontour-manual.txt
+                                                        IM-0001-0048-ocontour-manual.txt
+
+A contour file holds one ``x y`` point per line (column, row in pixels) and is named after its
+image. Every annotated image becomes one 2D case: the inner contour fills the LV blood pool (1), the
+ring between outer and inner contours the myocardium (2). Papillary-muscle contours (``p1``/``p2``)
+are ignored. The patient is the folder under ``contours/``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.case import Case
+from medseg.data.formats import FORMATS, FormatError, Imported
+from medseg.data.formats._common import fill_polygon
+from medseg.data.store import DatasetInfo, make_classes
+
+CONTOUR_RE = re.compile(r"^(?P<image>.+)-(?P<kind>[io])contour-(?:manual|auto)\.txt$")
+CLASSES = ["background", "lv_blood_pool", "myocardium"]
+
+
+def read_contour(path: Path) -> np.ndarray:
+    """``(N, 2)`` float array of ``x y`` points; malformed lines raise ``FormatError`` naming the line."""
+    pts = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            pts.append((float(parts[0]), float(parts[1])))
+        except ValueError:
+            raise FormatError(
+                f"malformed coordinate line {line.strip()[:40]!r}", where=f"{path}:{lineno}", fix="each line must be 'x y' (two numbers)"
+            ) from None
+    if len(pts) < 3:
+        raise FormatError(f"contour has {len(pts)} points", where=path, fix="a closed contour needs at least 3 points")
+    return np.asarray(pts, dtype=np.float64)
+
+
+@FORMATS.register("sunnybrook", help="Sunnybrook cardiac MRI: DICOM per patient + i/o contour text files → LV blood pool, myocardium")
+def read_sunnybrook(path: Path, images_dir: str = "images", contours_dir: str = "contours", name: str = "") -> Imported:
+    """Read a Sunnybrook-style folder.
+
+    Args:
+        path: the folder holding ``images_dir`` and ``contours_dir``.
+        images_dir: sub-folder of DICOM files (any depth, one folder per patient).
+        contours_dir: sub-folder of contour text files (any depth, one folder per patient).
+        name: data set name (default: the folder's name).
+    """
+    path = Path(path)
+    img_root, con_root = path / images_dir, path / contours_dir
+    for d in (img_root, con_root):
+        if not d.is_dir():
+            raise FormatError(
+                f"no {d.name}/ folder", where=path, fix=f"put DICOM images in {images_dir}/ and contours in {contours_dir}/ (or pass --option images_dir=…)"
+            )
+    dicoms: dict[tuple[str, str], Path] = {}
+    for p in img_root.rglob("*.dcm"):
+        patient = p.relative_to(img_root).parts[0]
+        dicoms[(patient, p.stem)] = p
+    annotated: dict[tuple[str, str], dict[str, Path]] = {}
+    for p in sorted(con_root.rglob("*.txt")):
+        m = CONTOUR_RE.match(p.name)
+        if not m:
+            continue
+        patient = p.relative_to(con_root).parts[0]
+        key = (patient, m["image"])
+        if key not in dicoms:
+            raise FormatError(
+                f"contour names image {m['image']!r}, which does not exist for patient {patient!r}",
+                where=p,
+                fix=f"put {m['image']}.dcm under {img_root / patient}",
+            )
+        annotated.setdefault(key, {})[m["kind"]] = p
+    if not annotated:
+        raise FormatError("no contour files (*-icontour-manual.txt / *-ocontour-manual.txt)", where=con_root, fix="check the folder")
+    info = DatasetInfo(
+        name=name or path.name,
+        description="Imported from Sunnybrook cardiac MRI (expert contours)",
+        dims=2,
+        modalities=["MRI"],
+        classes=make_classes(CLASSES),
+        source={"format": "sunnybrook", "path": str(path)},
+    )
+
+    def cases() -> Iterator[Case]:
+        import pydicom
+
+        for (patient, stem), contours in sorted(annotated.items()):
+            dcm = dicoms[(patient, stem)]
+            try:
+                ds = pydicom.dcmread(dcm)
+                arr = ds.pixel_array.astype(np.float32)
+            except Exception as e:
+                raise FormatError(f"cannot read DICOM image ({str(e).splitlines()[0]})", where=dcm, fix="check the file") from None
+            arr = arr * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+            h, w = arr.shape
+            label = np.zeros((h, w), dtype=np.int16)
+            masks = {}
+            for kind, cp in contours.items():
+                pts = read_contour(cp)
+                if pts[:, 0].min() < -0.5 or pts[:, 1].min() < -0.5 or pts[:, 0].max() > w - 0.5 or pts[:, 1].max() > h - 0.5:
+                    raise FormatError(f"contour points lie outside the {w}×{h} image", where=cp, fix="the contour belongs to another image")
+                masks[kind] = fill_polygon(label, pts[:, 1], pts[:, 0])
+            if "o" in masks:
+                label[masks["o"]] = 2
+            if "i" in masks:
+                label[masks["i"]] = 1
+            ps = [float(v) for v in ds.get("PixelSpacing", [1.0, 1.0])]
+            yield Case.from_spacing(
+                arr[None],
+                label,
+                spacing=(ps[0], ps[1]),
+                case_id=f"{patient}_{stem}",
+                patient_id=patient,
+                meta={"source": str(dcm), "contours": sorted(str(c) for c in contours.values())},
+            )
+
+    return Imported(info=info, cases=cases())

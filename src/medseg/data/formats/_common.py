@@ -194,7 +194,8 @@ def fill_polygon(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
 
     h, w = mask.shape
     im = Image.new("1", (w, h), 0)
-    pts = [(float(c), float(r)) for r, c in zip(rows, cols, strict=True)]
+    # round off float noise from world → index conversion (6.9999999 must fill pixel 7)
+    pts = [(round(float(c), 3), round(float(r), 3)) for r, c in zip(rows, cols, strict=True)]
     if len(pts) >= 3:
         ImageDraw.Draw(im).polygon(pts, fill=1, outline=1)
     elif pts:

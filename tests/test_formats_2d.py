@@ -53,7 +53,9 @@ def test_numpy_count_mismatch(tmp_path: Path, rng: np.random.Generator) -> None:
     assert "val_labels.npy" in str(e.value) and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("file", "shape", "problem"), [("train_images.npy", (4, 8), "expected N×H×W or N×C×H×W"), ("train_labels.npy", (4, 2, 8, 9), "expected N×H×W")])
+@pytest.mark.parametrize(
+    ("file", "shape", "problem"), [("train_images.npy", (4, 8), "expected N×H×W or N×C×H×W"), ("train_labels.npy", (4, 2, 8, 9), "expected N×H×W")]
+)
 def test_numpy_wrong_dimensionality(tmp_path: Path, rng: np.random.Generator, file: str, shape: tuple, problem: str) -> None:
     make_npy(tmp_path / "in", rng)
     np.save(tmp_path / "in" / file, np.zeros(shape, np.float32 if "images" in file else np.uint8))
@@ -139,7 +141,7 @@ def test_sunnybrook_round_trip(tmp_path: Path) -> None:
 def test_sunnybrook_contour_without_image(tmp_path: Path) -> None:
     con = make_sunnybrook(tmp_path / "in")
     (con / "IM-0001-0099-icontour-manual.txt").write_text("1 1\n2 2\n3 1\n")
-    with pytest.raises(FormatError, match="IM-0001-0099.*does not exist") as e:
+    with pytest.raises(FormatError, match=r"IM-0001-0099.*does not exist") as e:
         import_dataset("sunnybrook", tmp_path / "in", tmp_path / "out")
     assert "IM-0001-0099-icontour-manual.txt" in str(e.value) and not (tmp_path / "out").exists()
 

@@ -90,7 +90,9 @@ def lps_affine(ds0: Dataset, step: float) -> np.ndarray:
     return a
 
 
-def write_rtstruct(path: Path, series: list[Dataset], rois: dict[str, list[tuple[int, list[tuple[float, float]]]]], step: float = 2.5, ref_series: str | None = None) -> None:
+def write_rtstruct(
+    path: Path, series: list[Dataset], rois: dict[str, list[tuple[int, list[tuple[float, float]]]]], step: float = 2.5, ref_series: str | None = None
+) -> None:
     """An RTSTRUCT with closed planar contours given as (slice, [(row, col), …]) in voxel indices."""
     aff = lps_affine(series[0], step)
     meta = FileMetaDataset()
@@ -145,7 +147,7 @@ def test_series_geometry_and_rescale(tmp_path: Path) -> None:
 
 
 def test_to_nifti_mask_sits_on_the_source_grid(tmp_path: Path) -> None:
-    dss, hu = write_series(tmp_path / "in" / "P1" / "ct")
+    dss, _ = write_series(tmp_path / "in" / "P1" / "ct")
     write_rtstruct(tmp_path / "in" / "P1" / "rs.dcm", dss, {"Liver": [(2, SQUARE)]})
     ds = import_dataset("dicom", tmp_path / "in", tmp_path / "out", to_nifti=True)
     # reference: SimpleITK's own reading of the series (LPS, x fastest)
@@ -182,7 +184,7 @@ def test_rtstruct_roi_choice_and_holes(tmp_path: Path) -> None:
 def test_rtstruct_bad_references_and_points(tmp_path: Path) -> None:
     dss, _ = write_series(tmp_path / "a" / "ct")
     write_rtstruct(tmp_path / "a" / "rs.dcm", dss, {"Liver": [(2, SQUARE)]}, ref_series=generate_uid())
-    with pytest.raises(FormatError, match="references series .* not in the input") as e:
+    with pytest.raises(FormatError, match=r"references series .* not in the input") as e:
         import_dataset("dicom", tmp_path / "a", tmp_path / "out")
     assert "rs.dcm" in str(e.value)
     dss, _ = write_series(tmp_path / "b" / "ct")
@@ -333,7 +335,7 @@ def test_compressed_without_decoder(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     src.save_as(tmp_path / "in" / "jpeg12.dcm")
     try:
-        pydicom.dcmread(tmp_path / "in" / "jpeg12.dcm").pixel_array
+        _ = pydicom.dcmread(tmp_path / "in" / "jpeg12.dcm").pixel_array
         pytest.skip("a 12-bit JPEG decoder is installed here")
     except Exception:
         pass

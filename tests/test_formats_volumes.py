@@ -168,7 +168,11 @@ def test_msd_4d_file(tmp_path: Path, rng: np.random.Generator) -> None:
     data = rng.normal(size=(*SHAPE, 3)).astype(np.float32)
     save(root / "imagesTr" / "brats_001.nii.gz", data, oblique())
     save(root / "labelsTr" / "brats_001.nii.gz", np.ones(SHAPE, np.uint8), oblique())
-    meta = {"modality": {"0": "FLAIR", "1": "T1w", "2": "T2w"}, "labels": {"0": "background", "1": "tumour"}, "training": [{"image": "./imagesTr/brats_001.nii.gz", "label": "./labelsTr/brats_001.nii.gz"}]}
+    meta = {
+        "modality": {"0": "FLAIR", "1": "T1w", "2": "T2w"},
+        "labels": {"0": "background", "1": "tumour"},
+        "training": [{"image": "./imagesTr/brats_001.nii.gz", "label": "./labelsTr/brats_001.nii.gz"}],
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     case = import_dataset("msd", root, tmp_path / "out").load_case("brats_001")
     np.testing.assert_array_equal(case.image, np.moveaxis(data, -1, 0))
@@ -179,7 +183,7 @@ def test_msd_missing_keys(tmp_path: Path, rng: np.random.Generator) -> None:
     meta = json.loads((tmp_path / "T" / "dataset.json").read_text())
     del meta["modality"], meta["labels"]
     (tmp_path / "T" / "dataset.json").write_text(json.dumps(meta))
-    with pytest.raises(FormatError, match="lacks key.*labels.*modality") as e:
+    with pytest.raises(FormatError, match=r"lacks key.*labels.*modality") as e:
         import_dataset("msd", tmp_path / "T", tmp_path / "out")
     assert "dataset.json" in str(e.value)
     assert not (tmp_path / "out").exists()

@@ -94,21 +94,61 @@ def datasets_cmd(
     console.print(f"wrote {len(ds)} cases to {out}")
 
 
-@command("import")
-def import_cmd(fmt: Annotated[str, typer.Argument(help="input format")], path: Path, out: Annotated[Path, typer.Option("--out")]) -> None:
-    """Import a data set from its published format into a medseg data set folder."""
-    _not_yet("import")
+def _import_help() -> str:
+    from medseg.data.formats import list_formats
+
+    lines = ["Import a data set from its published format into a medseg data set folder.", "", "[bold]Formats[/] (FORMAT argument):", ""]
+    for name, text, opts in list_formats():
+        lines += [f"• [bold]{name}[/] — {text}. Options: {', '.join(opts)}", ""]
+    lines.append("Example: medseg import dicom scans/ --out data/ct --to-nifti --option rois=Liver,Tumour")
+    return "\n".join(lines)
+
+
+@command("import", help=_import_help())
+def import_cmd(
+    fmt: Annotated[str, typer.Argument(help="input format (see the list above)", metavar="FORMAT")],
+    path: Annotated[Path, typer.Argument(help="input file or folder")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="data set folder to create")],
+    overwrite: Annotated[bool, typer.Option(help="replace --out if it exists (only once the new folder is complete)")] = False,
+    classes: Annotated[str | None, typer.Option(help="class names, comma-separated, background first (multi-label: one per channel)")] = None,
+    labels: Annotated[str | None, typer.Option(help="dicom: a NIfTI mask or a folder of masks on the series grid")] = None,
+    rois: Annotated[str | None, typer.Option(help="dicom: RTSTRUCT/SEG ROI names to import, comma-separated, in class order")] = None,
+    series: Annotated[str | None, typer.Option(help="dicom: the SeriesInstanceUID to import (or 'all')")] = None,
+    to_nifti: Annotated[bool, typer.Option("--to-nifti", help="dicom: also write NIfTI copies to <out>/nifti")] = False,
+    option: Annotated[list[str] | None, typer.Option("--option", help="format option KEY=VALUE (repeatable), e.g. order=column")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the patient-grouped split made when the format gives none")] = 0,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+) -> None:
+    from medseg.config import parse_override
+    from medseg.data.formats import import_dataset
+
+    opts: dict[str, Any] = {}
+    for key, value in (("classes", classes), ("labels", labels), ("rois", rois), ("series", series)):
+        if value is not None:
+            opts[key] = value
+    if to_nifti:
+        opts["to_nifti"] = True
+    for text in option or []:
+        key, value = parse_override(text)
+        opts[".".join(key)] = value
+    ds = import_dataset(fmt, path, out, overwrite=overwrite, seed=seed, progress=progress, **opts)
+    console.print(f"wrote {len(ds)} cases ({ds.info.dims}D, classes: {', '.join(ds.info.class_names)}) to {out}; next: medseg inspect {out}")
 
 
 @command("inspect")
-def inspect_cmd(dataset: Annotated[str, typer.Argument(help="data set folder or built-in name")]) -> None:
-    """Describe a data set: cases, patients, shapes, spacings, classes, splits."""
+def inspect_cmd(
+    dataset: Annotated[str, typer.Argument(help="data set folder or built-in name")],
+    fingerprint: Annotated[Path | None, typer.Option(help="where to write fingerprint.json (default: inside the data set folder)")] = None,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+) -> None:
+    """Describe a data set: cases per split, shapes, spacings, intensities, class voxels, warnings; writes fingerprint.json."""
     from medseg.config import config_from_dict
-    from medseg.data.inspect import describe
+    from medseg.data.inspect import FINGERPRINT_FILE, describe, write_fingerprint
     from medseg.data.pipeline import open_dataset
 
     ds = open_dataset(config_from_dict({"data": {"dataset": dataset}}))
-    d = describe(ds)
+    d = describe(ds, progress=progress)
+    fp_path = write_fingerprint(d["fingerprint"], fingerprint or ds.root / FINGERPRINT_FILE)
     console.print(f"[bold]{ds.info.name}[/] — {ds.info.description}  ({ds.root})")
     t = Table(show_header=False)
     for k, v in d["summary"].items():
@@ -121,14 +161,22 @@ def inspect_cmd(dataset: Annotated[str, typer.Argument(help="data set folder or 
     for cls, counts in d["class_voxels"].items():
         ct.add_row(cls, *[f"{counts.get(s, 0):,}" for s in d["splits"]])
     console.print(ct)
+    for w in d["fingerprint"]["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+    console.print(f"fingerprint written to {fp_path}")
 
 
 @command("train")
 def train_cmd(
-    config: Annotated[str, typer.Argument(help="YAML config or recipe name (see `medseg config --list`)")],
+    config: Annotated[str | None, typer.Argument(help="YAML config or recipe name (see `medseg config --list`); optional with --resume")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/<name>)")] = None,
     set_: SetOpt = None,
+    resume: Annotated[Path | None, typer.Option(help="continue this run folder from its last checkpoint")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
+    devices: Annotated[str | None, typer.Option(help="devices per node for DDP (e.g. 2, or auto)")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="number of nodes (torchrun / SLURM)")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, ...")] = None,
+    max_time: Annotated[str | None, typer.Option(help="wall-clock budget, HH:MM:SS or DD:HH:MM:SS")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a run folder that already exists")] = False,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
@@ -137,34 +185,74 @@ def train_cmd(
     from medseg.engine.train import train
     from medseg.recipes import resolve_config_path
 
-    overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
-    cfg = load_config(resolve_config_path(config), overrides)
-    run = train(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, progress=progress)
+    flags = {"device": device, "devices": devices, "num_nodes": num_nodes, "strategy": strategy, "max_time": max_time}
+    overrides = list(set_ or []) + [f"train.{k}={v}" for k, v in flags.items() if v is not None]
+    if resume is not None:
+        if out is not None and Path(out) != resume:
+            raise MedsegError("--out and --resume name different folders", where="--out", fix="give only --resume RUN")
+        source = resolve_config_path(config) if config else resume / "config.yaml"
+        run = train(load_config(source, overrides), resume, progress=progress, resume=True)
+    else:
+        if config is None:
+            raise MedsegError("no config given", where="CONFIG", fix="give a YAML file or recipe name, e.g. `medseg train quickstart`")
+        cfg = load_config(resolve_config_path(config), overrides)
+        run = train(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, progress=progress)
     console.print(f"run folder: [bold]{run}[/]")
 
 
 @command("evaluate")
 def evaluate_cmd(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[Path | None, typer.Argument(help="run folder (or score two folders with --pred and --ref)")] = None,
     split: Annotated[str | None, typer.Option(help="train | val | test (default: the config's eval.split)")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="best | last")] = None,
+    pred: Annotated[Path | None, typer.Option("--pred", help="folder of predicted masks (NIfTI, NRRD, MHA, PNG), matched to --ref by case name")] = None,
+    ref: Annotated[Path | None, typer.Option("--ref", help="folder of reference masks")] = None,
+    labels: Annotated[list[str] | None, typer.Option("--labels", help="label values to score: 1,2 or 1=liver,2=tumour (default: all found)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder for --pred/--ref (default: <pred>_eval)")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="YAML whose eval section sets the metric conventions (with --pred/--ref)")] = None,
+    set_: SetOpt = None,
     progress: bool = True,
 ) -> None:
-    """Score a run on a split: metrics.csv (case × class) and summary.json."""
+    """Score a run on a split, or any two folders of masks: metrics.csv (case × class) and summary.json.
+
+    Metric conventions (HD95 / ASSD / NSD modes, empty-mask policies, time saved, lesions) are the
+    eval.* config fields, e.g. --set eval.surface.hd95_mode=monai; see docs/metrics.md.
+    """
     import json
 
-    from medseg.evaluation import evaluate_run
+    from medseg.evaluation import evaluate_folders, evaluate_run
 
-    out = evaluate_run(run, split, checkpoint, progress=progress)
-    summary = json.loads((out / "summary.json").read_text())
-    t = Table(title=f"{summary['split']} Dice per class ({summary['n_cases']} cases)")
+    if pred is not None or ref is not None:
+        if run is not None or pred is None or ref is None:
+            raise MedsegError("--pred and --ref go together, without a run folder", where="evaluate", fix="medseg evaluate --pred PRED_DIR --ref REF_DIR")
+        from medseg.config import load_config
+        from medseg.recipes import resolve_config_path
+
+        cfg = load_config(resolve_config_path(config) if config else None, list(set_ or []))
+        result = evaluate_folders(pred, ref, labels, out, cfg.eval, progress=progress)
+        title = f"{pred.name} vs {ref.name}"
+    else:
+        if run is None:
+            raise MedsegError("nothing to evaluate", where="evaluate", fix="give a run folder, or --pred DIR --ref DIR")
+        result = evaluate_run(run, split, checkpoint, progress=progress, overrides=list(set_ or []))
+        title = ""
+    summary = json.loads((result / "summary.json").read_text())
+    t = Table(title=f"{title or summary['split']}: per class mean ± std ({summary['n_cases']} cases)")
     t.add_column("class")
-    t.add_column("Dice (mean ± std)", justify="right")
+    shown = [m for m in ("dice", "hd95", "assd", "nsd") if m in summary["columns"]]
+    for m in shown:
+        t.add_column(m.upper() if m != "dice" else "Dice", justify="right")
+
+    def fmt(e: dict[str, Any]) -> str:
+        if e["mean"] is None or isinstance(e["mean"], str):
+            return "n/a" if e["mean"] is None else str(e["mean"])
+        return f"{e['mean']:.3f}" + ("" if e["std"] is None else f" ± {e['std']:.3f}") + (f" ({e['n_undefined']} n/a)" if e["n_undefined"] else "")
+
     for name, e in summary["per_class"].items():
-        d = e["dice"]
-        t.add_row(name, "n/a" if d["mean"] is None else f"{d['mean']:.3f} ± {d['std']:.3f}")
+        t.add_row(name, *[fmt(e[m]) for m in shown])
     console.print(t)
-    console.print(f"mean Dice {summary['mean_dice']:.3f}  →  {out}")
+    md = summary["mean_dice"]
+    console.print(f"mean Dice {'n/a' if md is None else f'{md:.3f}'}  →  {result}")
 
 
 @command("predict")

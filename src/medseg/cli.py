@@ -188,26 +188,57 @@ def train_cmd(
 
 @command("evaluate")
 def evaluate_cmd(
-    run: Annotated[Path, typer.Argument(help="run folder")],
+    run: Annotated[Path | None, typer.Argument(help="run folder (or score two folders with --pred and --ref)")] = None,
     split: Annotated[str | None, typer.Option(help="train | val | test (default: the config's eval.split)")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="best | last")] = None,
+    pred: Annotated[Path | None, typer.Option("--pred", help="folder of predicted masks (NIfTI, NRRD, MHA, PNG), matched to --ref by case name")] = None,
+    ref: Annotated[Path | None, typer.Option("--ref", help="folder of reference masks")] = None,
+    labels: Annotated[list[str] | None, typer.Option("--labels", help="label values to score: 1,2 or 1=liver,2=tumour (default: all found)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder for --pred/--ref (default: <pred>_eval)")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="YAML whose eval section sets the metric conventions (with --pred/--ref)")] = None,
+    set_: SetOpt = None,
     progress: bool = True,
 ) -> None:
-    """Score a run on a split: metrics.csv (case × class) and summary.json."""
+    """Score a run on a split, or any two folders of masks: metrics.csv (case × class) and summary.json.
+
+    Metric conventions (HD95 / ASSD / NSD modes, empty-mask policies, time saved, lesions) are the
+    eval.* config fields, e.g. --set eval.surface.hd95_mode=monai; see docs/metrics.md.
+    """
     import json
 
-    from medseg.evaluation import evaluate_run
+    from medseg.evaluation import evaluate_folders, evaluate_run
 
-    out = evaluate_run(run, split, checkpoint, progress=progress)
-    summary = json.loads((out / "summary.json").read_text())
-    t = Table(title=f"{summary['split']} Dice per class ({summary['n_cases']} cases)")
+    if pred is not None or ref is not None:
+        if run is not None or pred is None or ref is None:
+            raise MedsegError("--pred and --ref go together, without a run folder", where="evaluate", fix="medseg evaluate --pred PRED_DIR --ref REF_DIR")
+        from medseg.config import load_config
+        from medseg.recipes import resolve_config_path
+
+        cfg = load_config(resolve_config_path(config) if config else None, list(set_ or []))
+        result = evaluate_folders(pred, ref, labels, out, cfg.eval, progress=progress)
+        title = f"{pred.name} vs {ref.name}"
+    else:
+        if run is None:
+            raise MedsegError("nothing to evaluate", where="evaluate", fix="give a run folder, or --pred DIR --ref DIR")
+        result = evaluate_run(run, split, checkpoint, progress=progress, overrides=list(set_ or []))
+        title = ""
+    summary = json.loads((result / "summary.json").read_text())
+    t = Table(title=f"{title or summary['split']}: per class mean ± std ({summary['n_cases']} cases)")
     t.add_column("class")
-    t.add_column("Dice (mean ± std)", justify="right")
+    shown = [m for m in ("dice", "hd95", "assd", "nsd") if m in summary["columns"]]
+    for m in shown:
+        t.add_column(m.upper() if m != "dice" else "Dice", justify="right")
+
+    def fmt(e: dict[str, Any]) -> str:
+        if e["mean"] is None or isinstance(e["mean"], str):
+            return "n/a" if e["mean"] is None else str(e["mean"])
+        return f"{e['mean']:.3f}" + ("" if e["std"] is None else f" ± {e['std']:.3f}") + (f" ({e['n_undefined']} n/a)" if e["n_undefined"] else "")
+
     for name, e in summary["per_class"].items():
-        d = e["dice"]
-        t.add_row(name, "n/a" if d["mean"] is None else f"{d['mean']:.3f} ± {d['std']:.3f}")
+        t.add_row(name, *[fmt(e[m]) for m in shown])
     console.print(t)
-    console.print(f"mean Dice {summary['mean_dice']:.3f}  →  {out}")
+    md = summary["mean_dice"]
+    console.print(f"mean Dice {'n/a' if md is None else f'{md:.3f}'}  →  {result}")
 
 
 @command("predict")

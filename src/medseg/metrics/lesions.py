@@ -74,9 +74,7 @@ def lesion_counts(
     return {"lesion_tp": tp, "lesion_fp": n_p - tp, "lesion_fn": n_r - tp, "n_ref_lesions": n_r, "n_pred_lesions": n_p}
 
 
-def lesion_counts_per_class(
-    pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], multi_label: bool = False, **kwargs: object
-) -> dict[str, np.ndarray]:
+def lesion_counts_per_class(pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], multi_label: bool = False, **kwargs: object) -> dict[str, np.ndarray]:
     """:func:`lesion_counts` for each class; arrays of length ``len(classes)`` per count."""
     out = {m: np.zeros(len(classes), dtype=np.int64) for m in LESION_METRICS}
     for i, k in enumerate(classes):

@@ -1,0 +1,275 @@
+"""Evaluation of runs and of folders of masks: files written, metrics, bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from medseg.cli import app
+from medseg.config import EvalConfig, config_from_dict
+from medseg.errors import ConfigError, DatasetError
+from medseg.evaluation import METRIC_COLUMNS, evaluate_folders, evaluate_run, parse_labels, read_mask
+from medseg.metrics.surface import surface_metrics
+
+medpy_binary = pytest.importorskip("medpy.metric.binary")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from medseg.engine.train import train
+
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = config_from_dict(
+        {
+            "name": "tiny",
+            "data": {
+                "dataset": "phantom2d",
+                "builtin": {"n_patients": 6, "slices_per_patient": 2, "size": 32},
+                "cache_dir": str(tmp / "cache"),
+                "batch_size": 4,
+            },
+            "model": {"params": {"channels": [8, 16], "num_res_units": 0}},
+            "train": {"epochs": 1, "device": "cpu", "threads": 1},
+        }
+    )
+    return train(cfg, tmp / "run", progress=False)
+
+
+def test_evaluate_run_writes_every_file(tiny_run: Path) -> None:
+    out = evaluate_run(tiny_run, "test", progress=False)
+    for name in ("metrics.csv", "summary.json", "classification_report.csv", "confusion_matrix.csv", "eval_config.yaml"):
+        assert (out / name).is_file(), name
+    rows = _rows(out / "metrics.csv")
+    assert list(rows[0]) == ["case", "patient", "class", *METRIC_COLUMNS]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == sorted({r["class"] for r in rows}, key=summary["classes"].index)
+    assert len(rows) == summary["n_cases"] * len(summary["classes"])
+    for name, entry in summary["per_class"].items():
+        for m in ("dice", "hd95", "assd", "nsd", "time_saved_s"):
+            assert {"mean", "std", "n", "n_undefined"} <= set(entry[m]), (name, m)
+    assert {"macro", "weighted", "pooled", "lesions", "time_saved", "classification_report", "conventions"} <= set(summary)
+    assert summary["mean_dice"] == pytest.approx(summary["macro"]["dice"])
+    cfg = yaml.safe_load((out / "eval_config.yaml").read_text())
+    assert cfg["eval"]["surface"]["hd95_mode"] == "medpy"
+    preds = sorted((out / "predictions").glob("*.npz"))
+    assert len(preds) == summary["n_cases"]
+    # surface metrics in metrics.csv equal MedPy's on the saved prediction of one case
+    from medseg.data.store import load_dataset
+
+    info = json.loads((tiny_run / "run.json").read_text())
+    ds = load_dataset(info["dataset"])
+    for r in rows:
+        case = ds.load_case(r["case"])
+        k = ds.info.class_names.index(r["class"])
+        with np.load(out / "predictions" / f"{r['case']}.npz") as z:
+            p, g = z["label"] == k, case.label == k
+        if p.any() and g.any():
+            assert float(r["hd95"]) == pytest.approx(medpy_binary.hd95(p, g, voxelspacing=case.spacing), abs=1e-6)
+            break
+    else:
+        pytest.fail("no case with both masks non-empty")
+
+
+def test_evaluate_run_overrides_conventions(tiny_run: Path) -> None:
+    out = evaluate_run(tiny_run, "test", progress=False, save_predictions=False, overrides=["eval.surface.enabled=false", "eval.lesions.rule=iou"])
+    rows = _rows(out / "metrics.csv")
+    assert "hd95" not in rows[0] and "lesion_tp" in rows[0]
+    assert "rule=iou" in json.loads((out / "summary.json").read_text())["conventions"]["lesions"]
+    with pytest.raises(ConfigError, match="hd95_mode"):
+        evaluate_run(tiny_run, "test", progress=False, overrides=["eval.surface.hd95_mode=scipy"])
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _vol(seed: int, shape: tuple[int, ...] = (12, 14, 10)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.uint8)
+    c = rng.integers(4, 8, 3)
+    lab[c[0] - 3 : c[0] + 3, c[1] - 3 : c[1] + 4, c[2] - 2 : c[2] + 3] = 1
+    lab[c[0] : c[0] + 2, c[1] : c[1] + 2, c[2] : c[2] + 2] = 2
+    return lab
+
+
+def _write_nifti(path: Path, lab: np.ndarray, affine: np.ndarray) -> None:
+    nib.save(nib.Nifti1Image(lab, affine), str(path))
+
+
+AFF = np.array([[0.0, 0.9, 0.0, -10.0], [0.8, 0.0, 0.0, 5.0], [0.0, 0.0, 2.5, 30.0], [0, 0, 0, 1]])
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    for i in range(3):
+        r = _vol(i)
+        p = np.roll(r, 1, axis=i % 3)
+        _write_nifti(ref / f"case{i}.nii.gz", r, AFF)
+        _write_nifti(pred / f"case{i}.nii.gz", p, AFF)
+    return pred, ref
+
+
+def test_folders_metrics_match_references(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    pred, ref = folders
+    out = evaluate_folders(pred, ref, ["1=organ", "2=lesion"], tmp_path / "ev", progress=False)
+    rows = _rows(out / "metrics.csv")
+    assert list(rows[0])[:2] == ["case", "class"] and len(rows) == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == {"1": "organ", "2": "lesion"}
+    for r in rows:
+        i = int(r["case"][-1])
+        k = 1 if r["class"] == "organ" else 2
+        p = np.asarray(nib.load(str(pred / f"case{i}.nii.gz")).dataobj) == k
+        g = np.asarray(nib.load(str(ref / f"case{i}.nii.gz")).dataobj) == k
+        sp = nib.load(str(ref / f"case{i}.nii.gz")).header.get_zooms()
+        assert float(r["dice"]) == pytest.approx(medpy_binary.dc(p, g), abs=1e-9)
+        assert float(r["hd95"]) == pytest.approx(medpy_binary.hd95(p, g, voxelspacing=sp), abs=1e-6)
+        assert float(r["assd"]) == pytest.approx(medpy_binary.assd(p, g, voxelspacing=sp), abs=1e-6)
+    with open(out / "confusion_matrix.csv", newline="") as fh:
+        mat = list(csv.reader(fh))
+    assert mat[0] == ["reference \\ prediction", "background", "organ", "lesion"]
+    total = sum(int(v) for row in mat[1:] for v in row[1:])
+    assert total == 3 * 12 * 14 * 10
+
+
+def test_folders_mixed_formats_and_default_labels(tmp_path: Path) -> None:
+    pred, ref = tmp_path / "p", tmp_path / "r"
+    pred.mkdir()
+    ref.mkdir()
+    lab = _vol(5)
+    img = sitk.GetImageFromArray(lab)
+    img.SetSpacing((0.8, 0.9, 2.5))
+    img.SetOrigin((1.0, 2.0, 3.0))
+    sitk.WriteImage(img, str(ref / "a.nrrd"))
+    sitk.WriteImage(img, str(pred / "a.mha"))
+    png = np.zeros((16, 16), np.uint8)
+    png[4:10, 4:12] = 255
+    Image.fromarray(png).save(ref / "b.png")
+    Image.fromarray((png > 0).astype(np.uint8)).save(pred / "b.png")
+    out = evaluate_folders(pred, ref, None, tmp_path / "ev", progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"] == {"1": "1", "2": "2"}
+    rows = {(r["case"], r["class"]): r for r in _rows(out / "metrics.csv")}
+    assert float(rows[("a", "1")]["dice"]) == 1.0 and float(rows[("b", "1")]["dice"]) == 1.0
+    assert rows[("b", "2")]["dice"] == "nan"  # absent from both: undefined, not a crash
+    assert summary["per_class"]["2"]["dice"]["n_undefined"] == 1
+    assert summary["per_class"]["2"]["dice"]["mean"] == 1.0
+
+
+def test_empty_reference_follows_policy(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    pred, ref = folders
+    lab = np.asarray(nib.load(str(ref / "case0.nii.gz")).dataobj)
+    _write_nifti(ref / "case0.nii.gz", np.zeros_like(lab), AFF)
+    out = evaluate_folders(pred, ref, ["1", "2"], tmp_path / "ev", progress=False)
+    rows = [r for r in _rows(out / "metrics.csv") if r["case"] == "case0"]
+    diag = math.sqrt(sum((n * s) ** 2 for n, s in zip(lab.shape, (0.8, 0.9, 2.5), strict=True)))
+    for r in rows:
+        assert float(r["dice"]) == 0.0 and float(r["nsd"]) == 0.0
+        assert float(r["hd95"]) == pytest.approx(diag, rel=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    for entry in summary["per_class"].values():
+        assert entry["n_empty_reference"] == 1
+        for m in ("dice", "hd95", "assd", "nsd"):
+            assert isinstance(entry[m]["mean"], float) and math.isfinite(entry[m]["mean"])
+
+    def no_constants(c: str) -> None:
+        raise AssertionError(f"summary.json holds {c}")
+
+    json.loads((out / "summary.json").read_text(), parse_constant=no_constants)
+    nan_cfg = EvalConfig.model_validate({"surface": {"empty_one": "nan"}})
+    out2 = evaluate_folders(pred, ref, ["1"], tmp_path / "ev2", nan_cfg, progress=False)
+    s2 = json.loads((out2 / "summary.json").read_text())["per_class"]["1"]["hd95"]
+    assert s2["n_undefined"] == 1 and s2["n"] == 2 and math.isfinite(s2["mean"])
+
+
+def test_different_grids_are_refused(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    pred, ref = folders
+    lab = _vol(0)
+    shifted = AFF.copy()
+    shifted[0, 3] += 0.5
+    _write_nifti(pred / "case1.nii.gz", lab, shifted)
+    with pytest.raises(DatasetError, match="different grids") as e:
+        evaluate_folders(pred, ref, ["1"], tmp_path / "ev", progress=False)
+    assert "\n" not in str(e.value) and "case1" in str(e.value)
+    assert not (tmp_path / "ev").exists()  # nothing half-written
+    _write_nifti(pred / "case1.nii.gz", lab[:, :, :-1], AFF)
+    with pytest.raises(DatasetError, match="shape"):
+        evaluate_folders(pred, ref, ["1"], tmp_path / "ev", progress=False)
+
+
+def test_missing_prediction_and_bad_labels(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    pred, ref = folders
+    (pred / "case2.nii.gz").unlink()
+    with pytest.raises(DatasetError, match="case2"):
+        evaluate_folders(pred, ref, ["1"], tmp_path / "ev", progress=False)
+    with pytest.raises(ConfigError, match="--labels"):
+        parse_labels(["liver"])
+    with pytest.raises(ConfigError, match="background"):
+        parse_labels(["0"])
+    assert parse_labels(["1,2=t", "3"]) == {1: "1", 2: "t", 3: "3"}
+    with pytest.raises(DatasetError, match="not found"):
+        evaluate_folders(tmp_path / "nope", ref, ["1"], progress=False)
+
+
+def test_bad_mask_files(tmp_path: Path) -> None:
+    bad = tmp_path / "x.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(DatasetError, match="unreadable"):
+        read_mask(bad)
+    rgb = tmp_path / "c.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(rgb)
+    with pytest.raises(DatasetError, match="channels"):
+        read_mask(rgb)
+    prob = tmp_path / "p.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((3, 3, 3), 0.4, np.float32), np.eye(4)), str(prob))
+    with pytest.raises(DatasetError, match="non-integer"):
+        read_mask(prob)
+
+
+def test_read_mask_geometry_matches_nibabel(tmp_path: Path) -> None:
+    lab = _vol(1)
+    _write_nifti(tmp_path / "m.nii.gz", lab, AFF)
+    arr, aff = read_mask(tmp_path / "m.nii.gz")
+    assert sorted(np.linalg.norm(aff[:3, :3], axis=0).round(6)) == sorted([0.8, 0.9, 2.5])
+    assert int(arr.sum()) == int(lab.astype(int).sum())
+    # the same physical spacing as the surface metric uses
+    sp = tuple(np.linalg.norm(aff[:3, :3], axis=0))
+    p = arr == 1
+    assert surface_metrics(p, p, sp)["hd"] == 0.0
+
+
+def test_cli_folders_and_errors(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    pred, ref = folders
+    runner = CliRunner()
+    base = ["evaluate", "--pred", str(pred), "--ref", str(ref), "--no-progress"]
+    res = runner.invoke(app, [*base, "--labels", "1=organ,2=lesion", "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert "organ" in res.output and (tmp_path / "ev" / "metrics.csv").is_file()
+    res = runner.invoke(app, [*base, "--set", "eval.surface.hd95_mode=monai", "--out", str(tmp_path / "ev2")])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((tmp_path / "ev2" / "eval_config.yaml").read_text())["eval"]["surface"]["hd95_mode"] == "monai"
+    _write_nifti(pred / "case0.nii.gz", _vol(0)[:-1], AFF)
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "ev3")])
+    assert res.exit_code == 2 and "different grids" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["evaluate", "--pred", str(pred)])
+    assert res.exit_code == 2 and "--ref" in res.output

@@ -168,10 +168,15 @@ def inspect_cmd(
 
 @command("train")
 def train_cmd(
-    config: Annotated[str, typer.Argument(help="YAML config or recipe name (see `medseg config --list`)")],
+    config: Annotated[str | None, typer.Argument(help="YAML config or recipe name (see `medseg config --list`); optional with --resume")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/<name>)")] = None,
     set_: SetOpt = None,
+    resume: Annotated[Path | None, typer.Option(help="continue this run folder from its last checkpoint")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
+    devices: Annotated[str | None, typer.Option(help="devices per node for DDP (e.g. 2, or auto)")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="number of nodes (torchrun / SLURM)")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Lightning strategy: auto, ddp, ddp_spawn, ...")] = None,
+    max_time: Annotated[str | None, typer.Option(help="wall-clock budget, HH:MM:SS or DD:HH:MM:SS")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a run folder that already exists")] = False,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
@@ -180,9 +185,18 @@ def train_cmd(
     from medseg.engine.train import train
     from medseg.recipes import resolve_config_path
 
-    overrides = list(set_ or []) + ([f"train.device={device}"] if device else [])
-    cfg = load_config(resolve_config_path(config), overrides)
-    run = train(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, progress=progress)
+    flags = {"device": device, "devices": devices, "num_nodes": num_nodes, "strategy": strategy, "max_time": max_time}
+    overrides = list(set_ or []) + [f"train.{k}={v}" for k, v in flags.items() if v is not None]
+    if resume is not None:
+        if out is not None and Path(out) != resume:
+            raise MedsegError("--out and --resume name different folders", where="--out", fix="give only --resume RUN")
+        source = resolve_config_path(config) if config else resume / "config.yaml"
+        run = train(load_config(source, overrides), resume, progress=progress, resume=True)
+    else:
+        if config is None:
+            raise MedsegError("no config given", where="CONFIG", fix="give a YAML file or recipe name, e.g. `medseg train quickstart`")
+        cfg = load_config(resolve_config_path(config), overrides)
+        run = train(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, progress=progress)
     console.print(f"run folder: [bold]{run}[/]")
 
 
@@ -220,6 +234,8 @@ def evaluate_cmd(
     else:
         if run is None:
             raise MedsegError("nothing to evaluate", where="evaluate", fix="give a run folder, or --pred DIR --ref DIR")
+        if config is not None or labels or out is not None:
+            raise MedsegError("--config, --labels and --out apply to --pred/--ref", where="evaluate", fix="for a run, change settings with --set eval.…")
         result = evaluate_run(run, split, checkpoint, progress=progress, overrides=list(set_ or []))
         title = ""
     summary = json.loads((result / "summary.json").read_text())

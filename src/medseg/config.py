@@ -8,6 +8,7 @@ field. The resolved config saved in a run folder is enough to rebuild the run.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -61,22 +62,55 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Optimisation, schedule, precision, devices and stopping."""
+    """Optimisation, schedule, precision, devices, stopping and records."""
 
     epochs: int = Field(30, gt=0)
+    iterations_per_epoch: int | None = Field(None, ge=1, description="batches per epoch (sampled with replacement); null = one pass over train")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.99, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = True
+    scheduler: Literal["none", "cosine", "poly", "exponential", "plateau", "step"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up before the schedule")
+    min_lr: float = Field(0.0, ge=0, description="floor of cosine / poly schedules")
+    lr_gamma: float = Field(0.985, gt=0, le=1, description="exponential: lr × gamma per epoch; step: factor per step")
+    poly_power: float = Field(0.9, gt=0)
+    step_size: int = Field(30, ge=1, description="step schedule: epochs between decays")
+    plateau_patience: int = Field(10, ge=1)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    accumulate_grad_batches: int = Field(1, ge=1, description="optimizer step every N batches")
     loss: str = "dice_ce"
     loss_params: dict[str, Any] = Field(default_factory=dict)
+    output: Literal["auto", "softmax", "sigmoid"] = Field("auto", description="softmax over classes or sigmoid per label; auto = from the data set")
+    deep_supervision_weights: list[float] | None = Field(None, description="per output, full resolution first; default 1/2^i normalised")
     seed: int = 0
     deterministic: bool = False
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    devices: int | str = Field(1, description="devices per node (an int, or 'auto')")
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ddp_spawn, ...")
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    channels_last: bool = Field(True, description="channels-last memory format for 2D models on GPU")
+    compile: bool = Field(False, description="torch.compile the network")
+    cudnn_benchmark: bool = True
     val_every: int = Field(1, ge=1)
     early_stop_patience: int | None = Field(None, ge=1)
     max_time: str | None = Field(None, description="wall-clock budget DD:HH:MM:SS or HH:MM:SS")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])
+    snapshot_case: str | None = Field(None, description="validation case whose prediction is saved every epoch (default: the first)")
+
+    @field_validator("max_time")
+    @classmethod
+    def _time_format(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = v.split(":")
+        if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts):
+            raise ValueError(f"max_time must be HH:MM:SS or DD:HH:MM:SS, got {v!r}")
+        return v
 
 
 class SurfaceConfig(_Section):
@@ -202,7 +236,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
-    raw = apply_overrides(dict(raw or {}), list(overrides or []))
+    raw = apply_overrides(copy.deepcopy(dict(raw or {})), list(overrides or []))
     try:
         return Config.model_validate(raw)
     except ValidationError as e:

@@ -58,3 +58,7 @@ class ModelError(MedsegError):
 
 class DependencyError(MedsegError):
     """An optional package is needed for this feature."""
+
+
+class TrainingError(MedsegError):
+    """Training cannot go on (diverged loss, out of memory, incompatible resume)."""

@@ -1,9 +1,18 @@
-"""Registered loss builders (MONAI losses).
+"""Registered loss builders (MONAI losses) and the deep-supervision wrapper.
 
 A builder takes ``multi_label`` (sigmoid per channel vs softmax over classes) and its own keyword
 arguments and returns a module called as ``loss(logits, target)`` where ``target`` is
 ``(B, 1, [D,] H, W)`` class indices for single-label data or ``(B, K, [D,] H, W)`` {0,1} channels
 for multi-label data.
+
+| name | loss | notes |
+|---|---|---|
+| ``ce`` | cross-entropy (BCE-with-logits for multi-label) | ``weight`` per class, e.g. ``[0.1, 0.3, 0.3, 0.2]`` |
+| ``bce`` | BCE-with-logits | multi-label only; ``pos_weight`` per class |
+| ``focal`` | focal loss | ``gamma``, ``alpha`` |
+| ``dice`` | soft Dice | ``include_background``, ``squared_pred`` |
+| ``dice_ce`` | Dice + CE | ``lambda_dice``, ``lambda_ce``, ``weight`` (CE class weights): Dice + 0.2 × weighted CE is ``lambda_ce: 0.2`` |
+| ``dice_focal`` | Dice + focal | ``lambda_dice``, ``lambda_focal``, ``gamma``, ``alpha`` |
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from monai.losses import DiceCELoss, DiceLoss
+from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
 
 from medseg.errors import ConfigError
 from medseg.registry import Registry
@@ -25,22 +34,44 @@ def _act(multi_label: bool) -> dict[str, bool]:
     return {"sigmoid": True} if multi_label else {"softmax": True, "to_onehot_y": True}
 
 
-@LOSSES.register("dice_ce", description="soft Dice + cross-entropy (BCE for multi-label)")
-def dice_ce(multi_label: bool, include_background: bool = True, lambda_dice: float = 1.0, lambda_ce: float = 1.0) -> nn.Module:
-    return DiceCELoss(include_background=include_background, lambda_dice=lambda_dice, lambda_ce=lambda_ce, **_act(multi_label))
+def _weights(weight: Sequence[float] | None) -> torch.Tensor | None:
+    return None if weight is None else torch.as_tensor(list(weight), dtype=torch.float32)
 
 
-@LOSSES.register("dice", description="soft Dice")
+@LOSSES.register("dice", description="soft Dice (with or without background, squared or not)")
 def dice(multi_label: bool, include_background: bool = True, squared_pred: bool = False) -> nn.Module:
     return DiceLoss(include_background=include_background, squared_pred=squared_pred, **_act(multi_label))
 
 
+@LOSSES.register("focal", description="focal loss (gamma, alpha)")
+def focal(multi_label: bool, gamma: float = 2.0, alpha: float | None = None, weight: Sequence[float] | None = None) -> nn.Module:
+    return FocalLoss(to_onehot_y=not multi_label, use_softmax=not multi_label, gamma=gamma, alpha=alpha, weight=weight)
+
+
+@LOSSES.register("dice_focal", description="soft Dice + focal")
+def dice_focal(
+    multi_label: bool,
+    include_background: bool = True,
+    lambda_dice: float = 1.0,
+    lambda_focal: float = 1.0,
+    gamma: float = 2.0,
+    alpha: float | None = None,
+) -> nn.Module:
+    return DiceFocalLoss(
+        include_background=include_background, lambda_dice=lambda_dice, lambda_focal=lambda_focal, gamma=gamma, alpha=alpha, **_act(multi_label)
+    )
+
+
 class _CrossEntropy(nn.Module):
+    """Cross-entropy on class indices, or BCE-with-logits on multi-label channels.
+
+    Written here because MONAI has no loss taking index targets with class weights for both cases.
+    """
+
     def __init__(self, multi_label: bool, weight: Sequence[float] | None):
         super().__init__()
         self.multi_label = multi_label
-        w = None if weight is None else torch.as_tensor(list(weight), dtype=torch.float32)
-        self.register_buffer("weight", w)
+        self.register_buffer("weight", _weights(weight))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.multi_label:
@@ -49,14 +80,87 @@ class _CrossEntropy(nn.Module):
         return nn.functional.cross_entropy(logits, target[:, 0].long(), weight=self.weight)
 
 
+class _DiceCE(nn.Module):
+    """``lambda_dice`` × soft Dice + ``lambda_ce`` × (class-weighted) CE, or BCE for multi-label data.
+
+    Composed here rather than MONAI's ``DiceCELoss`` because that one also weights the Dice term by
+    the CE class weights and applies softmax CE to multi-channel sigmoid outputs.
+    """
+
+    def __init__(self, dice: nn.Module, ce: nn.Module, lambda_dice: float, lambda_ce: float):
+        super().__init__()
+        self.dice, self.ce = dice, ce
+        self.lambda_dice, self.lambda_ce = float(lambda_dice), float(lambda_ce)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.lambda_dice * self.dice(logits, target) + self.lambda_ce * self.ce(logits, target)
+
+
+@LOSSES.register("dice_ce", description="soft Dice + cross-entropy (BCE for multi-label); CE class weights")
+def dice_ce(
+    multi_label: bool,
+    include_background: bool = True,
+    lambda_dice: float = 1.0,
+    lambda_ce: float = 1.0,
+    weight: Sequence[float] | None = None,
+    squared_pred: bool = False,
+) -> nn.Module:
+    dice_loss = DiceLoss(include_background=include_background, squared_pred=squared_pred, **_act(multi_label))
+    return _DiceCE(dice_loss, _CrossEntropy(multi_label, weight), lambda_dice, lambda_ce)
+
+
 @LOSSES.register("ce", description="cross-entropy with optional class weights (BCE for multi-label)")
 def ce(multi_label: bool, weight: Sequence[float] | None = None) -> nn.Module:
     return _CrossEntropy(multi_label, weight)
 
 
-def build_loss(name: str, multi_label: bool, **params: Any) -> nn.Module:
+@LOSSES.register("bce", description="binary cross-entropy with logits, one channel per label (multi-label only)", multi_label_only=True)
+def bce(multi_label: bool, pos_weight: Sequence[float] | None = None) -> nn.Module:
+    return _CrossEntropy(True, pos_weight)
+
+
+class DeepSupervisionLoss(nn.Module):
+    """Weighted sum of a loss over several outputs, full resolution first.
+
+    Args:
+        loss: the loss applied to each output.
+        weights: one weight per output; default ``1/2^i`` normalised to sum to 1, so the full-resolution
+            output weighs most.
+    """
+
+    def __init__(self, loss: nn.Module, weights: Sequence[float] | None = None):
+        super().__init__()
+        self.loss = loss
+        self.weights = None if weights is None else [float(w) for w in weights]
+
+    @staticmethod
+    def default_weights(n: int) -> list[float]:
+        w = [0.5**i for i in range(n)]
+        return [x / sum(w) for x in w]
+
+    def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.loss(outputs, target)
+        weights = self.weights or self.default_weights(len(outputs))
+        if len(weights) != len(outputs):
+            raise ConfigError(
+                f"{len(weights)} deep-supervision weights for {len(outputs)} outputs", where="train.deep_supervision_weights", fix="give one weight per output"
+            )
+        total = sum(w * self.loss(o, target) for w, o in zip(weights, outputs, strict=True) if w)
+        return total  # type: ignore[return-value]
+
+
+def build_loss(name: str, multi_label: bool, deep_supervision_weights: Sequence[float] | None = None, **params: Any) -> nn.Module:
+    """Build a registered loss, wrapped so it also accepts a list of deep-supervision outputs."""
     builder = LOSSES.get(name)
+    if LOSSES.meta(name).get("multi_label_only") and not multi_label:
+        raise ConfigError(
+            f"loss {name!r} needs a multi-label data set (one sigmoid channel per class)",
+            where="train.loss",
+            fix="use ce, dice_ce or focal for single-label data",
+        )
     try:
-        return builder(multi_label=multi_label, **params)
+        loss = builder(multi_label=multi_label, **params)
     except TypeError as e:
-        raise ConfigError(f"bad argument for loss {name!r}: {e}", where="train.loss_params", fix="check the loss's arguments") from None
+        raise ConfigError(f"bad argument for loss {name!r}: {e}", where="train.loss_params", fix="check the loss's arguments in docs/recipes.md") from None
+    return DeepSupervisionLoss(loss, deep_supervision_weights)

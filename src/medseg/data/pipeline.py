@@ -13,7 +13,7 @@ import lightning as L
 import numpy as np
 import torch
 from monai import transforms as mt
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data import Dataset as TorchDataset
 
 from medseg.config import Config
@@ -87,6 +87,9 @@ class CaseItems(TorchDataset):
         item = self.items[i]
         if self.transform is None:
             return {"image": torch.as_tensor(item["image"]), "label": torch.as_tensor(item["label"]), "case_id": item["case_id"]}
+        # draw the augmentation seed from torch's generator, which Lightning seeds per worker and the
+        # run's checkpoints restore: augmentation is reproducible and an interrupted run resumes exactly
+        self.transform.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
         out = self.transform({"image": item["image"], "label": item["label"]})
         return {"image": torch.as_tensor(out["image"]), "label": torch.as_tensor(out["label"]), "case_id": item["case_id"]}
 
@@ -155,13 +158,17 @@ class SegDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         d = self.config.data
         tf = train_transforms(self.ds.info.dims, self._check_patch(), d.augment)
+        items = CaseItems(self.items("train"), tf)
+        iters = self.config.train.iterations_per_epoch
+        sampler = RandomSampler(items, replacement=True, num_samples=iters * d.batch_size) if iters else None
         return DataLoader(
-            CaseItems(self.items("train"), tf),
+            items,
             batch_size=d.batch_size,
-            shuffle=True,
+            shuffle=sampler is None,
+            sampler=sampler,
             num_workers=d.num_workers,
             persistent_workers=d.num_workers > 0,
-            drop_last=len(self.items("train")) > d.batch_size,
+            drop_last=iters is None and len(self.items("train")) > d.batch_size,
         )
 
     def _eval_loader(self, stage: str) -> DataLoader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -9,7 +10,8 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from medseg.config import Config
+from medseg.config import Config, TrainConfig
+from medseg.errors import TrainingError
 from medseg.losses import build_loss
 from medseg.metrics.overlap import confusion_counts, metrics_from_counts
 from medseg.models import create_model
@@ -18,6 +20,45 @@ from medseg.models import create_model
 def logits_to_labels(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """``(B, C, ...)`` logits → ``(B, ...)`` class indices, or ``(B, C, ...)`` booleans (sigmoid > 0.5)."""
     return logits > 0 if multi_label else logits.argmax(1)
+
+
+def _first(out: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return out[0] if isinstance(out, list | tuple) else out
+
+
+def build_optimizer(params: Any, t: TrainConfig) -> torch.optim.Optimizer:
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0, weight_decay=t.weight_decay)
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, t: TrainConfig) -> dict[str, Any] | None:
+    """Per-epoch schedule with optional linear warm-up (plateau: on ``val/loss``)."""
+    if t.scheduler == "none" and not t.warmup_epochs:
+        return None
+    if t.scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr)
+        return {"scheduler": sched, "interval": "epoch", "monitor": "val/loss", "frequency": t.val_every, "strict": False}
+    w, n, floor = t.warmup_epochs, t.epochs, t.min_lr / t.lr
+
+    def factor(epoch: int) -> float:
+        if epoch < w:
+            return (epoch + 1) / (w + 1)
+        e = epoch - w
+        span = max(1, n - w)
+        if t.scheduler == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, span) / span))
+        if t.scheduler == "poly":
+            return floor + (1 - floor) * (1 - min(e, span) / span) ** t.poly_power
+        if t.scheduler == "exponential":
+            return t.lr_gamma**e
+        if t.scheduler == "step":
+            return t.lr_gamma ** (e // t.step_size)
+        return 1.0
+
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "epoch"}
 
 
 class SegModule(L.LightningModule):
@@ -38,28 +79,47 @@ class SegModule(L.LightningModule):
         self.class_names = list(class_names)
         self.multi_label = multi_label
         self.spatial_dims = spatial_dims
+        t = self.cfg.train
         self.net = create_model(self.cfg.model.name, spatial_dims, in_channels, len(class_names), **self.cfg.model.params)
-        self.loss_fn = build_loss(self.cfg.train.loss, multi_label, **self.cfg.train.loss_params)
+        self.loss_fn = build_loss(t.loss, multi_label, t.deep_supervision_weights, **t.loss_params)
         self.scored = list(range(len(class_names))) if multi_label else list(range(1, len(class_names)))
         self._dice: dict[str, list[np.ndarray]] = {}
+        self._channels_last = False
+        self.__dict__["_forward"] = torch.compile(self.net) if t.compile else self.net  # not a submodule: state-dict keys stay those of net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.__dict__["_forward"](x)
+
+    def on_fit_start(self) -> None:
+        t = self.cfg.train
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = t.cudnn_benchmark and not t.deterministic
+            if t.channels_last and self.spatial_dims == 2:
+                self.net.to(memory_format=torch.channels_last)
+                self._channels_last = True
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Whole-image forward, or a sliding window when the image exceeds the training patch."""
         ps = self.cfg.data.patch_size
         if ps and any(s > p for s, p in zip(x.shape[2:], ps, strict=True)):
-            return sliding_window_inference(x, roi_size=list(ps), sw_batch_size=4, predictor=self.net, overlap=0.5, mode="gaussian")
-        return self.net(x)
+            return sliding_window_inference(x, roi_size=list(ps), sw_batch_size=4, predictor=lambda t: _first(self(t)), overlap=0.5, mode="gaussian")
+        return _first(self(x))
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         x, y = batch["image"], batch["label"]
-        logits = self(x) if stage == "train" else self.predict_logits(x)
-        loss = self.loss_fn(logits, y)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True, batch_size=x.shape[0])
+        out = self(x) if stage == "train" else self.predict_logits(x)
+        loss = self.loss_fn(out, y)
+        if stage == "train" and not torch.isfinite(loss):
+            raise TrainingError(
+                f"the training loss became {float(loss)} at epoch {self.current_epoch}, step {self.global_step}",
+                where=self.cfg.name,
+                fix="lower train.lr, set train.grad_clip, or use precision 32; the last good checkpoint is kept",
+            )
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True, batch_size=x.shape[0], sync_dist=stage != "train")
         if stage != "train":
-            pred = logits_to_labels(logits.detach(), self.multi_label).cpu().numpy()
+            pred = logits_to_labels(_first(out).detach(), self.multi_label).cpu().numpy()
             ref = (y > 0.5 if self.multi_label else y[:, 0]).cpu().numpy()
             for p, r in zip(pred, ref, strict=True):
                 self._dice.setdefault(stage, []).append(metrics_from_counts(confusion_counts(p, r, self.scored, self.multi_label))["dice"])
@@ -76,10 +136,17 @@ class SegModule(L.LightningModule):
 
     def _log_dice(self, stage: str) -> None:
         values = self._dice.pop(stage, [])
-        if not values:
+        local = torch.as_tensor(np.stack(values) if values else np.zeros((0, len(self.scored))), dtype=torch.float64, device=self.device)
+        if self.trainer.world_size > 1:  # every process scored different cases: pool them
+            counts = self.all_gather(torch.tensor([local.shape[0]], device=self.device)).flatten()
+            padded = torch.full((int(counts.max()), len(self.scored)), float("nan"), dtype=torch.float64, device=self.device)
+            padded[: local.shape[0]] = local
+            local = self.all_gather(padded).reshape(-1, len(self.scored))
+        arr = local.cpu().numpy()
+        if arr.size == 0:
             return
-        per_class = np.nanmean(np.stack(values), axis=0) if np.isfinite(np.stack(values)).any() else np.full(len(self.scored), np.nan)
-        per_class = np.nan_to_num(per_class, nan=0.0)
+        with np.errstate(all="ignore"):
+            per_class = np.nan_to_num(np.nanmean(arr, axis=0) if np.isfinite(arr).any() else np.zeros(len(self.scored)), nan=0.0)
         self.log(f"{stage}/dice", float(per_class.mean()), prog_bar=True)
         for k, v in zip(self.scored, per_class, strict=True):
             self.log(f"{stage}/dice_{self.class_names[k]}", float(v))
@@ -91,13 +158,6 @@ class SegModule(L.LightningModule):
         self._log_dice("test")
 
     def configure_optimizers(self) -> Any:
-        t = self.cfg.train
-        params = self.parameters()
-        if t.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=t.lr, momentum=0.99, nesterov=True, weight_decay=t.weight_decay)
-        elif t.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t.epochs), eta_min=t.lr * 0.01)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        opt = build_optimizer(self.parameters(), self.cfg.train)
+        sched = build_scheduler(opt, self.cfg.train)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

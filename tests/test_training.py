@@ -1,0 +1,178 @@
+"""Training engine: accumulation, early stopping, exact resume, faults, determinism, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from medseg.config import config_from_dict
+from medseg.data.builtin import make_builtin
+from medseg.data.case import Case
+from medseg.data.store import DatasetInfo, make_classes, write_dataset
+from medseg.engine.train import train
+from medseg.errors import ConfigError, RunError, TrainingError
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "history.csv").open()))
+
+
+def test_accumulation_steps_and_records(tmp_path: Path) -> None:
+    cfg = config_from_dict(tiny_config(train={"epochs": 2, "accumulate_grad_batches": 2}, data={"batch_size": 2}))
+    run = train(cfg, tmp_path / "acc", progress=False)
+    info = json.loads((run / "run.json").read_text())
+    rows = _history(run)
+    n_batches = info["n_train"] // 2
+    assert int(rows[-1]["step"]) == 2 * (n_batches // 2)  # one optimizer step per two batches
+    for key in ("samples_per_s", "epoch_time_s", "peak_memory_mb", "lr", "val_dice"):
+        assert float(rows[-1][key]) > 0, key
+    assert sorted(p.name for p in (run / "snapshots").glob("epoch_*.npz")) == ["epoch_0000.npz", "epoch_0001.npz"]
+    assert json.loads((run / "snapshots" / "snapshot.json").read_text())["case"]
+
+
+def test_iterations_per_epoch(tmp_path: Path) -> None:
+    cfg = config_from_dict(tiny_config(train={"epochs": 1, "iterations_per_epoch": 5}, data={"batch_size": 2}))
+    run = train(cfg, tmp_path / "it", progress=False)
+    assert int(_history(run)[-1]["step"]) == 5
+
+
+def test_early_stopping(tmp_path: Path) -> None:
+    cfg = config_from_dict(tiny_config(train={"epochs": 10, "lr": 1e-12, "early_stop_patience": 1, "scheduler": "none"}))
+    run = train(cfg, tmp_path / "es", progress=False)
+    assert len(_history(run)) < 10
+
+
+def test_exact_resume_continues_the_curves(tmp_path: Path) -> None:
+    base = tiny_config(train={"epochs": 4, "deterministic": True, "scheduler": "exponential", "lr_gamma": 0.9})
+    full = train(config_from_dict(base), tmp_path / "full", progress=False)
+    part = train(config_from_dict(base, ["train.epochs=2"]), tmp_path / "part", progress=False)
+    assert len(_history(part)) == 2
+    resumed = train(config_from_dict(base), tmp_path / "part", progress=False, resume=True)
+    a, b = _history(full), _history(resumed)
+    assert len(b) == 4 and [r["epoch"] for r in b] == ["0", "1", "2", "3"]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("train_loss", "val_loss", "val_dice", "lr", "step"):
+            assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-5, abs=1e-6), (ra["epoch"], key)
+    info = json.loads((resumed / "run.json").read_text())
+    assert info["status"] == "finished" and info["epochs_run"] == 4
+
+
+def test_resume_refuses_a_different_model_or_data(tmp_path: Path) -> None:
+    run = train(config_from_dict(tiny_config()), tmp_path / "r", progress=False)
+    with pytest.raises(RunError, match=r"cannot resume: model.params is .* but the run was trained with"):
+        train(config_from_dict(tiny_config(model={"params": {"channels": [4, 8], "num_res_units": 0}})), run, progress=False, resume=True)
+    with pytest.raises(RunError, match=r"cannot resume: data.batch_size"):
+        train(config_from_dict(tiny_config(data={"batch_size": 2})), run, progress=False, resume=True)
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medseg.engine.module as module_mod
+
+    real = module_mod.build_loss
+
+    def poisoned(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        calls = {"n": 0}
+
+        class Nan(torch.nn.Module):
+            def forward(self, out, y):
+                calls["n"] += torch.is_grad_enabled()  # count training steps only
+                value = loss(out, y)
+                return value * float("nan") if calls["n"] > 5 else value  # diverges in the second epoch
+
+        return Nan()
+
+    monkeypatch.setattr(module_mod, "build_loss", poisoned)
+    cfg = config_from_dict(tiny_config(train={"epochs": 5}, data={"batch_size": 2}))
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch \d+, step \d+ — fix: lower train.lr"):
+        train(cfg, tmp_path / "nan", progress=False)
+    last = tmp_path / "nan" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] >= 0
+    assert json.loads((tmp_path / "nan" / "run.json").read_text())["status"] == "failed"
+
+
+def test_out_of_memory_suggests_a_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medseg.engine.module import SegModule
+
+    def boom(self, batch, batch_idx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SegModule, "training_step", boom)
+    with pytest.raises(TrainingError, match=r"out of memory at epoch 0 .*lower data.batch_size or data.patch_size"):
+        train(config_from_dict(tiny_config()), tmp_path / "oom", progress=False)
+
+
+def _multilabel_dataset(root: Path) -> Path:
+    cases = []
+    for c in make_builtin("phantom2d", n_patients=6, slices_per_patient=2, size=32).cases:
+        heart = (c.label == 1) | (c.label == 2)  # overlapping labels: heart ⊃ LV blood pool
+        lab = np.stack([heart, c.label == 1, c.label == 3])
+        cases.append(Case(c.image, lab, c.affine, c.case_id, c.patient_id))
+    info = DatasetInfo(name="ml", dims=2, modalities=["MRI"], classes=make_classes(["heart", "LV", "RV"], background=False), multi_label=True)
+    write_dataset(root, info, cases)
+    return root
+
+
+def test_multilabel_training_and_output_kind_checks(tmp_path: Path) -> None:
+    ds = _multilabel_dataset(tmp_path / "ml")
+    with pytest.raises(ConfigError, match=r"multi-label .* but train.output is softmax — fix: set train.output=sigmoid"):
+        train(config_from_dict(tiny_config(data={"dataset": str(ds)}, train={"output": "softmax"})), tmp_path / "r1", progress=False)
+    with pytest.raises(ConfigError, match=r"single-label .* but train.output is sigmoid"):
+        train(config_from_dict(tiny_config(train={"output": "sigmoid"})), tmp_path / "r2", progress=False)
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    run = train(config_from_dict(tiny_config(data={"dataset": str(ds)}, train={"loss": "bce"})), tmp_path / "r3", progress=False)
+    assert {"val_dice_heart", "val_dice_LV", "val_dice_RV"} <= set(_history(run)[0])
+
+
+def test_deterministic_runs_are_identical(tmp_path: Path) -> None:
+    cfg = tiny_config(train={"epochs": 2, "deterministic": True})
+    a = train(config_from_dict(cfg), tmp_path / "a", progress=False)
+    b = train(config_from_dict(cfg), tmp_path / "b", progress=False)
+    keys = ("train_loss", "val_loss", "val_dice")
+    assert [[r[k] for k in keys] for r in _history(a)] == [[r[k] for k in keys] for r in _history(b)]
+
+
+def test_tensorboard_logger(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    run = train(config_from_dict(tiny_config(train={"loggers": ["csv", "tensorboard"]})), tmp_path / "tb", progress=False)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_ddp_two_cpu_processes_same_layout(tmp_path: Path) -> None:
+    """Two processes (gloo) through the CLI give the same run-folder layout as one."""
+    ds_cfg = tiny_config()
+    sets = [
+        "data.builtin={n_patients: 6, slices_per_patient: 2, size: 32}",
+        "model.params={channels: [8, 16], num_res_units: 0}",
+        "train.epochs=1",
+        "train.device=cpu",
+        "data.batch_size=2",
+    ]
+    assert ds_cfg["data"]["builtin"]["size"] == 32
+    args = [x for s in sets for x in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "medseg.cli", "train", "quickstart", "--no-progress", "--devices", "2", "--strategy", "ddp", *args]
+    proc = subprocess.run([*cmd, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = train(config_from_dict({}, ["name=quickstart", *sets]), tmp_path / "single", progress=False)
+    names = lambda r: sorted(str(p.relative_to(r)) for p in r.rglob("*") if p.is_file() and "logs" not in p.parts)  # noqa: E731
+    assert names(tmp_path / "ddp") == names(single)
+    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["status"] == "finished"
+    assert float(_history(tmp_path / "ddp")[0]["val_dice"]) >= 0
+
+
+def test_mlflow_logger_local_store(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    run = train(config_from_dict(tiny_config(train={"loggers": ["mlflow"]})), tmp_path / "ml", progress=False)
+    metric_files = [p for p in (run / "mlruns").rglob("*") if p.is_file() and p.parent.parent.name == "metrics"]
+    assert any(p.parent.name == "val" and p.name == "dice" for p in metric_files), metric_files

@@ -273,3 +273,47 @@ def test_cli_folders_and_errors(folders: tuple[Path, Path], tmp_path: Path) -> N
     assert res.exit_code == 2 and "different grids" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["evaluate", "--pred", str(pred)])
     assert res.exit_code == 2 and "--ref" in res.output
+
+
+def test_corrupt_checkpoint_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from medseg.errors import RunError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        ckpt.write_bytes(b"\x00garbage")
+    with pytest.raises(RunError, match="corrupt") as e:
+        evaluate_run(run, "test", progress=False)
+    assert "\n" not in str(e.value)
+    assert not (run / "eval" / "test").exists()
+
+
+def test_cli_run(tiny_run: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["evaluate", str(tiny_run), "--split", "test", "--no-progress", "--set", "eval.surface.nsd_mode=monai"])
+    assert res.exit_code == 0, res.output
+    assert "HD95" in res.output and "mean Dice" in res.output
+    res = runner.invoke(app, ["evaluate", str(tiny_run), "--labels", "1"])
+    assert res.exit_code == 2 and "--pred/--ref" in res.output
+
+
+def test_score_case_multi_label_and_accumulator(tmp_path: Path) -> None:
+    from medseg.evaluation import _Accumulator, score_case
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((2, 6, 10, 10)) > 0.7
+    pred = ref.copy()
+    pred[1] = False  # channel 1 missed entirely
+    cfg = EvalConfig()
+    m = score_case(pred, ref, [0, 1], ["a", "b"], (2.0, 1.0, 1.0), cfg, multi_label=True)
+    assert m["dice"].tolist() == [1.0, 0.0] and m["hd95"][0] == 0.0 and m["nsd"][1] == 0.0
+    assert m["lesion_fn"][1] == m["n_ref_lesions"][1] > 0
+    acc = _Accumulator(["a", "b"], ["dice", "tp", "fp", "fn", "hd95"], ["case"], ["a", "b"], True)
+    acc.add({"case": "c1"}, pred, ref, m)
+    summary = acc.write(tmp_path, {"n_cases": 1}, cfg, {})
+    assert summary["classification_report"]["b"]["recall"] == 0.0
+    assert summary["pooled"]["a"]["dice"] == 1.0
+    rows = _rows(tmp_path / "confusion_matrix.csv")
+    assert [r["class"] for r in rows] == ["a", "b"] and int(rows[1]["fn"]) == int(ref[1].sum())

@@ -222,3 +222,23 @@ def test_small_objects_in_a_large_image() -> None:
         s = sd.compute_surface_distances(big_b, big_a, sp)
     assert _close(dm["hd95"], sd.compute_robust_hausdorff(s, 95))
     assert _close(dm["nsd"], sd.compute_surface_dice_at_tolerance(s, tol))
+
+
+def test_one_empty_matches_deepmind_under_inf_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(np, "Inf", np.inf, raising=False)  # the package predates NumPy 2
+    a = PAIRS[0][0]
+    empty = np.zeros_like(a)
+    sp = PAIRS[0][2]
+    for pred, ref in ((a, empty), (empty, a)):
+        m = surface_metrics(pred, ref, sp, hd95_mode="deepmind", nsd_mode="deepmind", empty_one="inf")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = sd.compute_surface_distances(ref, pred, sp)
+            assert m["hd95"] == sd.compute_robust_hausdorff(s, 95) == math.inf
+            assert m["nsd"] == sd.compute_surface_dice_at_tolerance(s, 1.0) == 0.0
+
+
+def test_spacing_must_match_dimensions() -> None:
+    a = np.ones((3, 3), bool)
+    with pytest.raises(ValueError, match="spacing"):
+        surface_metrics(a, a, (1.0, 1.0, 1.0))

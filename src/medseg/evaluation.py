@@ -39,7 +39,7 @@ from medseg.config import EvalConfig, config_from_dict
 from medseg.data.splits import load_splits, select
 from medseg.data.store import Dataset, load_dataset
 from medseg.engine.run import read_run, update_run
-from medseg.errors import ConfigError, DatasetError, RunError, SplitError
+from medseg.errors import ConfigError, DatasetError, MedsegError, RunError, SplitError
 from medseg.metrics.clinical import time_saved
 from medseg.metrics.lesions import LESION_METRICS, lesion_counts_per_class
 from medseg.metrics.overlap import (
@@ -396,7 +396,16 @@ def evaluate_run(
     ids = select(splits, split, config.data.split.fold)
     if not ids:
         raise SplitError(f"the {split} set of this run is empty", where=run_dir / "splits.json", fix="evaluate another split (--split val)")
-    module = load_module(run_dir, checkpoint, config.train.device)
+    try:
+        module = load_module(run_dir, checkpoint, config.train.device)
+    except MedsegError:
+        raise
+    except Exception as e:  # e.g. pickle.UnpicklingError from a truncated or foreign file
+        raise RunError(
+            f"checkpoint '{checkpoint}' is corrupt or unreadable ({type(e).__name__})",
+            where=run_dir / "checkpoints",
+            fix="retrain, or use the other checkpoint (--checkpoint last)",
+        ) from None
     predictor = Predictor(module)
     scored = ds.info.foreground
     names = [ds.info.class_names[k] for k in scored]

@@ -251,6 +251,8 @@ def surface_metrics(
     ref = np.asarray(ref, dtype=bool)
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
+    if pred.ndim not in (2, 3) or (spacing is not None and len(spacing) != pred.ndim):
+        raise ValueError(f"surface metrics need 2D or 3D masks with one spacing per axis (mask {pred.shape}, spacing {spacing})")
     for name, mode, allowed in (("hd95_mode", hd95_mode, MODES), ("assd_mode", assd_mode, MODES), ("nsd_mode", nsd_mode, ("monai", "deepmind"))):
         if mode not in allowed:
             raise ValueError(f"{name} must be one of {list(allowed)}, got {mode!r}")

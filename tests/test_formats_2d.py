@@ -156,3 +156,10 @@ def test_sunnybrook_malformed_line(tmp_path: Path) -> None:
     with pytest.raises(FormatError):
         (con / "bad.txt").write_text("1 2 3\n")
         read_contour(con / "bad.txt")
+
+
+def test_sunnybrook_patient_folders_may_differ_in_zero_padding(tmp_path: Path) -> None:
+    make_sunnybrook(tmp_path / "in")
+    (tmp_path / "in" / "contours" / "SC-HF-I-01").rename(tmp_path / "in" / "contours" / "SC-HF-I-1")
+    ds = import_dataset("sunnybrook", tmp_path / "in", tmp_path / "out")
+    assert ds.case_ids == ["SC-HF-I-1_IM-0001-0048"] and (ds.load_case(ds.case_ids[0]).label == 1).any()

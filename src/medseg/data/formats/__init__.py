@@ -59,8 +59,7 @@ def list_formats() -> list[tuple[str, str, list[str]]]:
 
 def format_options(name: str) -> list[str]:
     """The keyword options a format accepts (its reader's parameters after ``path``)."""
-    sig = inspect.signature(FORMATS.get(name))
-    return [p for p in list(sig.parameters)[1:] if sig.parameters[p].kind is inspect.Parameter.KEYWORD_ONLY or p != "path"]
+    return list(inspect.signature(FORMATS.get(name)).parameters)[1:]
 
 
 def import_dataset(

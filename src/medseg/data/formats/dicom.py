@@ -87,10 +87,11 @@ def _read_header(path: Path) -> Any | None:
     if path.name.startswith(".") or path.suffix.lower() in NON_DICOM or path.name.lower() in ("dicomdir", "readme", "license"):
         return None
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        # pixel data stays on disk (deferred) and is read once, later, without parsing the header again
+        return pydicom.dcmread(path, defer_size=4096)
     except InvalidDicomError:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(path, defer_size=4096, force=True)
             if "SOPClassUID" in ds or "Modality" in ds:
                 return ds
         except Exception:
@@ -184,24 +185,52 @@ def build_series(uid: str, items: list[tuple[Path, Any]]) -> Series:
 
 def read_series_pixels(series: Series) -> np.ndarray:
     """The series' voxels ``(D, H, W)`` in float32 with RescaleSlope/Intercept applied per slice."""
-    import pydicom
-
     out = np.empty(series.shape, dtype=np.float32)
-    for z, p in enumerate(series.files):
-        ds = pydicom.dcmread(p)
+    for z, (p, ds) in enumerate(zip(series.files, series.headers, strict=True)):
         try:
-            arr = ds.pixel_array
+            arr = _native_pixels(ds)
+            if arr is None:
+                arr = ds.pixel_array
         except Exception as e:
             ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
             if ts is not None and ts.is_compressed:
                 raise FormatError(f"cannot decode compressed pixel data ({ts.name})", where=p, fix=DECODERS_FIX) from None
-            raise FormatError(f"cannot read pixel data ({str(e).splitlines()[0]})", where=p, fix="re-export the slice") from None
+            raise FormatError(
+                f"cannot read pixel data ({str(e).splitlines()[0] if str(e) else type(e).__name__})", where=p, fix="re-export the slice"
+            ) from None
         if arr.shape != series.shape[1:]:
             raise FormatError(f"pixel data is {arr.shape}, expected {series.shape[1:]}", where=p, fix="only single-frame grayscale slices are supported")
         slope = float(ds.get("RescaleSlope", 1) or 1)
         inter = float(ds.get("RescaleIntercept", 0) or 0)
-        out[z] = arr.astype(np.float32) * slope + inter
+        np.multiply(arr, np.float32(slope), out=out[z], casting="unsafe")
+        if inter:
+            out[z] += np.float32(inter)
     return out
+
+
+def _native_pixels(ds: Any) -> np.ndarray | None:
+    """Uncompressed little-endian grayscale whose stored bits fill the word: a plain view of the bytes.
+
+    Everything else (compressed, big-endian, packed bits, colour) goes through ``pixel_array``.
+    """
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    if (
+        ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+        or int(ds.get("SamplesPerPixel", 1) or 1) != 1
+        or bits not in (8, 16, 32)
+        or int(ds.get("BitsStored", bits) or bits) != bits
+        or int(ds.get("NumberOfFrames", 1) or 1) != 1
+    ):
+        return None
+    dtype = np.dtype(f"<{'i' if int(ds.get('PixelRepresentation', 0) or 0) else 'u'}{bits // 8}")
+    data = ds.PixelData
+    n = int(ds.Rows) * int(ds.Columns)
+    if len(data) < n * dtype.itemsize:
+        raise ValueError(f"pixel data holds {len(data)} bytes, expected {n * dtype.itemsize}")
+    return np.frombuffer(data, dtype=dtype, count=n).reshape(int(ds.Rows), int(ds.Columns))
 
 
 def _referenced_series_rtstruct(h: Any) -> list[str]:

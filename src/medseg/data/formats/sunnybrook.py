@@ -7,7 +7,8 @@ Layout::
       contours/SC-HF-I-01/contours-manual/IRCCI-expert/IM-0001-0048-icontour-manual.txt
                                                         IM-0001-0048-ocontour-manual.txt
 
-A contour file holds one ``x y`` point per line (column, row in pixels) and is named after its
+Patient folders are matched ignoring zero padding (``SC-HF-I-01`` = ``SC-HF-I-1``). A contour
+file holds one ``x y`` point per line (column, row in pixels) and is named after its
 image. Every annotated image becomes one 2D case: the inner contour fills the LV blood pool (1), the
 ring between outer and inner contours the myocardium (2). Papillary-muscle contours (``p1``/``p2``)
 are ignored. The patient is the folder under ``contours/``.
@@ -28,6 +29,11 @@ from medseg.data.store import DatasetInfo, make_classes
 
 CONTOUR_RE = re.compile(r"^(?P<image>.+)-(?P<kind>[io])contour-(?:manual|auto)\.txt$")
 CLASSES = ["background", "lv_blood_pool", "myocardium"]
+
+
+def patient_key(folder: str) -> str:
+    """Folder names of one patient differ between releases (``SC-HF-I-01`` vs ``SC-HF-I-1``): drop leading zeros."""
+    return re.sub(r"(?<!\d)0+(\d)", r"\1", folder).lower()
 
 
 def read_contour(path: Path) -> np.ndarray:
@@ -70,14 +76,15 @@ def read_sunnybrook(path: Path, images_dir: str = "images", contours_dir: str = 
     dicoms: dict[tuple[str, str], Path] = {}
     for p in img_root.rglob("*.dcm"):
         patient = p.relative_to(img_root).parts[0]
-        dicoms[(patient, p.stem)] = p
+        dicoms[(patient_key(patient), p.stem)] = p
     annotated: dict[tuple[str, str], dict[str, Path]] = {}
+    names: dict[tuple[str, str], str] = {}
     for p in sorted(con_root.rglob("*.txt")):
         m = CONTOUR_RE.match(p.name)
         if not m:
             continue
         patient = p.relative_to(con_root).parts[0]
-        key = (patient, m["image"])
+        key = (patient_key(patient), m["image"])
         if key not in dicoms:
             raise FormatError(
                 f"contour names image {m['image']!r}, which does not exist for patient {patient!r}",
@@ -85,6 +92,7 @@ def read_sunnybrook(path: Path, images_dir: str = "images", contours_dir: str = 
                 fix=f"put {m['image']}.dcm under {img_root / patient}",
             )
         annotated.setdefault(key, {})[m["kind"]] = p
+        names[key] = patient
     if not annotated:
         raise FormatError("no contour files (*-icontour-manual.txt / *-ocontour-manual.txt)", where=con_root, fix="check the folder")
     info = DatasetInfo(
@@ -99,8 +107,9 @@ def read_sunnybrook(path: Path, images_dir: str = "images", contours_dir: str = 
     def cases() -> Iterator[Case]:
         import pydicom
 
-        for (patient, stem), contours in sorted(annotated.items()):
-            dcm = dicoms[(patient, stem)]
+        for key, contours in sorted(annotated.items()):
+            dcm = dicoms[key]
+            patient, stem = names[key], key[1]
             try:
                 ds = pydicom.dcmread(dcm)
                 arr = ds.pixel_array.astype(np.float32)

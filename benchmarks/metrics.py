@@ -4,6 +4,7 @@ Masks are realistic blobs (a smoothed-noise organ inside an ellipsoid, and a pre
 differs from it by a smooth boundary error) with anisotropic spacing. Each library computes the
 metrics under its own convention and medseg is asked for the same convention, so the values must
 agree; times are medians of ``--repeats`` runs. MedPy has no NSD: its time covers HD95 + ASSD only.
+DeepMind's ``surface-distance`` (surfel convention) is timed too when it is installed.
 
     python benchmarks/metrics.py                 # 128³ with all three, 256³ without MedPy
     python benchmarks/metrics.py --full          # MedPy at 256³ too (about a minute per repeat)
@@ -12,6 +13,7 @@ agree; times are medians of ``--repeats`` runs. MedPy has no NSD: its time cover
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 import warnings
@@ -60,6 +62,19 @@ def run_medpy(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {"hd95": float(hd95(pred, ref, voxelspacing=SPACING)), "assd": float(assd(pred, ref, voxelspacing=SPACING))}
 
 
+def run_deepmind(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    import surface_distance as sd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = sd.compute_surface_distances(ref, pred, SPACING)
+    return {
+        "hd95": float(sd.compute_robust_hausdorff(s, 95)),
+        "assd": float(np.mean(sd.compute_average_surface_distance(s))),
+        "nsd": float(sd.compute_surface_dice_at_tolerance(s, TOLERANCE_MM)),
+    }
+
+
 def run_monai(pred_t: torch.Tensor, ref_t: torch.Tensor) -> dict[str, float]:
     from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
 
@@ -97,6 +112,10 @@ def bench(n: int, repeats: int, with_medpy: bool) -> None:
     print(f"  → medseg {t_monai / t_ms_monai:.1f}× faster than MONAI; {agree(ms_monai, monai)}")
     t_ms_dm, ms_dm = timed(lambda: ours("deepmind", "deepmind"), repeats)
     print(f"medseg (DeepMind surfels)  {t_ms_dm:8.3f} s   hd95 {ms_dm['hd95']:.4f}  assd {ms_dm['assd']:.4f}  nsd {ms_dm['nsd']:.4f}")
+    if importlib.util.find_spec("surface_distance") is not None:
+        t_dm, dm = timed(lambda: run_deepmind(pred, ref), repeats)
+        print(f"DeepMind surface-distance  {t_dm:8.3f} s   hd95 {dm['hd95']:.4f}  assd {dm['assd']:.4f}  nsd {dm['nsd']:.4f}")
+        print(f"  → medseg {t_dm / t_ms_dm:.1f}× faster than DeepMind's package; {agree(ms_dm, dm)}")
     if not with_medpy:
         print(f"MedPy skipped at {n}³ (pass --full to run it)")
         return

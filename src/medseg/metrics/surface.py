@@ -124,10 +124,11 @@ def _surfels(padded: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndar
     """Corner-grid surface elements of a 1-padded mask: (coordinates, areas)."""
     kernel = _code_kernel(padded.ndim)
     out_shape = tuple(s - 1 for s in padded.shape)
-    code = np.zeros(out_shape, dtype=np.int64)
+    code = np.zeros(out_shape, dtype=np.uint8)
+    bits = padded.view(np.uint8)
     for k in np.ndindex(*kernel.shape):
         sl = tuple(slice(o, o + n) for o, n in zip(k, out_shape, strict=True))
-        code += kernel[k] * padded[sl]
+        code |= bits[sl] << np.uint8(int(kernel[k]).bit_length() - 1)  # kernel entries are powers of two
     full = table.shape[0] - 1
     border = (code != 0) & (code != full)
     return np.argwhere(border), table[code[border]]

@@ -317,3 +317,29 @@ def test_score_case_multi_label_and_accumulator(tmp_path: Path) -> None:
     assert summary["pooled"]["a"]["dice"] == 1.0
     rows = _rows(tmp_path / "confusion_matrix.csv")
     assert [r["class"] for r in rows] == ["a", "b"] and int(rows[1]["fn"]) == int(ref[1].sum())
+
+
+def test_summary_aggregates() -> None:
+    from medseg.evaluation import summarize
+
+    def row(case: str, cls: str, tp: float, fp: float, fn: float, hd95: float) -> dict[str, object]:
+        dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
+        return {"case": case, "class": cls, "dice": dice, "tp": tp, "fp": fp, "fn": fn, "hd95": hd95}
+
+    rows = [
+        row("c1", "big", 90, 10, 0, 2.0),
+        row("c2", "big", 50, 0, 50, 4.0),
+        row("c1", "small", 1, 1, 0, 1.0),
+        row("c2", "small", 0, 0, 0, math.nan),  # absent from both: left out, counted
+    ]
+    s = summarize(rows, ["big", "small"], ["dice", "tp", "fp", "fn", "hd95"])
+    big = (180 / 190 + 100 / 150) / 2
+    assert s["per_class"]["big"]["dice"]["mean"] == pytest.approx(big)
+    assert s["per_class"]["small"]["dice"] == {"mean": pytest.approx(2 / 3), "std": 0.0, "median": pytest.approx(2 / 3), "n": 1, "n_undefined": 1}
+    assert s["per_class"]["small"]["n_empty_reference"] == 1
+    assert s["macro"]["dice"] == pytest.approx((big + 2 / 3) / 2) == s["mean_dice"]
+    assert s["weighted"]["dice"] == pytest.approx((big * 190 + 2 / 3 * 1) / 191)  # reference voxels 190 and 1
+    assert s["pooled"]["big"]["dice"] == pytest.approx(2 * 140 / (2 * 140 + 10 + 50))
+    assert s["pooled"]["all"]["tp"] == 141
+    assert s["macro"]["hd95"] == pytest.approx((3.0 + 1.0) / 2)
+    assert s["per_case_mean_dice"]["c2"] == pytest.approx(100 / 150)

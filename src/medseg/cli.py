@@ -278,9 +278,30 @@ def report_cmd(run: Annotated[Path, typer.Argument(help="run folder")], split: s
 
 
 @command("demo")
-def demo_cmd(runs_dir: Path) -> None:
-    """Start the local web demo over a folder of runs."""
-    _not_yet("demo")
+def demo_cmd(
+    runs_dir: Annotated[Path, typer.Argument(help="folder holding run folders (e.g. runs)")],
+    host: Annotated[str, typer.Option(help="address to bind; the default serves this machine only")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 7860,
+    auth: Annotated[str | None, typer.Option(help="require a login, USER:PASSWORD")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="largest upload accepted, in MB")] = 512,
+    max_concurrent: Annotated[int, typer.Option(help="predictions of uploads running at once (others queue)")] = 2,
+) -> None:
+    """Start the local web demo over a folder of runs: test cases, overlays, metrics, upload + predict."""
+    try:
+        from medseg.demo import is_loopback, parse_auth, serve
+    except ImportError as e:  # gradio missing
+        from medseg.errors import DependencyError
+
+        raise DependencyError(f"the demo needs the demo extra ({e.name} is missing)", where="medseg demo", fix="pip install 'medseg[demo]'") from None
+
+    if max_upload_mb <= 0 or max_concurrent < 1:
+        raise MedsegError("--max-upload-mb must be > 0 and --max-concurrent ≥ 1", where="medseg demo", fix="e.g. --max-upload-mb 512 --max-concurrent 2")
+    credentials = parse_auth(auth)
+    if not is_loopback(host):
+        login = "" if credentials else " without a login (add --auth USER:PASSWORD)"
+        err_console.print(f"[bold yellow]warning:[/] binding {host}: other machines can reach the demo{login}", highlight=False)
+    console.print(f"medseg demo on [bold]http://{host}:{port}/[/] (Ctrl+C stops it)", highlight=False)
+    serve(runs_dir, host=host, port=port, auth=credentials, max_upload_mb=max_upload_mb, max_concurrent=max_concurrent)
 
 
 @command("quickstart")

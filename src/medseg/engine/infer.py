@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def load_module(run_dir: str | Path, which: str = "best", device: str = "cpu") -
         hp = ckpt["hyper_parameters"]
         module = SegModule(**hp)
         module.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, KeyError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
         raise RunError(
             f"checkpoint is corrupt or from another model ({str(e).splitlines()[0][:120]})",
             where=path,

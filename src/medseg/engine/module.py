@@ -22,6 +22,11 @@ def logits_to_labels(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     return logits > 0 if multi_label else logits.argmax(1)
 
 
+def plain_tensor(x: torch.Tensor) -> torch.Tensor:
+    """Drop tensor subclasses (MONAI's MetaTensor adds a Python hook to every op of a forward pass)."""
+    return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
+
+
 def _first(out: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
     return out[0] if isinstance(out, list | tuple) else out
 
@@ -108,7 +113,7 @@ class SegModule(L.LightningModule):
         return _first(self(x))
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        x, y = batch["image"], batch["label"]
+        x, y = plain_tensor(batch["image"]), plain_tensor(batch["label"])
         out = self(x) if stage == "train" else self.predict_logits(x)
         loss = self.loss_fn(out, y)
         if stage == "train" and not torch.isfinite(loss):

@@ -66,12 +66,82 @@ DECODERS_FIX = "install a decoder: pip install pylibjpeg pylibjpeg-libjpeg pylib
 
 
 @dataclass
+class SliceInfo:
+    """What reading one slice's voxels needs, kept instead of the whole header (memory stays flat)."""
+
+    slope: float
+    intercept: float
+    dtype: np.dtype | None  # native uncompressed layout, or None: decode with pydicom
+    offset: int  # byte offset of the pixel data in the file (-1: unknown)
+    count: int  # number of pixels
+
+
+def slice_info(h: Any) -> SliceInfo:
+    """Rescale and, for native uncompressed little-endian grayscale, the pixel data's place in the file."""
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    slope = float(h.get("RescaleSlope", 1) or 1)
+    inter = float(h.get("RescaleIntercept", 0) or 0)
+    count = int(h.Rows) * int(h.Columns)
+    ts = getattr(getattr(h, "file_meta", None), "TransferSyntaxUID", None)
+    bits = int(h.get("BitsAllocated", 0) or 0)
+    raw = h.get_item(0x7FE00010, keep_deferred=True) if "PixelData" in h else None
+    offset = getattr(raw, "value_tell", None)
+    if (
+        offset is None
+        or getattr(raw, "value", b"") is not None
+        or ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+        or int(h.get("SamplesPerPixel", 1) or 1) != 1
+        or bits not in (8, 16, 32)
+        or int(h.get("BitsStored", bits) or bits) != bits
+        or int(h.get("NumberOfFrames", 1) or 1) != 1
+        or int(raw.length) < count * bits // 8
+    ):
+        return SliceInfo(slope, inter, None, -1, count)
+    dtype = np.dtype(f"<{'i' if int(h.get('PixelRepresentation', 0) or 0) else 'u'}{bits // 8}")
+    return SliceInfo(slope, inter, dtype, int(offset), count)
+
+
+#: header fields kept per slice after scanning (the rest is dropped so that memory stays small)
+KEEP_TAGS = (
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "PatientID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "Modality",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+)
+
+
+def compact_header(h: Any) -> Any:
+    """A copy of ``h`` with only ``KEEP_TAGS`` and the slice's :class:`SliceInfo` (as ``_medseg_slice``)."""
+    from pydicom.dataset import Dataset
+
+    small = Dataset()
+    for key in KEEP_TAGS:
+        if key in h:
+            small.add(h[key])
+    small._medseg_slice = slice_info(h)
+    return small
+
+
+@dataclass
 class Series:
     """The slices of one image series, sorted, with their geometry."""
 
     uid: str
     files: list[Path]
-    headers: list[Any]
+    slices: list[SliceInfo]
+    header: Any  # the first slice's header (ids, modality, description)
     case_id: str = ""
     patient_id: str = ""
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
@@ -175,7 +245,8 @@ def build_series(uid: str, items: list[tuple[Path, Any]]) -> Series:
     return Series(
         uid=uid,
         files=[p for p, _ in items],
-        headers=[h for _, h in items],
+        slices=[h._medseg_slice if hasattr(h, "_medseg_slice") else slice_info(h) for _, h in items],
+        header=h0,
         patient_id=str(h0.get("PatientID", "") or "patient"),
         affine=LPS_TO_RAS @ lps,
         shape=(len(items), rows, cols),
@@ -184,53 +255,44 @@ def build_series(uid: str, items: list[tuple[Path, Any]]) -> Series:
 
 
 def read_series_pixels(series: Series) -> np.ndarray:
-    """The series' voxels ``(D, H, W)`` in float32 with RescaleSlope/Intercept applied per slice."""
+    """The series' voxels ``(D, H, W)`` in float32 with RescaleSlope/Intercept applied per slice.
+
+    Native uncompressed slices are read straight from their byte offset (the header was parsed
+    once, while scanning); anything else is decoded by pydicom.
+    """
+    import pydicom
+
     out = np.empty(series.shape, dtype=np.float32)
-    for z, (p, ds) in enumerate(zip(series.files, series.headers, strict=True)):
+    for z, (p, info) in enumerate(zip(series.files, series.slices, strict=True)):
         try:
-            arr = _native_pixels(ds)
-            if arr is None:
-                arr = ds.pixel_array
+            if info.dtype is not None:
+                with open(p, "rb") as fh:
+                    fh.seek(info.offset)
+                    arr = np.frombuffer(fh.read(info.count * info.dtype.itemsize), dtype=info.dtype)
+                if arr.size != info.count:
+                    raise ValueError(f"pixel data is truncated ({arr.size} of {info.count} pixels)")
+                arr = arr.reshape(series.shape[1:])
+            else:
+                ds = pydicom.dcmread(p)
+                try:
+                    arr = ds.pixel_array
+                except Exception:
+                    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+                    if ts is not None and ts.is_compressed:
+                        raise FormatError(f"cannot decode compressed pixel data ({ts.name})", where=p, fix=DECODERS_FIX) from None
+                    raise
+        except FormatError:
+            raise
         except Exception as e:
-            ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-            if ts is not None and ts.is_compressed:
-                raise FormatError(f"cannot decode compressed pixel data ({ts.name})", where=p, fix=DECODERS_FIX) from None
             raise FormatError(
                 f"cannot read pixel data ({str(e).splitlines()[0] if str(e) else type(e).__name__})", where=p, fix="re-export the slice"
             ) from None
         if arr.shape != series.shape[1:]:
             raise FormatError(f"pixel data is {arr.shape}, expected {series.shape[1:]}", where=p, fix="only single-frame grayscale slices are supported")
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        inter = float(ds.get("RescaleIntercept", 0) or 0)
-        np.multiply(arr, np.float32(slope), out=out[z], casting="unsafe")
-        if inter:
-            out[z] += np.float32(inter)
+        np.multiply(arr, np.float32(info.slope), out=out[z], casting="unsafe")
+        if info.intercept:
+            out[z] += np.float32(info.intercept)
     return out
-
-
-def _native_pixels(ds: Any) -> np.ndarray | None:
-    """Uncompressed little-endian grayscale whose stored bits fill the word: a plain view of the bytes.
-
-    Everything else (compressed, big-endian, packed bits, colour) goes through ``pixel_array``.
-    """
-    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    bits = int(ds.get("BitsAllocated", 0) or 0)
-    if (
-        ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-        or int(ds.get("SamplesPerPixel", 1) or 1) != 1
-        or bits not in (8, 16, 32)
-        or int(ds.get("BitsStored", bits) or bits) != bits
-        or int(ds.get("NumberOfFrames", 1) or 1) != 1
-    ):
-        return None
-    dtype = np.dtype(f"<{'i' if int(ds.get('PixelRepresentation', 0) or 0) else 'u'}{bits // 8}")
-    data = ds.PixelData
-    n = int(ds.Rows) * int(ds.Columns)
-    if len(data) < n * dtype.itemsize:
-        raise ValueError(f"pixel data holds {len(data)} bytes, expected {n * dtype.itemsize}")
-    return np.frombuffer(data, dtype=dtype, count=n).reshape(int(ds.Rows), int(ds.Columns))
 
 
 def _referenced_series_rtstruct(h: Any) -> list[str]:
@@ -385,7 +447,7 @@ def read_dicom(
             segs.append((p, h))
         elif "PixelData" in h or "Rows" in h:
             uid = str(h.get("SeriesInstanceUID", ""))
-            by_series.setdefault(uid, []).append((p, h))
+            by_series.setdefault(uid, []).append((p, compact_header(h)))
             folders.setdefault(p.parent, set()).add(uid)
     shown = lambda q: path / q.relative_to(root) if tmp else q  # noqa: E731
     if series and series != "all":
@@ -405,7 +467,7 @@ def read_dicom(
     built = [build_series(uid, items) for uid, items in sorted(by_series.items())]
     used: set[str] = set()
     for s in built:
-        h0 = s.headers[0]
+        h0 = s.header
         base = _safe(f"{s.patient_id}_{h0.get('SeriesNumber', '') or s.uid[-8:]}")
         s.case_id = base if base not in used else _safe(f"{base}_{s.uid[-8:]}")
         used.add(s.case_id)
@@ -463,7 +525,7 @@ def read_dicom(
     else:
         names = ["background", *label_names] if label_names else (parse_names(classes) or ["background", "foreground"])
     class_index = {n.lower(): i for i, n in enumerate(names) if i > 0}
-    modality = str(built[0].headers[0].get("Modality", "") or "image")
+    modality = str(built[0].header.get("Modality", "") or "image")
     info = DatasetInfo(
         name=name or path.stem,
         description=f"Imported from DICOM ({len(built)} series)",
@@ -488,7 +550,7 @@ def read_dicom(
                     label = seg_label(seg_of[s.uid], s, class_index)
                 elif s.uid in struct_of:
                     label = rasterise_rtstruct(struct_of[s.uid], s, class_index)
-                h0 = s.headers[0]
+                h0 = s.header
                 meta = {
                     "source": str(shown(s.files[0].parent)),
                     "series_uid": s.uid,

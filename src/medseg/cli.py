@@ -264,17 +264,110 @@ def predict_cmd(run: Path, input: Path, out: Annotated[Path, typer.Option("--out
 
 
 @command("compare")
-def compare_cmd(runs: list[Path]) -> None:
-    """Compare runs: one table with accuracy, speed, memory and paired statistics."""
-    _not_yet("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="run folders evaluated on --split (a sweep folder stands for its runs)")],
+    split: Annotated[str, typer.Option(help="the evaluated split to compare")] = "test",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for comparison.md/.csv/.html, paired.csv, comparison.json")] = None,
+    by: Annotated[str, typer.Option(help="paired unit: case, or patient (per-case Dice averaged per patient)")] = "case",
+    macs: Annotated[bool, typer.Option(help="count multiply-accumulates (loads each model)")] = True,
+) -> None:
+    """Compare runs: one table with accuracy, size, speed, memory and sensitivity, plus paired statistics.
+
+    Paired statistics (bootstrap 95 % CI of the mean Dice difference, Wilcoxon signed-rank p) use the
+    cases both runs were scored on: runs scored on different case sets are restricted to the
+    intersection, with a warning. See docs/comparison.md.
+    """
+    from medseg.compare import compare_runs, display_table, paired_table, write_comparison
+
+    cmp = compare_runs(list(runs), split, by, with_macs=macs)
+    header, rows = display_table(cmp)
+    t = Table(title=f"Comparison on the {split} split")
+    for h in header:
+        t.add_column(h, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    ph, prows = paired_table(cmp)
+    if prows:
+        pt = Table(title=f"Paired statistics per {by} (Dice b − a)")
+        for h in ph:
+            pt.add_column(h, overflow="fold")
+        for r, raw in zip(prows, cmp.paired, strict=True):
+            if raw["class"] == "mean":
+                pt.add_row(*r)
+        console.print(pt)
+    for w in cmp.warnings:
+        console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+    if out is not None:
+        console.print(f"comparison written to [bold]{write_comparison(cmp, out)}[/]")
+
+
+@command("sweep")
+def sweep_cmd(
+    config: Annotated[str, typer.Argument(help="YAML config, recipe name, or comparison recipe (configs/comparisons/)")],
+    grid: Annotated[list[str] | None, typer.Option("--grid", "-g", help="KEY=V1,V2,... (repeatable); for --optuna also LOW..HIGH[:log]")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="sweep folder (default runs/sweep-<name>)")] = None,
+    seeds: Annotated[int | None, typer.Option(help="runs per grid point, with train.seed = seed, seed+1, ...")] = None,
+    optuna: Annotated[int | None, typer.Option("--optuna", help="an Optuna search of N trials instead of the full grid")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="run the grid on a Ray cluster: HOST:PORT, auto, or local")] = None,
+    cpus_per_trial: Annotated[float, typer.Option(help="Ray: CPUs per trial")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(help="Ray: GPUs per trial")] = 0.0,
+    set_: SetOpt = None,
+    evaluate: Annotated[bool, typer.Option(help="evaluate every run on its eval.split")] = True,
+    progress: Annotated[bool, typer.Option(help="show training progress bars")] = False,
+) -> None:
+    """Run a hyperparameter sweep: every grid point a normal run folder, resumable; Dice vs each swept value.
+
+    Example: medseg sweep quickstart --grid train.lr=1e-4,3e-4,1e-3 --grid model.name=unet,segformer_b0 --seeds 3 --out runs/lr
+    Re-running the same command skips finished runs and resumes interrupted ones.
+    """
+    from medseg.sweep import parse_grid, resolve_sweep_source, run_optuna, run_ray, run_sweep
+
+    base, recipe = resolve_sweep_source(config, list(set_ or []))
+    space = {k: list(v) for k, v in (recipe.get("grid") or {}).items()}
+    space.update(parse_grid(grid))
+    if recipe.get("grid"):
+        from medseg.sweep import check_keys
+
+        check_keys(list(space))
+    if not space:
+        raise MedsegError("nothing to sweep", where="--grid", fix="add e.g. --grid train.lr=1e-4,3e-4,1e-3")
+    n_seeds = seeds if seeds is not None else int(recipe.get("seeds") or 1)
+    models = recipe.get("models") or {}
+    out = out or Path("runs") / f"sweep-{base.get('name', 'run')}"
+
+    def report(i: int, n: int, entry: dict[str, Any]) -> None:
+        v = entry.get("best_val_dice")
+        console.print(f"[{i + 1}/{n}] {entry['name']}: {entry['action']}, best val Dice {'n/a' if v is None else f'{v:.3f}'}", highlight=False)
+
+    if optuna is not None:
+        if ray is not None:
+            raise MedsegError("--optuna and --ray go separately", where="--ray", fix="use one of them")
+        run_optuna(base, space, optuna, out, models, evaluate, progress, on_point=report)
+    elif ray is not None:
+        run_ray(base, space, out, ray, n_seeds, models, evaluate, cpus_per_trial, gpus_per_trial)
+    else:
+        run_sweep(base, space, out, n_seeds, models, evaluate, progress, on_point=report)
+    console.print(f"sweep folder: [bold]{out}[/] (sweep.csv, sensitivity.png); next: medseg compare {out} or medseg report {out} --out {out}/report")
 
 
 @command("report")
-def report_cmd(run: Annotated[Path, typer.Argument(help="run folder")], split: str = "test") -> None:
-    """Write a self-contained HTML report for a run (curves, metrics, case gallery)."""
-    from medseg.reports.html import make_report
+def report_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="run folder; several (or a sweep folder) for a side-by-side comparison report")],
+    split: Annotated[str, typer.Option(help="the evaluated split to report")] = "test",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="comparison report folder (default: comparison beside the first run)")] = None,
+    by: Annotated[str, typer.Option(help="paired unit for a comparison: case or patient")] = "case",
+) -> None:
+    """Write a self-contained HTML report (images embedded) plus its PNGs: curves, per-class Dice, box plots,
+    best/median/worst cases with error maps, the training GIF, the data set and the config."""
+    from medseg.reports.html import make_comparison_report, make_report
 
-    console.print(f"report: [bold]{make_report(run, split)}[/]")
+    single = len(runs) == 1 and (runs[0] / "config.yaml").is_file()
+    if single and out is None:
+        index = make_report(runs[0], split)
+    else:
+        index = make_comparison_report(list(runs), split, out, by)
+    console.print(f"report: [bold]{index}[/]")
 
 
 @command("demo")
@@ -306,29 +399,36 @@ def demo_cmd(
 
 @command("quickstart")
 def quickstart_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the run")] = Path("runs/quickstart"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the two runs and the comparison report")] = Path("runs/quickstart"),
     set_: SetOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="replace an earlier quickstart run")] = True,
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier quickstart (--no-overwrite: keep its finished runs)")] = True,
     progress: bool = True,
 ) -> None:
-    """Train, evaluate and report a U-Net on the built-in phantom2d data set, in minutes on a CPU."""
-    import json
+    """Train a CNN (U-Net) and a transformer (SegFormer-b0, from scratch) on the built-in phantom2d data,
+    evaluate both and write the comparison report, in minutes on a CPU. --set applies to both runs."""
+    import shutil
 
-    from medseg.config import load_config
-    from medseg.engine.train import train
-    from medseg.evaluation import evaluate_run
-    from medseg.recipes import resolve_config_path
-    from medseg.reports.html import make_report
+    from medseg.reports.html import make_comparison_report
+    from medseg.sweep import SWEEP_FILE, resolve_sweep_source, run_sweep
 
-    cfg = load_config(resolve_config_path("quickstart"), list(set_ or []))
-    console.rule(f"[bold]1/3 train[/] {cfg.model.name} on {cfg.data.dataset}")
-    run = train(cfg, out, overwrite=overwrite, progress=progress)
-    console.rule("[bold]2/3 evaluate[/] on the test split")
-    ev = evaluate_run(run, "test", progress=progress)
-    summary = json.loads((ev / "summary.json").read_text())
+    base, recipe = resolve_sweep_source("quickstart", list(set_ or []))
+    if out.exists() and any(out.iterdir()) and overwrite:
+        if not (out / SWEEP_FILE).is_file():
+            raise MedsegError("folder exists and is not a quickstart", where=out, fix="choose another --out")
+        shutil.rmtree(out)
+    models = recipe["grid"]["model.name"]
+    console.rule(f"[bold]1/3 train and evaluate[/] {' and '.join(models)} on {base['data']['dataset']}")
+
+    def step(i: int, n: int, entry: dict[str, Any]) -> None:
+        d = entry.get("test_dice")
+        console.print(f"{entry['group']}: {entry['action']} in {entry.get('train_time_s') or 0:.0f} s, test mean Dice {'n/a' if d is None else f'{d:.3f}'}")
+
+    run_sweep(base, {"model.name": models}, out, models=recipe.get("models"), progress=progress, on_point=step)
+    console.rule("[bold]2/3 compare[/] (table, paired statistics)")
+    runs = [out / "runs" / m for m in models]
+    index = make_comparison_report(runs, "test", out / "report", title="Quickstart: CNN vs transformer")
+    console.print((out / "report" / "comparison.md").read_text(encoding="utf-8"), markup=False, highlight=False)
     console.rule("[bold]3/3 report")
-    index = make_report(run, "test")
-    console.print(f"test mean Dice [bold]{summary['mean_dice']:.3f}[/] over {summary['n_cases']} cases")
     console.print(f"report: [bold]{index}[/]")
 
 

@@ -1,133 +1,300 @@
-"""``make_report(run)``: one self-contained HTML page (images embedded) plus its PNGs."""
+"""Self-contained HTML reports (images embedded) plus their PNGs, for one run or several side by side.
+
+``make_report(run, split)`` writes ``RUN/report/index.html``; ``make_comparison_report(runs, split,
+out)`` writes ``OUT/index.html`` with the runs side by side and the comparison tables of
+:mod:`medseg.compare`. Sections (each an ``<section id=...>``):
+
+* ``summary`` — the comparison table (model, size, MACs, Dice ± std, HD95, ASSD, precision/recall,
+  timings, memory, sensitivity) with published reference numbers as extra rows;
+* ``paired`` — paired statistics and warnings (several runs);
+* ``curves`` — loss and metric curves;
+* ``class-dice`` — per-class Dice bar chart;
+* ``boxplots`` — per-case metric distributions;
+* ``gallery`` — best / median / worst cases: image | ground truth | prediction | error map;
+* ``training`` — an animated GIF of the snapshot slice's prediction across epochs;
+* ``sensitivity`` — Dice against swept hyperparameters (runs from ``medseg sweep``);
+* ``dataset`` — a sample grid and the class statistics per split;
+* ``config`` — the resolved config of every run.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from medseg.atomic import atomic_path, write_text
-from medseg.engine.run import read_run
+from medseg.atomic import write_text
+from medseg.compare import Comparison, RunResult, compare_runs, display_table, html_table, paired_table, write_comparison
+from medseg.data.splits import load_splits, select
 from medseg.errors import RunError
 from medseg.evaluation import _dataset_of
-from medseg.reports.overlay import best_slice, overlay, to_uint8
+from medseg.reports import figures
+from medseg.reports.plots import plot_curves
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}
-.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
-pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}"""
+CSS = """body{font-family:system-ui,sans-serif;max-width:1280px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em}section{margin:2em 0}table{border-collapse:collapse;margin:.6em 0}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;font-size:13px}th{background:#f3f3f3}
+td:first-child,td:nth-child(2){text-align:left}tr.ref td{font-style:italic;background:#fafaf0}img{max-width:100%}
+.legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle;border:1px solid #999}
+.side{display:flex;flex-wrap:wrap;gap:1em}.side figure{margin:0}figcaption{font-size:13px;color:#555}
+pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px;max-height:480px}.warn{color:#8a5300}.note{color:#555;font-size:13px}"""
+
+GALLERY_PICKS = ("best", "median", "worst")
 
 
-def _img_tag(path: Path, alt: str) -> str:
+def _img(path: Path, alt: str) -> str:
+    mime = "image/gif" if path.suffix == ".gif" else "image/png"
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(alt)}" src="data:{mime};base64,{data}">'
 
 
-def _slice2d(arr: np.ndarray, multi: bool, z: int | None) -> np.ndarray:
-    if z is None:
-        return arr
-    return arr[:, z] if multi else arr[z]
+def _section(sid: str, title: str, body: str) -> str:
+    return f"<section id='{sid}'><h2>{html.escape(title)}</h2>{body}</section>"
 
 
-def _gallery(run_dir: Path, out: Path, eval_dir: Path, summary: dict[str, Any], ds: Any) -> list[tuple[str, Path]]:
-    per_case = summary.get("per_case_mean_dice", {})
-    if not per_case:
-        return []
-    order = sorted(per_case, key=per_case.get)
-    picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
+def _legend(ds: Any) -> str:
+    items = "".join(
+        f"<span style='background:rgb{tuple(c.color)}'></span>{html.escape(c.name)}" for k, c in enumerate(ds.info.classes) if k in ds.info.foreground
+    )
+    errs = "".join(f"<span style='background:rgb{c}'></span>{html.escape(n)}" for n, c in figures.ERROR_LEGEND)
+    return f"<p class='legend'>Classes: {items} &nbsp;·&nbsp; Error maps: {errs}</p>"
+
+
+def _load_pred(r: RunResult, case_id: str) -> np.ndarray | None:
+    path = r.path / "eval" / r.split / "predictions" / f"{case_id}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return z["label"]
+
+
+def _gallery(results: list[RunResult], ds: Any, out: Path) -> str:
+    per_run = [r.per_case() for r in results]
+    common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    if not common:
+        return "<p class='note'>No case scored by every run.</p>"
+    score = {c: float(np.mean([p[c] for p in per_run])) for c in common}
+    order = sorted(common, key=lambda c: (score[c], c))
+    picks = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
     colors = [c.color for c in ds.info.classes]
-    multi = ds.info.multi_label
-    figs = []
-    for tag, cid in picks.items():
+    fg = ds.info.foreground
+    legend = ([ds.info.class_names[k] for k in fg], [colors[k] for k in fg])
+    parts = []
+    for tag in GALLERY_PICKS:
+        cid = picks[tag]
         case = ds.load_case(cid)
-        with np.load(eval_dir / "predictions" / f"{cid}.npz") as z:
-            pred = z["label"]
-        z_idx = best_slice(case.label, 0, multi) if case.ndim == 3 else None
-        img = case.image[0] if z_idx is None else case.image[0, z_idx]
-        gt = _slice2d(case.label, multi, z_idx)
-        pr = _slice2d(pred, multi, z_idx)
-        fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
-        for ax, (title, rgb) in zip(
-            axes,
-            [("image", np.repeat(to_uint8(img)[..., None], 3, -1)), ("ground truth", overlay(img, gt, colors)), ("prediction", overlay(img, pr, colors))],
-            strict=True,
-        ):
-            ax.imshow(rgb)
-            ax.set_title(title)
-            ax.axis("off")
-        fig.suptitle(f"{tag}: {cid} (mean Dice {per_case[cid]:.3f})" + (f", slice {z_idx}" if z_idx is not None else ""))
-        fig.tight_layout()
-        path = out / f"case_{tag}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=90)
-        plt.close(fig)
-        figs.append((f"{tag} case", path))
-    return figs
+        preds = [(r.label, _load_pred(r, cid)) for r in results]
+        if any(p is None for _, p in preds):
+            return "<p class='note'>Predictions were not saved (evaluate with predictions to see the cases).</p>"
+        img, ref, _, z = figures.slice_of(case.image, case.label, None, ds.info.multi_label)
+        cut = [(n, figures.slice_of(case.image, case.label, p, ds.info.multi_label, z)[2]) for n, p in preds]
+        dice = ", ".join(f"{r.label} {p[cid]:.3f}" for r, p in zip(results, per_run, strict=True))
+        title = f"{tag}: {cid}" + (f", slice {z}" if z is not None else "") + f" — mean Dice {dice}"
+        path = figures.case_panel(out / f"case_{tag}.png", title, img, ref, cut, colors, legend, ds.info.multi_label)
+        parts.append(f"<figure>{_img(path, f'{tag} case')}<figcaption>{html.escape(title)}</figcaption></figure>")
+    return _legend(ds) + "".join(parts)
+
+
+def _training_gifs(results: list[RunResult], ds: Any, out: Path) -> str:
+    colors = [c.color for c in ds.info.classes]
+    figs = []
+    for i, r in enumerate(results):
+        snap = figures.read_snapshots(r.path)
+        if snap is None:
+            continue
+        meta, frames = snap
+        try:
+            case = ds.load_case(meta["case"])
+        except Exception:
+            continue
+        z = meta.get("slice")
+        img, ref, _, _ = figures.slice_of(case.image, case.label, None, ds.info.multi_label, z) if z is not None else (case.image[0], case.label, None, None)
+        path = figures.training_gif(out / f"training_{i}.gif", img, ref, frames, colors, r.label if len(results) > 1 else "")
+        cap = f"{r.label}: case {meta['case']}" + (f", slice {z}" if z is not None else "") + f", {len(frames)} epochs"
+        figs.append(f"<figure>{_img(path, f'training sequence {r.label}')}<figcaption>{html.escape(cap)}</figcaption></figure>")
+    if not figs:
+        return "<p class='note'>No prediction snapshots in the run folder(s).</p>"
+    return "<div class='side'>" + "".join(figs) + "</div>"
+
+
+def _dataset_section(r: RunResult, ds: Any, out: Path, max_per_split: int = 100) -> str:
+    splits = load_splits(r.path / "splits.json", ds.patients) if (r.path / "splits.json").is_file() else {}
+    fold = r.config.data.split.fold
+    sets = {s: select(splits, s, fold) for s in ("train", "val", "test")} if splits else {"all": ds.case_ids}
+    names = ds.info.class_names
+    fg = ds.info.foreground
+    voxels: dict[str, dict[str, int]] = {names[k]: {} for k in fg}
+    sampled = False
+    n_cases = {}
+    for s, ids in sets.items():
+        n_cases[s] = len(ids)
+        if len(ids) > max_per_split:
+            sampled = True
+            ids = list(np.random.default_rng(0).choice(ids, max_per_split, replace=False))
+        for cid in ids:
+            lab = ds.load_case(cid).label
+            for k in fg:
+                n = int(lab[k].sum()) if ds.info.multi_label else int((lab == k).sum())
+                voxels[names[k]][s] = voxels[names[k]].get(s, 0) + n
+    colors = {c.name: c.color for c in ds.info.classes}
+    sample_ids = (sets.get("train") or ds.case_ids)[:8]
+    items = []
+    for cid in sample_ids:
+        case = ds.load_case(cid)
+        img, lab, _, _ = figures.slice_of(case.image, case.label, None, ds.info.multi_label)
+        items.append((cid, img, lab))
+    legend = ([names[k] for k in fg], [ds.info.classes[k].color for k in fg])
+    grid = figures.sample_grid(out / "dataset_samples.png", items, [c.color for c in ds.info.classes], legend)
+    stats = figures.class_stats_plot(out / "class_statistics.png", voxels, colors)
+    header = ["class", *[f"{s} voxels" for s in sets]]
+    rows = [[c, *[f"{v.get(s, 0):,}" for s in sets]] for c, v in voxels.items()]
+    rows.append(["cases", *[str(n_cases[s]) for s in sets]])
+    note = f" (voxels counted on up to {max_per_split} cases per split)" if sampled else ""
+    n_pat = len(set(ds.patients.values()))
+    desc = f"{ds.info.name} — {ds.info.description or ''} ({ds.info.dims}D, {len(ds)} cases, {n_pat} patients){note}"
+    info = f"<p>{html.escape(desc)}</p>"
+    return info + _img(grid, "data set samples") + html_table(header, rows, "stats") + _img(stats, "class statistics")
+
+
+def _config_section(results: list[RunResult]) -> str:
+    if len(results) == 1:
+        return f"<pre>{html.escape(results[0].config.to_yaml())}</pre>"
+    return "".join(f"<details><summary>{html.escape(r.label)}</summary><pre>{html.escape(r.config.to_yaml())}</pre></details>" for r in results)
+
+
+def _sensitivity(results: list[RunResult], out: Path) -> str:
+    dirs = list(
+        dict.fromkeys(Path(r.info["sweep"]["dir"]) for r in results if r.info.get("sweep") and Path(r.info["sweep"]["dir"], "sensitivity.png").is_file())
+    )
+    if not dirs:
+        return ""
+    body = "".join(f"<figure>{_img(d / 'sensitivity.png', f'sensitivity {d.name}')}<figcaption>sweep {html.escape(str(d))}</figcaption></figure>" for d in dirs)
+    return _section("sensitivity", "Sensitivity to hyperparameters (best validation Dice over the sweep)", body)
+
+
+def build_report(cmp: Comparison, out: Path, title: str) -> Path:
+    """Write ``out/index.html`` and its PNG/GIF files from a :class:`~medseg.compare.Comparison`."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = cmp.runs
+    ds = _dataset_of(results[0].path, results[0].info, results[0].config)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>medseg report — {html.escape(title)}</title><style>{CSS}</style></head><body>"]
+    parts.append(f"<h1>{html.escape(title)}</h1>")
+    lines = []
+    for r in results:
+        md = r.summary.get("mean_dice")
+        lines.append(
+            f"{r.label}: model {r.config.model.name}, {r.info.get('n_train', '?')} train / {r.info.get('n_val', '?')} val / {r.summary.get('n_cases')} "
+            f"{cmp.split} cases, trained {r.info.get('train_time_s', 0):.0f} s on {r.info.get('device', '?')}, "
+            + (f"mean {cmp.split} Dice {md:.3f}" if md is not None else "mean Dice n/a")
+        )
+    parts.append(
+        "<p>" + "<br>".join(html.escape(x) for x in lines) + f"</p><p class='note'>data set {html.escape(ds.info.name)} ({html.escape(str(ds.root))})</p>"
+    )
+    header, rows = display_table(cmp)
+    per_class = []
+    for r in results:
+        for cls in r.classes:
+            e = r.summary["per_class"][cls]
+
+            def fmt(m: str, e: dict[str, Any] = e) -> str:
+                v = e.get(m) or {}
+                if v.get("mean") is None or isinstance(v.get("mean"), str):
+                    return "n/a" if v.get("mean") is None else str(v["mean"])
+                return f"{v['mean']:.3f}" + ("" if v.get("std") is None else f" ± {v['std']:.3f}")
+
+            per_class.append(
+                [r.label, cls, *[fmt(m) for m in ("dice", "iou", "precision", "recall", "hd95", "assd", "nsd")], str((e.get("dice") or {}).get("n", ""))]
+            )
+    pc_header = ["run", "class", "Dice", "IoU", "precision", "recall", "HD95 (mm)", "ASSD (mm)", "NSD", "n"]
+    parts.append(
+        _section(
+            "summary",
+            f"Results on the {cmp.split} split",
+            html_table(header, rows) + "<h3>Per class (mean ± std over cases)</h3>" + html_table(pc_header, per_class, "perclass"),
+        )
+    )
+    if len(results) > 1:
+        ph, prow = paired_table(cmp)
+        if len(cmp.paired) > 3 * len(results):
+            prow = [p for p, raw in zip(prow, cmp.paired, strict=True) if raw["class"] == "mean"]
+        warn = "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in cmp.warnings)
+        body = (
+            f"<p class='note'>Per-{cmp.by} Dice differences (b − a) on the cases both runs share; 95 % percentile bootstrap CI of the mean difference; "
+            "two-sided Wilcoxon signed-rank test. 'better' needs the CI to exclude 0 and p &lt; 0.05.</p>" + html_table(ph, prow, "paired")
+        )
+        parts.append(_section("paired", "Paired statistics", body + (f"<ul>{warn}</ul>" if warn else "")))
+    # curves
+    if len(results) == 1 and results[0].history:
+        curves = plot_curves(results[0].history, out / "curves.png")
+    else:
+        curves = figures.multi_curves(out / "curves.png", [(r.label, r.history) for r in results])
+    parts.append(_section("curves", "Training curves", _img(curves, "training curves")))
+    colors = {c.name: c.color for c in ds.info.classes}
+    refs = [
+        (ref["run"].removeprefix("reference: "), {k.removeprefix("dice_"): v for k, v in ref.items() if k.startswith("dice_") and isinstance(v, float)})
+        for ref in cmp.references
+    ]
+    bars = figures.per_class_dice_bars(
+        out / "class_dice.png",
+        [(r.label, {c: _mean_std(r.summary["per_class"][c].get("dice")) for c in r.classes}) for r in results],
+        colors,
+        [x for x in refs if x[1]],
+    )
+    parts.append(_section("class-dice", "Dice per class", _img(bars, "per-class Dice")))
+    metrics = [m for m in ("dice", "hd95", "assd", "precision", "recall") if results[0].rows and m in results[0].rows[0]]
+    box = figures.metric_boxplots(out / "boxplots.png", [(r.label, r.rows) for r in results], results[0].classes, metrics)
+    parts.append(_section("boxplots", "Per-case metrics", _img(box, "box plots of per-case metrics")))
+    parts.append(_section("gallery", "Cases: best, median, worst", _gallery(results, ds, out)))
+    parts.append(_section("training", "Prediction across training epochs", _training_gifs(results, ds, out)))
+    parts.append(_sensitivity(results, out))
+    parts.append(_section("dataset", "Data set", _dataset_section(results[0], ds, out)))
+    parts.append(_section("config", "Config", _config_section(results)))
+    parts.append("</body></html>")
+    index = out / "index.html"
+    write_text(index, "\n".join(p for p in parts if p))
+    return index
+
+
+def _mean_std(entry: dict[str, Any] | None) -> tuple[float, float]:
+    if not entry or not isinstance(entry.get("mean"), int | float):
+        return math.nan, math.nan
+    return float(entry["mean"]), math.nan if entry.get("std") is None else float(entry["std"])
 
 
 def make_report(run_dir: str | Path, split: str = "test") -> Path:
-    """Write ``RUN/report/index.html`` from the run's curves and its evaluation on ``split``."""
+    """Write ``RUN/report/index.html`` (and its images) from the run and its evaluation on ``split``.
+
+    Raises:
+        RunError: not a run folder, or no evaluation on ``split`` (the fix names the command).
+    """
     run_dir = Path(run_dir)
-    config, info = read_run(run_dir)
-    eval_dir = run_dir / "eval" / split
-    if not (eval_dir / "summary.json").is_file():
-        raise RunError(f"run has no evaluation on the {split} split", where=run_dir, fix=f"run `medseg evaluate {run_dir} --split {split}` first")
-    summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
-    ds = _dataset_of(run_dir, info, config)
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>medseg report — {html.escape(config.name)}</title><style>{CSS}</style></head><body>"]
-    parts.append(f"<h1>{html.escape(config.name)}</h1>")
-    mean = summary.get("mean_dice")
-    parts.append(
-        "<p>"
-        + " · ".join(
-            html.escape(s)
-            for s in [
-                f"model {config.model.name} ({info.get('parameters', 0):,} parameters)",
-                f"data set {ds.info.name}",
-                f"{info.get('n_train', '?')} train / {info.get('n_val', '?')} val / {summary['n_cases']} {split} cases",
-                f"trained {info.get('train_time_s', 0):.0f} s on {info.get('device', '?')}",
-                f"mean {split} Dice {mean:.3f}" if mean is not None else "mean Dice n/a",
-            ]
-        )
-        + "</p>"
-    )
-    legend = "".join(
-        f"<span style='background:rgb{tuple(c.color)}'></span>{html.escape(c.name)}" for k, c in enumerate(ds.info.classes) if k in ds.info.foreground
-    )
-    parts.append(f"<p class='legend'>Classes: {legend}</p>")
-    parts.append(
-        f"<h2>{html.escape(split.capitalize())} metrics per class</h2><table><tr>"
-        + "".join(f"<th>{h}</th>" for h in ("class", "Dice", "IoU", "precision", "recall", "n"))
-        + "</tr>"
-    )
-    for name, entry in summary["per_class"].items():
+    cmp = compare_runs([run_dir], split)
+    return build_report(cmp, run_dir / "report", cmp.runs[0].config.name)
 
-        def fmt(m: str, e: dict[str, Any] = entry) -> str:
-            v = e[m]
-            return "n/a" if v["mean"] is None else f"{v['mean']:.3f} ± {v['std']:.3f}"
 
-        parts.append(
-            f"<tr><td>{html.escape(name)}</td><td>{fmt('dice')}</td><td>{fmt('iou')}</td><td>{fmt('precision')}</td><td>{fmt('recall')}</td><td>{entry['dice']['n']}</td></tr>"
-        )
-    parts.append("</table>")
-    if (run_dir / "curves.png").is_file():
-        parts.append("<h2>Training curves</h2>" + _img_tag(run_dir / "curves.png", "training curves"))
-    gallery = _gallery(run_dir, out, eval_dir, summary, ds)
-    if gallery:
-        parts.append("<h2>Cases: worst, median, best</h2>")
-        parts += [f"<div>{_img_tag(p, t)}</div>" for t, p in gallery]
-    parts.append(f"<h2>Config</h2><pre>{html.escape(config.to_yaml())}</pre></body></html>")
-    index = out / "index.html"
-    write_text(index, "\n".join(parts))
-    return index
+def make_comparison_report(runs: list[str | Path], split: str = "test", out: str | Path | None = None, by: str = "case", title: str | None = None) -> Path:
+    """Compare runs (or sweep folders) side by side: ``OUT/index.html`` plus the comparison tables.
+
+    Args:
+        runs: run folders evaluated on ``split`` (a sweep folder stands for its finished runs).
+        split: the evaluated split.
+        out: output folder (default: ``comparison`` beside the first run).
+        by: paired unit, ``case`` or ``patient``.
+        title: page title (default: the run names).
+    """
+    cmp = compare_runs(runs, split, by)
+    if not cmp.runs:
+        raise RunError("no run to report", where="RUN", fix="give run folders")
+    out = Path(out) if out is not None else cmp.runs[0].path.parent / "comparison"
+    write_comparison(cmp, out)
+    return build_report(cmp, out, title or " vs ".join(r.label for r in cmp.runs))
+
+
+def load_comparison_json(out: str | Path) -> dict[str, Any]:
+    """Read back ``comparison.json`` written next to a comparison report."""
+    return json.loads((Path(out) / "comparison.json").read_text(encoding="utf-8"))

@@ -1,0 +1,168 @@
+"""medseg compare: statistics on known cases, the table, reference rows and bad inputs (run folders made by code)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from medseg.cli import app
+from medseg.compare import bootstrap_ci, compare_runs, display_table, paired_stats, wilcoxon_p, write_comparison
+from medseg.errors import RunError
+
+CLASSES = ["liver", "tumour"]
+
+
+def fake_run(root: Path, name: str, dice: dict[str, list[float]], cases: list[str] | None = None, dataset: str = "/data/ds", **cfg: object) -> Path:
+    """A run folder with config, run.json, history.csv and an evaluation on the test split."""
+    run = root / name
+    (run / "eval" / "test").mkdir(parents=True)
+    n = len(next(iter(dice.values())))
+    cases = cases or [f"c{i:02d}" for i in range(n)]
+    config = {"name": name, "model": {"name": "unet"}, **cfg}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    info = {
+        "status": "finished",
+        "model": "unet",
+        "parameters": 12345,
+        "train_time_s": 42.0,
+        "epochs_run": 5,
+        "best_epoch": 3,
+        "device": "cpu",
+        "dataset": dataset,
+    }
+    (run / "run.json").write_text(json.dumps(info))
+    (run / "history.csv").write_text("epoch,train_loss,val_dice,samples_per_s,peak_memory_mb\n0,1.0,0.5,10.0,100\n1,0.8,0.6,12.0,120\n")
+    rows, per_case = [], {}
+    for i, c in enumerate(cases):
+        vals = [dice[k][i] for k in CLASSES]
+        per_case[c] = float(np.mean(vals))
+        for k in CLASSES:
+            d = dice[k][i]
+            rows.append({"case": c, "patient": f"p{i // 2}", "class": k, "dice": d, "hd95": 2.0 * (1 - d), "assd": 1 - d, "precision": d, "recall": d})
+    with (run / "eval" / "test" / "metrics.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    per_class = {
+        k: {m: {"mean": float(np.mean([r[m] for r in rows if r["class"] == k])), "std": 0.01, "n": n} for m in ("dice", "hd95", "assd", "precision", "recall")}
+        for k in CLASSES
+    }
+    summary = {
+        "split": "test",
+        "n_cases": n,
+        "classes": CLASSES,
+        "per_class": per_class,
+        "mean_dice": float(np.mean([per_class[k]["dice"]["mean"] for k in CLASSES])),
+        "per_case_mean_dice": per_case,
+        "seconds_per_case": 0.05,
+    }
+    (run / "eval" / "test" / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_identical_runs_ci_contains_zero_and_p_is_one() -> None:
+    a = {f"c{i}": v for i, v in enumerate(np.linspace(0.5, 0.9, 15))}
+    st = paired_stats(a, dict(a))
+    assert st["ci_low"] <= 0 <= st["ci_high"] and st["p_wilcoxon"] == 1.0 and st["verdict"] == "no clear difference"
+    assert st["n"] == 15 and st["mean_diff"] == 0
+
+
+def test_clearly_better_run_ci_excludes_zero() -> None:
+    rng = np.random.default_rng(0)
+    a = {f"c{i}": float(v) for i, v in enumerate(rng.uniform(0.6, 0.8, 20))}
+    b = {k: v + 0.1 + float(rng.normal(0, 0.01)) for k, v in a.items()}
+    st = paired_stats(a, b)
+    assert st["ci_low"] > 0.05 and st["ci_high"] < 0.15 and st["p_wilcoxon"] < 1e-4 and st["verdict"] == "b better"
+    st = paired_stats(b, a)
+    assert st["ci_high"] < 0 and st["verdict"] == "a better"
+
+
+def test_noise_only_difference_is_not_called() -> None:
+    rng = np.random.default_rng(1)
+    a = {f"c{i}": float(v) for i, v in enumerate(rng.uniform(0.6, 0.8, 30))}
+    b = {k: v + float(rng.normal(0, 0.02)) for k, v in a.items()}
+    st = paired_stats(a, b)
+    assert st["ci_low"] < 0 < st["ci_high"] and st["verdict"] == "no clear difference"
+
+
+def test_bootstrap_and_wilcoxon_edge_cases() -> None:
+    lo, hi = bootstrap_ci(np.array([0.2] * 8))
+    assert lo == pytest.approx(0.2) and hi == pytest.approx(0.2)
+    assert all(math.isnan(v) for v in bootstrap_ci(np.array([])))
+    assert math.isnan(wilcoxon_p(np.array([])))
+    assert bootstrap_ci(np.arange(10.0), seed=3) == bootstrap_ci(np.arange(10.0), seed=3)  # reproducible
+
+
+def test_table_rows_reference_and_files(tmp_path: Path) -> None:
+    a = fake_run(
+        tmp_path, "cnn", {"liver": [0.8] * 12, "tumour": [0.6] * 12}, eval={"reference": {"name": "paper", "dice": 0.84, "class_dice": {"liver": 0.9}}}
+    )
+    b = fake_run(tmp_path, "vit", {"liver": [0.9] * 12, "tumour": [0.7 + 0.01 * i for i in range(12)]})
+    cmp = compare_runs([a, b], with_macs=False)
+    assert [r["run"] for r in cmp.rows] == ["cnn", "vit"]
+    row = cmp.rows[0]
+    assert row["mean_dice"] == pytest.approx(0.7) and row["dice_liver"] == pytest.approx(0.8) and row["epochs_to_best"] == 4
+    assert row["train_samples_per_s"] == pytest.approx(11.0) and row["peak_memory_mb"] == 120 and row["latency_per_case_s"] == pytest.approx(0.05)
+    assert len(cmp.references) == 1 and cmp.references[0]["run"] == "reference: paper" and cmp.references[0]["dice_liver"] == 0.9
+    header, rows = display_table(cmp)
+    assert "mean Dice" in header and "Dice tumour" in header and rows[-1][0] == "reference: paper" and rows[-1][4] == "0.840"
+    mean_pair = next(p for p in cmp.paired if p["class"] == "mean")
+    assert mean_pair["n"] == 12 and mean_pair["ci_low"] > 0 and mean_pair["verdict"] == "b better"
+    assert any("not independent" in w for w in cmp.warnings)  # 12 cases from 6 patients
+    out = write_comparison(cmp, tmp_path / "cmp")
+    for f in ("comparison.md", "comparison.csv", "comparison.html", "paired.csv", "comparison.json"):
+        assert (out / f).is_file(), f
+    md = (out / "comparison.md").read_text()
+    assert "| cnn | unet |" in md and "reference: paper" in md and "Paired statistics" in md
+    by_patient = compare_runs([a, b], with_macs=False, by="patient")
+    assert next(p for p in by_patient.paired if p["class"] == "mean")["n"] == 6
+
+
+def test_small_test_set_warns(tmp_path: Path) -> None:
+    a = fake_run(tmp_path, "a", {"liver": [0.8, 0.7, 0.9], "tumour": [0.5, 0.6, 0.4]})
+    b = fake_run(tmp_path, "b", {"liver": [0.9, 0.8, 0.95], "tumour": [0.6, 0.7, 0.5]})
+    cmp = compare_runs([a, b], with_macs=False)
+    assert any("too small to tell" in w for w in cmp.warnings)
+    assert next(p for p in cmp.paired if p["class"] == "mean")["verdict"] == "no clear difference"  # p cannot reach 0.05 with 3 cases
+
+
+def test_different_case_sets_use_the_intersection_with_a_warning(tmp_path: Path) -> None:
+    a = fake_run(tmp_path, "a", {"liver": [0.8] * 10, "tumour": [0.6] * 10})
+    b = fake_run(tmp_path, "b", {"liver": [0.9] * 8, "tumour": [0.7] * 8}, cases=[f"c{i:02d}" for i in range(2, 10)])
+    cmp = compare_runs([a, b], with_macs=False)
+    assert any("different case sets (10 vs 8 cases); paired statistics use the 8 cases" in w for w in cmp.warnings)
+    assert next(p for p in cmp.paired if p["class"] == "mean")["n"] == 8
+    c = fake_run(tmp_path, "c", {"liver": [0.9] * 4, "tumour": [0.7] * 4}, cases=["x1", "x2", "x3", "x4"])
+    cmp = compare_runs([a, c], with_macs=False)
+    assert cmp.paired == [] and any("no case evaluated by both" in w for w in cmp.warnings)
+    d = fake_run(tmp_path, "d", {"liver": [0.9] * 10, "tumour": [0.7] * 10}, dataset="/data/other")
+    cmp = compare_runs([a, d], with_macs=False)
+    assert cmp.paired == [] and any("different data sets" in w for w in cmp.warnings)
+
+
+def test_run_without_evaluation_names_the_command(tmp_path: Path) -> None:
+    a = fake_run(tmp_path, "a", {"liver": [0.8] * 4, "tumour": [0.6] * 4})
+    with pytest.raises(RunError, match=rf"no evaluation on the val split — fix: run `medseg evaluate {a} --split val` first"):
+        compare_runs([a], split="val", with_macs=False)
+    r = CliRunner().invoke(app, ["compare", str(a), str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "not a run folder" in r.output
+
+
+def test_compare_command(tmp_path: Path) -> None:
+    a = fake_run(tmp_path, "a", {"liver": [0.8] * 10, "tumour": [0.6] * 10})
+    b = fake_run(tmp_path, "b", {"liver": [0.8] * 10, "tumour": [0.6] * 10})
+    r = CliRunner().invoke(app, ["compare", str(a), str(b), "--out", str(tmp_path / "cmp"), "--no-macs"], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    assert "Comparison on the test split" in r.output and "no clear difference" in (tmp_path / "cmp" / "comparison.md").read_text()
+    rows = list(csv.DictReader((tmp_path / "cmp" / "paired.csv").open()))
+    mean = next(x for x in rows if x["class"] == "mean")
+    assert float(mean["p_wilcoxon"]) == 1.0 and float(mean["ci_low"]) <= 0 <= float(mean["ci_high"])
+    r = CliRunner().invoke(app, ["compare", str(a), "--by", "lesion"])
+    assert r.exit_code == 2 and "unknown paired unit" in r.output

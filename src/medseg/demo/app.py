@@ -335,6 +335,16 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
         fg_names = [cls_names[k] for k in fg]
         return gr.update(choices=choices, value=choices[0][1] if choices else None), gr.update(choices=fg_names, value=fg_names)
 
+    def on_load(run_a: str | None, run_b: str | None, up_run: str | None) -> tuple[Any, Any, Any]:
+        """New runs appear when the page is (re)loaded."""
+        names = st.runs.refresh()
+        keep = lambda v: v if v in names else (names[0] if names else None)  # noqa: E731
+        return (
+            gr.update(choices=names, value=keep(run_a)),
+            gr.update(choices=[NONE, *names], value=run_b if run_b in names else NONE),
+            gr.update(choices=names, value=keep(up_run)),
+        )
+
     def on_case(run_a: str | None, case_id: str | None, plane: str) -> tuple[Any, Any]:
         try:
             n, best, is3d = st.slice_setup(run_a, case_id, plane)
@@ -382,7 +392,7 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
                 visible = gr.CheckboxGroup([], label="labels shown", elem_id="labels")
             legend = gr.HTML(elem_id="legend")
             with gr.Row():
-                image = gr.Image(label="case", type="numpy", interactive=False, elem_id="case-image", scale=3, format="png")
+                image = gr.Image(label="case", show_label=False, type="numpy", interactive=False, elem_id="case-image", scale=3, format="png")
                 metrics = gr.HTML(elem_id="metrics")
         with gr.Tab("Upload", id="upload"):
             gr.Markdown(
@@ -413,11 +423,11 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
         )
         for trigger in (case.input, plane.input):
             trigger(on_case, [run_a, case, plane], [index, plane], **private).then(do_render, view_inputs, view_outputs, **conc, **private)
-        for trigger in (index.release, index.input, alpha.release, preset.input, visible.input, view.input, run_b.input):
+        for trigger in (index.input, alpha.input, preset.input, visible.input, view.input, run_b.input):
             trigger(do_render, view_inputs, view_outputs, trigger_mode="always_last", **conc, **private)
-        demo.load(on_run, [run_a], [case, visible], **private).then(on_case, [run_a, case, plane], [index, plane], **private).then(
-            do_render, view_inputs, view_outputs, **conc, **private
-        ).then(st.runs_html, None, runs_table, **private)
+        demo.load(on_load, [run_a, run_b, up_run], [run_a, run_b, up_run], **private).then(on_run, [run_a], [case, visible], **private).then(
+            on_case, [run_a, case, plane], [index, plane], **private
+        ).then(do_render, view_inputs, view_outputs, **conc, **private).then(st.runs_html, None, runs_table, **private)
         refresh.click(st.runs_html, None, runs_table, **private)
 
         up_btn.click(
@@ -428,7 +438,7 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
             concurrency_limit=max_concurrent,
             concurrency_id="predict",
         )
-        for trigger in (up_index.release, up_alpha.release):
+        for trigger in (up_index.input, up_alpha.input):
             trigger(st.upload_picture, [up_state, up_index, up_alpha], up_image, trigger_mode="always_last", **private)
 
     demo.queue(default_concurrency_limit=max_concurrent, max_size=256)
@@ -515,6 +525,8 @@ def serve(
     import uvicorn
 
     app = create_server(runs_dir, auth, max_upload_mb, max_concurrent)
+    # import the inference stack (torch, Lightning, MONAI) while the server starts, not on the first click
+    threading.Thread(target=lambda: __import__("medseg.engine.infer"), daemon=True).start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

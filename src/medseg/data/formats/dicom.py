@@ -122,16 +122,40 @@ KEEP_TAGS = (
 )
 
 
-def compact_header(h: Any) -> Any:
-    """A copy of ``h`` with only ``KEEP_TAGS`` and the slice's :class:`SliceInfo` (as ``_medseg_slice``)."""
-    from pydicom.dataset import Dataset
+class CompactHeader:
+    """The few tags kept per slice (``KEEP_TAGS``), as plain Python values, plus its :class:`SliceInfo`.
 
-    small = Dataset()
+    A pydicom ``Dataset`` per slice is slow to build and query and weighs tens of kilobytes; this
+    answers the same ``get`` / attribute / ``in`` questions the importer asks.
+    """
+
+    __slots__ = ("_medseg_slice", "values")
+
+    def __init__(self, values: dict[str, Any], info: SliceInfo):
+        self.values = values
+        self._medseg_slice = info
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.values
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def compact_header(h: Any) -> CompactHeader:
+    """Keep only ``KEEP_TAGS`` of a slice header (multi-values as lists) and its :class:`SliceInfo`."""
+    values: dict[str, Any] = {}
     for key in KEEP_TAGS:
-        if key in h:
-            small.add(h[key])
-    small._medseg_slice = slice_info(h)
-    return small
+        v = h.get(key)
+        if v is not None:
+            values[key] = list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else v
+    return CompactHeader(values, slice_info(h))
 
 
 @dataclass
@@ -172,9 +196,13 @@ def _read_header(path: Path) -> Any | None:
 
 
 def _vec(ds: Any, tag: str, n: int, where: Path) -> np.ndarray:
-    if tag not in ds:
+    raw = ds.get(tag)
+    if raw is None:
         raise FormatError(f"slice lacks {tag}", where=where, fix="only image series with patient geometry can be imported")
-    v = np.asarray([float(x) for x in ds[tag].value], dtype=np.float64)
+    try:
+        v = np.asarray([float(x) for x in (raw if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue" else [raw])], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FormatError(f"{tag} is not numeric ({raw!r})", where=where, fix="repair the header") from None
     if v.shape != (n,):
         raise FormatError(f"{tag} has {v.size} values, expected {n}", where=where, fix="repair the header")
     return v
@@ -560,6 +588,8 @@ def read_dicom(
                     "slices": len(s.files),
                     "axes": "slice,row,column",
                 }
+                if tmp is None:  # the slice files, in array order (a DICOM-SEG of a prediction references them)
+                    meta["files"] = [str(f) for f in s.files]
                 yield Case(image=image[None], label=label, affine=s.affine, case_id=s.case_id, patient_id=s.patient_id, meta=meta)
         finally:
             if tmp is not None:

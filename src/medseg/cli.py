@@ -258,9 +258,61 @@ def evaluate_cmd(
 
 
 @command("predict")
-def predict_cmd(run: Path, input: Path, out: Annotated[Path, typer.Option("--out")]) -> None:
-    """Predict masks for new images, written on the input's grid."""
-    _not_yet("predict")
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    input: Annotated[Path, typer.Argument(help="image/volume file, folder of files, DICOM folder or zip, or a data set folder")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (written atomically)")],
+    ensemble: Annotated[list[Path] | None, typer.Option(help="more runs (folds) to average with RUN (repeatable)")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="nifti | nrrd | png | rle-csv | dicom-seg")] = "nifti",
+    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+    tta: Annotated[str, typer.Option(help="test-time mirroring: none | all | axes like 0,1")] = "none",
+    overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.5,
+    probabilities: Annotated[bool, typer.Option(help="also write probabilities (.npz)")] = False,
+    overlays: Annotated[bool, typer.Option(help="also write overlay PNGs")] = False,
+    series: Annotated[str | None, typer.Option(help="DICOM SeriesInstanceUID when a folder holds several")] = None,
+    split: Annotated[str | None, typer.Option(help="with a data set folder: only this split")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    backend: Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime on the CPU)")] = "torch",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
+    progress: bool = True,
+) -> None:
+    """Predict masks for new images, written on each input's exact grid."""
+    from medseg.predict import predict
+
+    axes: str | list[int] = tta if tta in ("none", "all") else [int(a) for a in tta.split(",") if a.strip()]
+    runs = [run, *(ensemble or [])]
+    result = predict(runs, input, out, format, checkpoint, axes, overlap, probabilities, overlays, series, split, device, overwrite, progress, backend)
+    console.print(f"predictions: [bold]{result}[/]")
+
+
+@command("postprocess")
+def postprocess_cmd(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    split: Annotated[str, typer.Option(help="split to decide on (validation by default)")] = "val",
+    progress: bool = True,
+) -> None:
+    """Decide per class whether keeping the largest connected component helps; later predictions apply it."""
+    from medseg.engine.infer import decide_postprocessing
+
+    d = decide_postprocessing(run, split, progress=progress)
+    t = Table(title=f"Largest-component post-processing (decided on {split})")
+    for col in ("class", "Dice before", "Dice after", "applied"):
+        t.add_column(col)
+    for name, before in d["dice_before"].items():
+        t.add_row(name, f"{before:.4f}", f"{d['dice_after'][name]:.4f}", "yes" if d["dice_after"][name] > before else "no")
+    console.print(t)
+
+
+@command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="run folder")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="export the network to ONNX (RUN/export/model.onnx)")] = True,
+    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+) -> None:
+    """Export a trained network (ONNX) for deployment; `medseg predict` runs it too."""
+    from medseg.engine.onnx import export_onnx
+
+    console.print(f"ONNX model: [bold]{export_onnx(run, checkpoint)}[/]")
 
 
 @command("compare")

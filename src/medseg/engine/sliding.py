@@ -1,0 +1,117 @@
+"""Memory-bounded sliding-window inference.
+
+MONAI's ``sliding_window_inference`` blends every window into a full-size ``C × D × H × W`` float32
+buffer before anything is finalised, so a 512×512×800 CT with 14 classes needs ~12 GB for that buffer
+alone. Here windows are visited in order of their start on the first spatial axis; slices that no
+later window touches are finalised at once (argmax, or copied out when probabilities are wanted), so
+the blending buffer only spans about one window depth. Window positions, the Gaussian importance map
+and the blending are MONAI's (``dense_patch_slices``, ``compute_importance_map``), so the result is the
+same; only the bookkeeping differs, which is why it is written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import groupby
+
+import torch
+from monai.data.utils import compute_importance_map, dense_patch_slices
+from monai.inferers.utils import _get_scan_interval
+
+
+def _pad_to(x: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Symmetric zero padding so every spatial size is at least ``roi`` (MONAI's convention)."""
+    spatial = x.shape[2:]
+    pads = [(max(r - s, 0) // 2, max(r - s, 0) - max(r - s, 0) // 2) for s, r in zip(spatial, roi, strict=True)]
+    if any(a or b for a, b in pads):
+        flat = [v for a, b in reversed(pads) for v in (a, b)]
+        x = torch.nn.functional.pad(x, flat)
+    return x, pads
+
+
+def sliding_window(
+    x: torch.Tensor,
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    roi_size: Sequence[int],
+    num_outputs: int,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    mode: str = "gaussian",
+    sigma_scale: float = 0.125,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    out_dtype: torch.dtype = torch.int16,
+    buffer_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Blend ``predictor`` over windows of ``x`` and return the reduced (or full) result.
+
+    Args:
+        x: ``(1, C, *spatial)`` input.
+        predictor: maps ``(B, C, *roi)`` to ``(B, num_outputs, *roi)`` scores (logits or probabilities).
+        roi_size: window size per spatial axis.
+        num_outputs: channels the predictor returns.
+        overlap: fraction of overlap between neighbouring windows.
+        sw_batch_size: windows per forward pass.
+        mode: ``gaussian`` or ``constant`` blending.
+        sigma_scale: Gaussian sigma as a fraction of the window size.
+        reduce: applied to each finalised ``(num_outputs, d, *rest)`` block (e.g. argmax over channels);
+            ``None`` keeps the blended scores (then the output holds ``num_outputs`` channels).
+        out_dtype: dtype of the returned array when ``reduce`` is given.
+        buffer_dtype: dtype of the blending buffer (float16 halves its memory again).
+
+    Returns:
+        the ``reduce``-d output over ``spatial`` (a leading channel axis if ``reduce`` keeps one), or the
+        blended scores ``(num_outputs, *spatial)`` without ``reduce``.
+    """
+    if x.shape[0] != 1:
+        raise ValueError("sliding_window takes one image at a time")
+    roi = [int(r) for r in roi_size]
+    nd = len(roi)
+    x, pads = _pad_to(x, roi)
+    size = tuple(int(s) for s in x.shape[2:])
+    interval = _get_scan_interval(size, roi, nd, [overlap] * nd)
+    windows = dense_patch_slices(size, roi, interval)
+    imp = compute_importance_map(tuple(roi), mode=mode, sigma_scale=sigma_scale, device=x.device, dtype=torch.float32)
+    min_non_zero = max(float(imp.min()), 1e-3)
+    imp = torch.clamp(imp, min=min_non_zero).to(buffer_dtype)
+
+    device = x.device
+    depth = size[0]
+    out: torch.Tensor | None = None  # allocated on the first finalised block, whose shape tells the channels
+    buf_start = 0
+    acc = torch.zeros((num_outputs, 0, *size[1:]), dtype=buffer_dtype, device=device)
+    wsum = torch.zeros((0, *size[1:]), dtype=buffer_dtype, device=device)
+
+    def finalise(upto: int) -> None:
+        nonlocal acc, wsum, buf_start, out
+        n = upto - buf_start
+        if n <= 0:
+            return
+        block = acc[:, :n] / wsum[:n].unsqueeze(0)
+        block = reduce(block).to(out_dtype) if reduce is not None else block
+        if out is None:
+            lead = tuple(block.shape[: block.ndim - nd])  # () for a label map, (K,) for channels
+            out = torch.empty((*lead, depth, *size[1:]), dtype=block.dtype, device="cpu")
+        out[(Ellipsis, slice(buf_start, upto), *[slice(None)] * (nd - 1))] = block.cpu()
+        acc, wsum = acc[:, n:], wsum[n:]
+        buf_start = upto
+
+    for z0, group in groupby(windows, key=lambda w: w[0].start):
+        group = list(group)
+        finalise(z0)  # windows come in order of z0: nothing before it will be touched again
+        need = z0 + roi[0] - buf_start
+        if acc.shape[1] < need:
+            grow = need - acc.shape[1]
+            acc = torch.cat([acc, torch.zeros((num_outputs, grow, *size[1:]), dtype=buffer_dtype, device=device)], 1)
+            wsum = torch.cat([wsum, torch.zeros((grow, *size[1:]), dtype=buffer_dtype, device=device)], 0)
+        for i in range(0, len(group), sw_batch_size):
+            chunk = group[i : i + sw_batch_size]
+            batch = torch.cat([x[(slice(None), slice(None), *w)] for w in chunk])
+            preds = predictor(batch).to(buffer_dtype)
+            for w, p in zip(chunk, preds, strict=True):
+                local = (slice(w[0].start - buf_start, w[0].stop - buf_start), *w[1:])
+                acc[(slice(None), *local)] += p * imp
+                wsum[local] += imp
+    finalise(depth)
+    assert out is not None
+    crop = tuple(slice(a, s - b) for (a, b), s in zip(pads, size, strict=True))
+    return out[(Ellipsis, *crop)]

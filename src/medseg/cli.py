@@ -463,7 +463,7 @@ def quickstart_cmd(
     from medseg.reports.html import make_comparison_report
     from medseg.sweep import SWEEP_FILE, resolve_sweep_source, run_sweep
 
-    base, recipe = resolve_sweep_source("quickstart", list(set_ or []))
+    base, recipe = resolve_sweep_source("quickstart_cnn_vs_transformer", list(set_ or []))
     if out.exists() and any(out.iterdir()) and overwrite:
         if not (out / SWEEP_FILE).is_file():
             raise MedsegError("folder exists and is not a quickstart", where=out, fix="choose another --out")

@@ -96,15 +96,25 @@ def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
         key = key.strip()
         m = RANGE.match(values)
         if m:
-            lo, hi = yaml.safe_load(m.group(1)), yaml.safe_load(m.group(2))
+            lo, hi = _number(yaml.safe_load(m.group(1))), _number(yaml.safe_load(m.group(2)))
             grid[key] = [{"range": [lo, hi], "log": bool(m.group(3))}]
             continue
-        parsed = [parse_override(f"x={v}")[1] for v in split_values(values)]
+        parsed = [_number(parse_override(f"x={v}")[1]) for v in split_values(values)]
         if not parsed:
             raise ConfigError(f"--grid {key} has no values", where="--grid", fix=f"write e.g. --grid {key}=A,B")
         grid[key] = parsed
     check_keys(list(grid))
     return grid
+
+
+def _number(v: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` (no dot) as text; sweep values that look like numbers are numbers."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
 
 
 def check_keys(keys: list[str]) -> None:
@@ -217,6 +227,39 @@ def _status(run_dir: Path) -> str:
         return "unknown"
 
 
+#: fields that may differ between a finished run and the sweep that reuses it (where and how it ran, not what)
+IGNORED_CHANGES = (
+    "name",
+    "train.device",
+    "train.devices",
+    "train.num_nodes",
+    "train.strategy",
+    "train.threads",
+    "train.loggers",
+    "data.num_workers",
+    "data.cache_dir",
+)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k not in FREE_DICTS_LEAVES:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+FREE_DICTS_LEAVES = ("params", "loss_params", "builtin")
+
+
+def config_changes(saved: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """Fields (dotted) whose values differ between two configs, as ``{key: (saved, new)}``."""
+    a, b = _flat(saved.dump()), _flat(new.dump())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in IGNORED_CHANGES}
+
+
 def run_point(
     cfg: Config,
     run_dir: Path,
@@ -229,21 +272,21 @@ def run_point(
 ) -> dict[str, Any]:
     """Train (or skip, or resume) one point and evaluate it; returns its ``sweep.json`` entry."""
     from medseg.engine.run import read_run, update_run
-    from medseg.engine.train import check_resume_compatible, train
+    from medseg.engine.train import train
 
     train_fn = train_fn or train
     status = _status(run_dir)
     action = "trained"
     if status == "finished":
         saved, _ = read_run(run_dir)
-        try:
-            check_resume_compatible(saved, cfg, run_dir)
-        except RunError as e:
+        changed = config_changes(saved, cfg)
+        if changed:
+            k, (old, new) = next(iter(changed.items()))
             raise RunError(
-                f"finished run was trained with another config ({e.problem.removeprefix('cannot resume: ')})",
+                f"finished run was trained with another config ({k} is {new!r} in the sweep but {old!r} in the run)",
                 where=run_dir,
                 fix="sweep into another --out, or delete that run folder",
-            ) from None
+            )
         action = "skipped"
     elif status != "missing" and (run_dir / "checkpoints" / "last.ckpt").is_file():
         train_fn(cfg, run_dir, progress=progress, resume=True)
@@ -487,10 +530,10 @@ def run_optuna(
     _check_models({k: v for k, v in space.items() if k == "model.name"})
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    study = optuna.create_study(
-        study_name="medseg", storage=f"sqlite:///{(out / 'optuna.db').resolve()}", direction="maximize", sampler=sampler, load_if_exists=True
-    )
+    storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
+    n_before = len(optuna.create_study(study_name="medseg", storage=storage, direction="maximize", load_if_exists=True).trials)
+    sampler = optuna.samplers.TPESampler(seed=seed + n_before)  # a continued search does not replay the first draws
+    study = optuna.load_study(study_name="medseg", storage=storage, sampler=sampler)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(t.params)

@@ -376,7 +376,7 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
         return st.upload_picture(state, mid, alpha), str(mask), msg, state, gr.update(maximum=max(n - 1, 1), value=mid, visible=n > 1)
 
     with gr.Blocks(title="medseg demo", analytics_enabled=False) as demo:
-        gr.Markdown(f"## medseg demo — runs in `{html.escape(str(st.runs.root))}`")
+        gr.Markdown(f"## medseg demo — runs in `{html.escape(st.runs.root.name)}/`")
         with gr.Tab("Cases", id="cases"):
             with gr.Row():
                 run_a = gr.Dropdown(names, value=first, label="run", elem_id="run-a", scale=2)

@@ -161,20 +161,6 @@ class ReferenceResult(_Section):
     note: str = ""
 
 
-class ReferenceResult(_Section):
-    """Published numbers to compare against (a paper's table); shown as an extra row by ``medseg compare``."""
-
-    name: str = Field(description="the source, e.g. 'Oktay et al. 2018, Table 2'")
-    dice: float | None = Field(None, description="mean Dice over the foreground classes")
-    class_dice: dict[str, float] = Field(default_factory=dict, description="Dice per class name")
-    precision: float | None = None
-    recall: float | None = None
-    hd95: float | None = Field(None, description="mm")
-    assd: float | None = Field(None, description="mm (surface-to-surface distance)")
-    parameters: int | None = None
-    note: str = ""
-
-
 class EvalConfig(_Section):
     """What ``medseg evaluate`` scores, and how (metric conventions in docs/metrics.md)."""
 
@@ -183,14 +169,6 @@ class EvalConfig(_Section):
     surface: SurfaceConfig = Field(default_factory=SurfaceConfig)
     time_saved: TimeSavedConfig = Field(default_factory=TimeSavedConfig)
     lesions: LesionConfig = Field(default_factory=LesionConfig)
-    reference: list[ReferenceResult] = Field(default_factory=list, description="published numbers shown beside the runs by `medseg compare`")
-
-    @field_validator("reference", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, dict) else v
-
-
     reference: list[ReferenceResult] = Field(default_factory=list, description="published numbers shown beside the runs by `medseg compare`")
 
     @field_validator("reference", mode="before")

@@ -70,6 +70,7 @@ def test_recipe_runs_end_to_end_on_stand_in_data(name: str, tmp_path: Path) -> N
     if name == "attention_unet_variants":
         assert refs == ["reference: Oktay et al. 2018 (CT-82, from scratch)"]
         assert "reference: Oktay" in (tmp_path / "cmp" / "comparison.md").read_text()
-    if name == "quickstart_cnn_vs_transformer":
+    if name in ("quickstart_cnn_vs_transformer", "attention_unet_variants"):  # a 2D and a 3D report
         index = make_comparison_report([out], "test", tmp_path / "report")
-        assert "<section id='gallery'>" in index.read_text()
+        text = index.read_text()
+        assert "<section id='gallery'>" in text and "data:image/gif;base64" in text and (tmp_path / "report" / "case_worst.png").is_file()

@@ -418,6 +418,8 @@ def report_cmd(
     if single and out is None:
         index = make_report(runs[0], split)
     else:
+        if out is None and len(runs) == 1:  # a sweep folder: its report goes inside it
+            out = runs[0] / "report"
         index = make_comparison_report(list(runs), split, out, by)
     console.print(f"report: [bold]{index}[/]")
 

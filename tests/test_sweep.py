@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import medseg.engine.train as engine_train
 from conftest import tiny_config
 from medseg.cli import app
-from medseg.errors import ConfigError, RunError
+from medseg.errors import ConfigError, RunError, TrainingError
 from medseg.sweep import check_ray_address, grid_points, parse_grid, point_config, point_name, run_optuna, run_ray, run_sweep, split_values
 
 
@@ -160,3 +160,16 @@ def test_ray_tune_on_a_local_instance(tmp_path: Path) -> None:
     sweep = json.loads((out / "sweep.json").read_text())
     assert sweep["mode"] == "ray" and sorted(r["name"] for r in sweep["runs"]) == ["lr0.001", "lr0.003"]
     assert all(json.loads((out / "runs" / r["name"] / "run.json").read_text())["status"] == "finished" for r in sweep["runs"])
+
+
+def test_a_failing_setting_does_not_stop_the_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def diverges(cfg, run_dir, **kw):
+        raise TrainingError("loss is NaN at epoch 0", where=run_dir, fix="lower train.lr")
+
+    monkeypatch.setattr(engine_train, "train", diverges)
+    seen: list[str] = []
+    with pytest.raises(TrainingError, match=r"2 of 2 runs failed \(lr10, lr20\); the others finished"):
+        run_sweep(_base(tmp_path), parse_grid(["train.lr=10,20"]), tmp_path / "sw", on_point=lambda i, n, e: seen.append(e["action"]))
+    assert seen == ["failed", "failed"]
+    runs = json.loads((tmp_path / "sw" / "sweep.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["failed", "failed"] and "loss is NaN" in runs[0]["error"]

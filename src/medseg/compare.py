@@ -141,7 +141,7 @@ def expand_runs(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if (p / "sweep.json").is_file() and not (p / "config.yaml").is_file():
             sweep = json.loads((p / "sweep.json").read_text(encoding="utf-8"))
-            runs = [p / "runs" / r["name"] for r in sweep.get("runs", []) if (p / "runs" / r["name"] / "run.json").is_file()]
+            runs = [p / "runs" / r["name"] for r in sweep.get("runs", []) if r.get("status") == "finished" and (p / "runs" / r["name"] / "run.json").is_file()]
             if not runs:
                 raise RunError("sweep folder holds no finished run", where=p, fix=f"run the sweep first (`medseg sweep ... --out {p}`)")
             out += runs
@@ -426,9 +426,7 @@ def _pair(a: RunResult, b: RunResult, by: str, seed: int, warnings: list[str]) -
         warnings.append("no case evaluated by both; no paired statistics (evaluate both on the same split)")
         return []
     if ca != cb:
-        warnings.append(
-            f"evaluated on different case sets ({len(ca)} vs {len(cb)} cases); paired statistics use the {len(common)} cases both share"
-        )
+        warnings.append(f"evaluated on different case sets ({len(ca)} vs {len(cb)} cases); paired statistics use the {len(common)} cases both share")
     out = []
     for cls in [None, *[c for c in a.classes if c in b.classes]]:
         pa = {k: v for k, v in a.per_case(cls, "case").items() if k in common}

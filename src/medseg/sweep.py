@@ -50,7 +50,7 @@ import yaml
 
 from medseg.atomic import write_json, write_text
 from medseg.config import Config, _valid_keys, config_from_dict, parse_override
-from medseg.errors import ConfigError, DependencyError, RunError
+from medseg.errors import ConfigError, DependencyError, RunError, TrainingError
 
 SWEEP_FILE = "sweep.json"
 #: dict-valued config fields whose inner keys are free (model arguments, loss arguments, generator options)
@@ -495,12 +495,23 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     record = SweepRecord(out, {"mode": "grid", "base": base, "grid": grid, "seeds": seeds, "models": models or {}})
     record.write()
+    failed: list[str] = []
     for i, (point, cfg) in enumerate(configs):
         name = point_name(point)
-        entry = run_point(cfg, out / "runs" / name, out, point, _group(point, base), evaluate, progress)
+        try:
+            entry = run_point(cfg, out / "runs" / name, out, point, _group(point, base), evaluate, progress)
+        except TrainingError as e:  # a diverged or out-of-memory setting is a result of the sweep, not the end of it
+            entry = {"name": name, "group": _group(point, base), "point": point, "status": "failed", "action": "failed", "error": e.one_line()}
+            failed.append(name)
         record.add(entry)
         if on_point:
             on_point(i, len(configs), entry)
+    if failed:
+        raise TrainingError(
+            f"{len(failed)} of {len(configs)} runs failed ({', '.join(failed[:3])}{' …' if len(failed) > 3 else ''}); the others finished",
+            where=out / SWEEP_FILE,
+            fix="see each run's error in sweep.json; change those settings and re-run (finished runs are skipped)",
+        )
     return out
 
 

@@ -347,3 +347,34 @@ def test_cli_checks_its_options(runs_dir: Path) -> None:
     assert r.exit_code == 2 and "USER:PASSWORD" in r.output
     r = CliRunner().invoke(app, ["demo", str(runs_dir / "missing")])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_multi_label_rendering() -> None:
+    grey = np.zeros((6, 6), np.uint8)
+    ref = np.zeros((2, 6, 6), bool)
+    pred = np.zeros((2, 6, 6), bool)
+    ref[0, :3] = True
+    ref[1, 2:4] = True  # overlapping channels, as in multi-label data
+    pred[1, 2:] = True
+    colors = [(255, 0, 0), (0, 0, 255)]
+    rgb = R.blend(grey, ref, colors, [0, 1], 1.0, multi=True)
+    assert tuple(rgb[0, 0]) == (255, 0, 0) and tuple(rgb[3, 0]) == (0, 0, 255)
+    err = R.error_map(grey, pred, ref, [1], 1.0, multi=True)
+    assert tuple(err[2, 0]) == R.ERROR_COLORS["TP"] and tuple(err[5, 0]) == R.ERROR_COLORS["FP"]
+    only0 = R.error_map(grey, pred, ref, [0], 1.0, multi=True)
+    assert tuple(only0[0, 0]) == R.ERROR_COLORS["FN"] and tuple(only0[5, 0]) == (0, 0, 0)
+
+
+def test_uploads_are_queued_with_bounded_concurrency_and_size_limit(runs_dir: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from medseg.demo import build_app, create_server
+
+    blocks = build_app(runs_dir, max_upload_mb=1, max_concurrent=3)
+    predict = [f for f in blocks.fns.values() if f.api_name == "predict"]
+    assert len(predict) == 1 and predict[0].concurrency_limit == 3
+    with TestClient(create_server(runs_dir, max_upload_mb=1)) as client:
+        small = client.post("/gradio_api/upload", files={"files": ("a.nii", b"\0" * 1000)})
+        big = client.post("/gradio_api/upload", files={"files": ("b.nii", b"\0" * (2 * 2**20))})
+        assert small.status_code == 200
+        assert big.status_code == 413

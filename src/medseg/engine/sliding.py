@@ -2,9 +2,10 @@
 
 MONAI's ``sliding_window_inference`` blends every window into a full-size ``C × D × H × W`` float32
 buffer before anything is finalised, so a 512×512×800 CT with 14 classes needs ~12 GB for that buffer
-alone. Here windows are visited in order of their start on the first spatial axis; slices that no
-later window touches are finalised at once (argmax, or copied out when probabilities are wanted), so
-the blending buffer only spans about one window depth. Window positions, the Gaussian importance map
+alone. Here windows are visited in order of their start along the axis with the most window
+positions; slices that no later window touches are finalised at once (argmax, or copied out when
+probabilities are wanted), so the blending buffer only spans about one window (plus one step) along
+that axis; ``buffer_dtype=torch.float16`` halves it again. Window positions, the Gaussian importance map
 and the blending are MONAI's (``dense_patch_slices``, ``compute_importance_map``), so the result is the
 same; only the bookkeeping differs, which is why it is written here.
 """
@@ -75,40 +76,53 @@ def sliding_window(
     imp = torch.clamp(imp, min=min_non_zero).to(buffer_dtype)
 
     device = x.device
-    depth = size[0]
+    # stream along the axis with the most window positions: the blending buffer spans one window
+    # (plus one step) along it instead of the whole axis
+    starts = [sorted({w[d].start for w in windows}) for d in range(nd)]
+    ax = max(range(nd), key=lambda d: (len(starts[d]), size[d]))
+    windows = sorted(windows, key=lambda w: w[ax].start)
+    depth = size[ax]
+    other = list(size)
+
+    def along(lo: int, hi: int) -> tuple[slice, ...]:
+        return tuple(slice(lo, hi) if d == ax else slice(None) for d in range(nd))
+
     out: torch.Tensor | None = None  # allocated on the first finalised block, whose shape tells the channels
     buf_start = 0
-    acc = torch.zeros((num_outputs, 0, *size[1:]), dtype=buffer_dtype, device=device)
-    wsum = torch.zeros((0, *size[1:]), dtype=buffer_dtype, device=device)
+    other[ax] = 0
+    acc = torch.zeros((num_outputs, *other), dtype=buffer_dtype, device=device)
+    wsum = torch.zeros(tuple(other), dtype=buffer_dtype, device=device)
 
     def finalise(upto: int) -> None:
         nonlocal acc, wsum, buf_start, out
         n = upto - buf_start
         if n <= 0:
             return
-        block = acc[:, :n] / wsum[:n].unsqueeze(0)
+        block = acc[(slice(None), *along(0, n))] / wsum[along(0, n)].unsqueeze(0)
         block = reduce(block).to(out_dtype) if reduce is not None else block
         if out is None:
             lead = tuple(block.shape[: block.ndim - nd])  # () for a label map, (K,) for channels
-            out = torch.empty((*lead, depth, *size[1:]), dtype=block.dtype, device="cpu")
-        out[(Ellipsis, slice(buf_start, upto), *[slice(None)] * (nd - 1))] = block.cpu()
-        acc, wsum = acc[:, n:], wsum[n:]
+            out = torch.empty((*lead, *size), dtype=block.dtype, device="cpu")
+        out[(Ellipsis, *along(buf_start, upto))] = block.cpu()
+        acc, wsum = acc[(slice(None), *along(n, None))], wsum[along(n, None)]
         buf_start = upto
 
-    for z0, group in groupby(windows, key=lambda w: w[0].start):
+    for z0, group in groupby(windows, key=lambda w: w[ax].start):
         group = list(group)
-        finalise(z0)  # windows come in order of z0: nothing before it will be touched again
-        need = z0 + roi[0] - buf_start
-        if acc.shape[1] < need:
-            grow = need - acc.shape[1]
-            acc = torch.cat([acc, torch.zeros((num_outputs, grow, *size[1:]), dtype=buffer_dtype, device=device)], 1)
-            wsum = torch.cat([wsum, torch.zeros((grow, *size[1:]), dtype=buffer_dtype, device=device)], 0)
+        finalise(z0)  # windows come in order of their start: nothing before it will be touched again
+        need = z0 + roi[ax] - buf_start
+        have = acc.shape[1 + ax]
+        if have < need:
+            grow = list(size)
+            grow[ax] = need - have
+            acc = torch.cat([acc, torch.zeros((num_outputs, *grow), dtype=buffer_dtype, device=device)], 1 + ax)
+            wsum = torch.cat([wsum, torch.zeros(tuple(grow), dtype=buffer_dtype, device=device)], ax)
         for i in range(0, len(group), sw_batch_size):
             chunk = group[i : i + sw_batch_size]
             batch = torch.cat([x[(slice(None), slice(None), *w)] for w in chunk])
             preds = predictor(batch).to(buffer_dtype)
             for w, p in zip(chunk, preds, strict=True):
-                local = (slice(w[0].start - buf_start, w[0].stop - buf_start), *w[1:])
+                local = tuple(slice(w[d].start - buf_start, w[d].stop - buf_start) if d == ax else w[d] for d in range(nd))
                 acc[(slice(None), *local)] += p * imp
                 wsum[local] += imp
     finalise(depth)

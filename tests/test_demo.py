@@ -378,3 +378,12 @@ def test_uploads_are_queued_with_bounded_concurrency_and_size_limit(runs_dir: Pa
         big = client.post("/gradio_api/upload", files={"files": ("b.nii", b"\0" * (2 * 2**20))})
         assert small.status_code == 200
         assert big.status_code == 413
+
+
+def test_a_single_run_folder_is_a_runs_folder(runs_dir: Path) -> None:
+    from medseg.demo.app import DemoState
+
+    st = DemoState(runs_dir / "unet2d")
+    assert st.runs.names == ["unet2d"]
+    assert st.runs.get("unet2d").case_ids
+    assert 'href="/runs/curves.png"' in st.runs_html()

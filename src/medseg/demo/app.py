@@ -245,7 +245,7 @@ class DemoState:
             links = []
             for key, label in (("report", "report"), ("curves", "curves")):
                 if r[key]:
-                    href = "/runs/" + "/".join(_url(p) for p in f"{r['run']}/{r[key]}".split("/"))
+                    href = "/runs/" + "/".join(_url(p) for p in f"{r['path']}/{r[key]}".strip("/").split("/"))
                     links.append(f'<a href="{href}" target="_blank">{label}</a>')
             params = f"{r['parameters']:,}" if isinstance(r["parameters"], int) else _fmt(r["parameters"])
             cells = [

@@ -84,8 +84,14 @@ class RunView:
     _losses: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
+    def rel(self) -> str:
+        """The run folder relative to the runs folder (``""`` when the runs folder is the run itself)."""
+        rel = self.path.relative_to(self.root).as_posix()
+        return "" if rel == "." else rel
+
+    @property
     def name(self) -> str:
-        return self.path.relative_to(self.root).as_posix()
+        return self.rel or self.path.name
 
     @cached_property
     def info(self) -> dict[str, Any]:
@@ -206,6 +212,7 @@ class RunView:
         per_class = {name: (e.get("dice") or {}).get("mean") for name, e in (s.get("per_class") or {}).items()}
         return {
             "run": self.name,
+            "path": self.rel,
             "dataset": info.get("dataset_name", ""),
             "model": info.get("model", ""),
             "parameters": info.get("parameters"),

@@ -387,3 +387,19 @@ def test_a_single_run_folder_is_a_runs_folder(runs_dir: Path) -> None:
     assert st.runs.names == ["unet2d"]
     assert st.runs.get("unet2d").case_ids
     assert 'href="/runs/curves.png"' in st.runs_html()
+
+
+def test_cli_warns_when_not_on_loopback(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import medseg.demo
+    from medseg.cli import app
+
+    calls: list[dict] = []
+    monkeypatch.setattr(medseg.demo, "serve", lambda runs, **kw: calls.append({"runs": runs, **kw}))
+    r = CliRunner().invoke(app, ["demo", str(runs_dir), "--host", "0.0.0.0", "--port", "9999", "--max-upload-mb", "64"])
+    assert r.exit_code == 0, r.output
+    assert "warning" in r.output and "0.0.0.0" in r.output and "--auth" in r.output
+    assert calls == [{"runs": runs_dir, "host": "0.0.0.0", "port": 9999, "auth": None, "max_upload_mb": 64.0, "max_concurrent": 2}]
+    r = CliRunner().invoke(app, ["demo", str(runs_dir), "--auth", "u:p"])
+    assert r.exit_code == 0 and "warning" not in r.output and calls[-1]["host"] == "127.0.0.1" and calls[-1]["auth"] == ("u", "p")

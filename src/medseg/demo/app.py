@@ -211,7 +211,7 @@ class DemoState:
             loss = rv.case_loss(case) if case.label is not None else math.nan
             parts.append(
                 f"<p><b>{html.escape(rv.name)}</b> — mean Dice {_fmt(rv.case_dice(case.case_id))}, loss {_fmt(loss, 4)}"
-                + ("" if m else " (run not evaluated on the test split: `medseg evaluate RUN`)")
+                + ("" if m else " (run not evaluated on the test split: <code>medseg evaluate RUN</code>)")
                 + "</p>"
             )
             parts.append(f'<table class="medseg-metrics">{head}{"".join(rows)}</table>')

@@ -166,6 +166,62 @@ def inspect_cmd(
     console.print(f"fingerprint written to {fp_path}")
 
 
+@command("prepare")
+def prepare_cmd(
+    dataset: Annotated[str, typer.Argument(help="data set folder or built-in name")],
+    plan: Annotated[Path | None, typer.Option("--plan", help="use this plan.json instead of planning from the fingerprint")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="YAML config or recipe whose data.preprocess to apply (default: the plan's)")] = None,
+    set_: SetOpt = None,
+    gpu_memory_gb: Annotated[float, typer.Option("--gpu-memory-gb", help="GPU memory the planned patch × batch must fit")] = 8.0,
+    cpu_cores: Annotated[int | None, typer.Option("--cpu-cores", help="CPU budget of the plan (default: this machine's)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="rebuild the cache even if it exists (also one from another plan)")] = False,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
+) -> None:
+    """Plan (plan.json) and preprocess a data set into a memory-mapped cache that training reads."""
+    from medseg.config import config_from_dict, load_config
+    from medseg.data.preprocess import PLAN_DEFAULTS, prepare_dataset
+    from medseg.recipes import resolve_config_path
+
+    overrides = [f"data.dataset={dataset}", *(set_ or [])]
+    if config is not None:
+        cfg = load_config(resolve_config_path(config), [*overrides, "data.preprocess.enabled=true"])
+    else:
+        cfg = config_from_dict({"data": {"preprocess": dict(PLAN_DEFAULTS)}}, overrides)
+    p, plan_file, cache = prepare_dataset(cfg, plan, gpu_memory_gb, cpu_cores, overwrite=overwrite, progress=progress)
+    t = Table(title=f"plan ({plan_file})")
+    for col in ("configuration", "patch", "batch", "pooling per axis", "stages"):
+        t.add_column(col)
+    for name, c in p["configurations"].items():
+        mark = " (recommended)" if name == p["recommended"] else ""
+        t.add_row(name + mark, "×".join(map(str, c["patch_size"])), str(c["batch_size"]), str(c["pool_per_axis"]), str(c["n_stages"]))
+    console.print(t)
+    console.print(f"target spacing {' × '.join(f'{s:.3g}' for s in p['target_spacing'])} mm; normalisation {', '.join(p['normalization'])}; {p['why']}")
+    console.print(f"cache: [bold]{cache}[/]")
+
+
+@command("augment-preview")
+def augment_preview_cmd(
+    dataset: Annotated[str, typer.Argument(help="data set folder or built-in name")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write")],
+    preset: Annotated[str | None, typer.Option(help="none | light | default | heavy (default: the config's)")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="YAML config or recipe (augmentation overrides, preprocessing)")] = None,
+    set_: SetOpt = None,
+    cases: Annotated[int, typer.Option(help="rows: training cases shown")] = 4,
+    samples: Annotated[int, typer.Option(help="augmented versions per case")] = 4,
+    seed: int = 0,
+) -> None:
+    """Write a PNG grid of original vs augmented training samples, label contours in class colours."""
+    from medseg.config import load_config
+    from medseg.data.augment import augment_preview
+    from medseg.recipes import resolve_config_path
+
+    overrides = [f"data.dataset={dataset}", *(set_ or [])]
+    if preset is not None:
+        overrides.append(f"data.augmentation.preset={preset}")
+    cfg = load_config(resolve_config_path(config) if config else None, overrides)
+    console.print(f"preview: [bold]{augment_preview(cfg, out, cases, samples, seed)}[/]")
+
+
 @command("train")
 def train_cmd(
     config: Annotated[str | None, typer.Argument(help="YAML config or recipe name (see `medseg config --list`); optional with --resume")] = None,

@@ -41,6 +41,40 @@ class SplitConfig(_Section):
         return v
 
 
+class PreprocessConfig(_Section):
+    """Geometry and intensity preprocessing, cached once per plan (``medseg prepare``); see docs/pipeline.md.
+
+    With ``enabled: false`` (the default) each case is z-scored on its own grid in memory, nothing is cached.
+    """
+
+    enabled: bool = Field(False, description="preprocess into a memory-mapped .npy cache (auto-built by train if missing)")
+    orientation: Literal["none", "RAS"] = Field("none", description="reorient volumes so array axes follow R, A, S")
+    spacing: list[float] | Literal["plan"] | None = Field(None, description="target spacing in mm per array axis; 'plan' = the plan's; null = keep")
+    interpolation: Literal["linear", "cubic"] = Field("linear", description="image resampling (labels: nearest)")
+    anisotropy_threshold: float = Field(3.0, gt=1, description="above this spacing ratio the coarse axis is resampled separately, nearest")
+    crop: Literal["none", "nonzero", "foreground"] = Field("none", description="crop to the non-zero image box or the label's foreground box")
+    crop_margin: int = Field(0, ge=0, description="voxels kept around the crop box")
+    normalize: Literal["auto", "ct", "zscore", "zscore_nonzero", "clip01", "none"] = Field("auto", description="auto = by modality (CT: ct, else zscore)")
+    clip_percentiles: tuple[float, float] = Field((0.5, 99.5), description="ct: data set foreground percentiles; clip01: per-case percentiles")
+    resize: list[int] | None = Field(None, description="resize every case to this spatial size (after resampling)")
+    pad_to: list[int] | None = Field(None, description="pad (centred, zeros) to at least this spatial size")
+    cache_dir: str | None = Field(None, description="the cache folder (default: <data set>/preprocessed/<spec hash>); one of another spec is refused")
+
+    @field_validator("clip_percentiles")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < v[1] <= 100:
+            raise ValueError(f"clip_percentiles must satisfy 0 <= low < high <= 100 (got {list(v)})")
+        return v
+
+
+class AugmentConfig(_Section):
+    """Augmentation preset plus per-transform overrides, e.g. ``{rotate: {prob: 0.5, range: 15}, elastic: {prob: 0}}``."""
+
+    preset: Literal["none", "light", "default", "heavy"] | None = Field(None, description="null = data.augment")
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="transform name → its parameters (see docs/pipeline.md)")
+
+
 class DataConfig(_Section):
     """Which data set, how it is split, and how batches are drawn."""
 
@@ -48,10 +82,26 @@ class DataConfig(_Section):
     builtin: dict[str, Any] = Field(default_factory=dict, description="generator options of a built-in data set")
     cache_dir: str | None = Field(None, description="where built-in data sets are written (default: $MEDSEG_CACHE or ~/.cache/medseg)")
     split: SplitConfig = Field(default_factory=SplitConfig)
-    patch_size: list[int] | None = Field(None, description="training crop; null = the whole image")
+    patch_size: list[int] | None = Field(None, description="training crop; null = the whole image (or the plan's patch when data.plan is set)")
     batch_size: int = Field(8, ge=1)
-    num_workers: int = Field(0, ge=0)
-    augment: Literal["none", "light"] = "light"
+    num_workers: int | Literal["auto"] = Field(0, description="loader processes; auto = from the CPU count")
+    augment: Literal["none", "light", "default", "heavy"] = "light"
+    augmentation: AugmentConfig = Field(default_factory=AugmentConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    plan: str | None = Field(None, description="a plan.json (from `medseg prepare`); its spacing, normalisation and patch fill unset fields")
+    configuration: Literal["auto", "2d", "3d"] = Field("auto", description="which plan configuration to use; auto = the plan's recommendation")
+    foreground_oversample: float = Field(1 / 3, ge=0, le=1, description="fraction of patches centred on a foreground voxel")
+    class_balanced: bool = Field(False, description="foreground patches pick a class uniformly (rare classes as often as common ones)")
+    slices: bool = Field(False, description="train a 2D model on slices of a 3D data set")
+    slice_axis: int = Field(0, ge=0, le=2, description="the axis cut into slices")
+    context_slices: int = Field(0, ge=0, description="2.5D: this many neighbouring slices on each side become extra channels")
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("num_workers must be >= 0 or 'auto'")
+        return v
 
 
 class ModelConfig(_Section):

@@ -1,10 +1,23 @@
-"""From a data set folder to batches: normalisation, augmentation (MONAI transforms) and a DataModule.
+"""From a data set folder to batches: preprocessing cache, patch sampling, augmentation and a DataModule.
 
-This is the in-memory pipeline: every case of a split is normalised once and kept in RAM.
+Two sources feed the same loaders:
+
+* without preprocessing (``data.preprocess.enabled: false``, the default) every case of a split is z-scored
+  per case on its own grid and kept in RAM — the quickest path for small 2D sets;
+* with preprocessing, ``medseg prepare`` (or the first ``medseg train``) writes a cache of uncompressed
+  ``.npy`` files (:mod:`medseg.data.preprocess`) and training reads only the cache, memory-mapped: a patch
+  reads only its own bytes, so memory stays flat however large the data set.
+
+Sampling (:class:`PatchSampler`): random patches with foreground oversampling (``data.foreground_oversample``,
+default 1/3; ``data.class_balanced`` picks the class uniformly first), 2D slices of 3D volumes
+(``data.slices``, with ``data.context_slices`` neighbours as extra channels for 2.5D) and whole images
+(``data.patch_size: null``). Augmentation presets live in :mod:`medseg.data.augment`.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,14 +26,29 @@ import lightning as L
 import numpy as np
 import torch
 from monai import transforms as mt
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, get_worker_info
 from torch.utils.data import Dataset as TorchDataset
 
 from medseg.config import Config
 from medseg.data.case import Case
 from medseg.data.splits import load_splits, make_splits, save_splits, select
 from medseg.data.store import Dataset, load_dataset
-from medseg.errors import ConfigError, SplitError
+from medseg.errors import ConfigError, DatasetError, MedsegError, SplitError
+
+
+class CaseLoadError(DatasetError):
+    """A case could not be read or sampled in a loader (worker) process.
+
+    When PyTorch re-raises it in the main process it passes the worker's whole traceback as the message;
+    only its last line — the original one-line error naming the case — is kept.
+    """
+
+    def __init__(self, problem: str, *, where: str | Path | None = None, fix: str | None = None):
+        if where is None and fix is None and "Traceback" in problem:
+            lines = [ln.strip() for ln in problem.strip().splitlines() if ln.strip()]
+            last = lines[-1] if lines else problem
+            problem = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(problem, where=where, fix=fix)
 
 
 def resolve_dataset(config: Config) -> Path:
@@ -59,7 +87,16 @@ def case_to_item(case: Case) -> dict[str, Any]:
     return item
 
 
-def train_transforms(spatial_dims: int, patch_size: Sequence[int] | None, augment: str) -> mt.Compose:
+def train_transforms(
+    spatial_dims: int,
+    patch_size: Sequence[int] | None,
+    augment: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> mt.Compose:
+    """The training transform: an optional pad + random crop (when no :class:`PatchSampler` crops) and the
+    augmentation preset with its overrides (see :mod:`medseg.data.augment`)."""
+    from medseg.data.augment import build_augmentation, resolve_augmentation
+
     keys = ["image", "label"]
     ts: list[Any] = [mt.EnsureTyped(keys=keys, track_meta=False)]
     if patch_size:
@@ -67,31 +104,246 @@ def train_transforms(spatial_dims: int, patch_size: Sequence[int] | None, augmen
             mt.SpatialPadd(keys=keys, spatial_size=list(patch_size)),
             mt.RandSpatialCropd(keys=keys, roi_size=list(patch_size), random_size=False),
         ]
-    if augment == "light":
-        ts += [mt.RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in range(spatial_dims)]
-        ts += [mt.RandRotate90d(keys=keys, prob=0.5, spatial_axes=(spatial_dims - 2, spatial_dims - 1))]
+    ts += build_augmentation(resolve_augmentation(augment, overrides), spatial_dims)
     return mt.Compose(ts)
 
 
-class CaseItems(TorchDataset):
-    """Items held in memory, passed through a (random) transform on each access."""
+def crop_pad(arr: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """The box ``[start, start + size)`` of ``arr`` ``(C, *spatial)``, zero-padded where it leaves the array.
 
-    def __init__(self, items: list[dict[str, Any]], transform: mt.Compose | None = None):
-        self.items = items
-        self.transform = transform
+    Only the box is read, so on a memory-mapped array the cost and the memory are those of the patch.
+    """
+    src: list[slice] = [slice(None)]
+    dst: list[slice] = [slice(None)]
+    for st, sz, n in zip(start, size, arr.shape[1:], strict=True):
+        a, b = max(int(st), 0), min(int(st) + int(sz), n)
+        b = max(a, b)
+        src.append(slice(a, b))
+        dst.append(slice(a - int(st), a - int(st) + (b - a)))
+    out = np.zeros((arr.shape[0], *(int(s) for s in size)), dtype=arr.dtype)
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+class PatchSampler:
+    """Draws a training patch (or slice) from a case, oversampling the foreground.
+
+    Args:
+        patch_size: spatial patch size (in-plane size for slices); None = the whole image / slice.
+        foreground_oversample: probability that a patch is centred on a foreground voxel.
+        class_balanced: choose the foreground class uniformly (else in proportion to its voxels).
+        slices: sample 2D slices of 3D volumes.
+        slice_axis: the axis cut into slices.
+        context_slices: 2.5D — neighbouring slices on each side, stacked as channels.
+    """
+
+    def __init__(
+        self,
+        patch_size: Sequence[int] | None,
+        foreground_oversample: float = 1 / 3,
+        class_balanced: bool = False,
+        slices: bool = False,
+        slice_axis: int = 0,
+        context_slices: int = 0,
+    ):
+        self.patch_size = None if patch_size is None else [int(p) for p in patch_size]
+        self.oversample = float(foreground_oversample)
+        self.class_balanced = class_balanced
+        self.slices = slices
+        self.slice_axis = slice_axis
+        self.context = context_slices
+        self._warned = False
+
+    def _pick_foreground(self, item: dict[str, Any], rng: np.random.Generator) -> np.ndarray | None:
+        locs = item_locations(item)
+        if locs is None or len(locs) == 0:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"case {item['case_id']!r} has an empty label: foreground oversampling draws background patches from it",
+                    stacklevel=2,
+                )
+            return None
+        classes, first = np.unique(np.asarray(locs[:, 0]), return_index=True)
+        if self.class_balanced:
+            k = rng.integers(len(classes))
+        else:
+            counts = item_class_voxels(item, classes, locs)
+            k = rng.choice(len(classes), p=counts / counts.sum())
+        lo = first[k]
+        hi = first[k + 1] if k + 1 < len(first) else len(locs)
+        return np.asarray(locs[rng.integers(lo, hi)][1:])
+
+    def __call__(self, item: dict[str, Any], rng: np.random.Generator, slice_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        image, label = item["image"], item["label"]
+        shape = list(image.shape[1:])
+        nd = len(shape)
+        centre = self._pick_foreground(item, rng) if self.oversample > 0 and rng.random() < self.oversample else None
+        if self.slices:
+            a = self.slice_axis
+            inplane = [s for i, s in enumerate(shape) if i != a]
+            patch2 = self.patch_size or inplane
+            size = list(patch2)
+            size.insert(a, 1)
+            if centre is not None:
+                z = int(centre[a])
+            elif slice_index is not None:
+                z = int(slice_index)
+            else:
+                z = int(rng.integers(shape[a]))
+        else:
+            size = self.patch_size or shape
+        start = []
+        for ax in range(nd):
+            s, p = shape[ax], size[ax]
+            lo, hi = min(0, s - p), max(0, s - p)
+            if self.slices and ax == self.slice_axis:
+                start.append(z)
+            elif centre is not None:
+                start.append(int(np.clip(int(centre[ax]) - p // 2, lo, hi)))
+            else:
+                start.append(int(rng.integers(lo, hi + 1)))
+        lab = crop_pad(label, start, size)
+        if not self.slices:
+            return crop_pad(image, start, size), lab
+        a = self.slice_axis
+        k = self.context
+        istart, isize = list(start), list(size)
+        istart[a] -= k
+        isize[a] = 2 * k + 1
+        img = crop_pad(image, istart, isize)
+        img = np.moveaxis(img, a + 1, 1).reshape(img.shape[0] * (2 * k + 1), *[s for i, s in enumerate(isize) if i != a])
+        lab = np.take(lab, 0, axis=a + 1)
+        return img, lab
+
+
+def item_locations(item: dict[str, Any]) -> np.ndarray | None:
+    """Foreground voxel coordinates ``(class, *index)`` of an item (computed once for in-memory items)."""
+    if "locs" in item:
+        return item["locs"]
+    loader = item.get("load_locs")
+    if loader is not None:
+        return loader()
+    from medseg.data.preprocess import _locations
+
+    lab = np.asarray(item["label"])
+    multi = lab.dtype.kind == "f" or lab.shape[0] > 1
+    locs, counts = _locations(lab, multi, np.random.default_rng(0))
+    item["locs"], item["class_voxels"] = locs, counts
+    return locs
+
+
+def item_class_voxels(item: dict[str, Any], classes: np.ndarray, locs: np.ndarray) -> np.ndarray:
+    counts = item.get("class_voxels")
+    if not counts:
+        return np.array([np.sum(locs[:, 0] == c) for c in classes], dtype=float)
+    multi = len(counts) > 0 and np.asarray(item["label"]).shape[0] > 1
+    return np.array([counts[int(c)] if multi else counts[int(c) - 1] for c in classes], dtype=float) + 1e-9
+
+
+class CachedItems(Sequence):
+    """The cases of a preprocessing cache as item dicts with memory-mapped arrays (nothing loaded up front).
+
+    Args:
+        cache: the opened :class:`~medseg.data.preprocess.Cache`.
+        ids: case ids, in order.
+        copy: return in-memory copies instead of memory maps (for evaluation and snapshots).
+    """
+
+    def __init__(self, cache: Any, ids: Sequence[str], copy: bool = False):
+        self.cache = cache
+        self.ids = list(ids)
+        self.copy = copy
+        self.multi_label = bool(cache.info.get("multi_label"))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        cid = self.ids[i]
+        c = self.cache
+        img, lab = c.image(cid), c.label(cid)
+        if self.copy:
+            img = np.array(img)
+            lab = np.array(lab).astype(np.float32 if self.multi_label else np.int64)
+        return {
+            "image": img,
+            "label": lab,
+            "case_id": cid,
+            "load_locs": lambda: c.locations(cid),
+            "class_voxels": c.class_voxels(cid),
+        }
+
+    def shapes(self) -> list[list[int]]:
+        return [list(self.cache.info["cases"][cid]["shape"]) for cid in self.ids]
+
+
+def _as_target(label: Any, multi_label: bool) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(label) if isinstance(label, np.ndarray) else label)
+    return t.float() if multi_label else t.long()
+
+
+class CaseItems(TorchDataset):
+    """Items (in memory or memory-mapped), cropped by an optional sampler and passed through a random transform.
+
+    Args:
+        items: a sequence of dicts with ``image``, ``label`` and ``case_id``.
+        transform: the augmentation (None = none).
+        sampler: draws a patch or slice from each item (None = the whole item).
+        slice_index: for evaluation over slices: item index → (case index, slice), else None.
+        multi_label: labels are per-class channels (float) rather than class indices (long).
+    """
+
+    def __init__(
+        self,
+        items: Sequence[dict[str, Any]],
+        transform: mt.Compose | None = None,
+        sampler: PatchSampler | None = None,
+        slice_index: list[tuple[int, int]] | None = None,
+        multi_label: bool | None = None,
+    ):
+        self.items = items
+        self.transform = transform
+        self.sampler = sampler
+        self.slice_index = slice_index
+        self.multi_label = multi_label
+
+    def __len__(self) -> int:
+        return len(self.slice_index) if self.slice_index is not None else len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.items[i]
-        if self.transform is None:
-            return {"image": torch.as_tensor(item["image"]), "label": torch.as_tensor(item["label"]), "case_id": item["case_id"]}
+        case_i, z = self.slice_index[i] if self.slice_index is not None else (i, None)
+        cid = self.items.ids[case_i] if isinstance(self.items, CachedItems) else self.items[case_i].get("case_id", case_i)
+        try:
+            return self._get(self.items[case_i], z)
+        except MedsegError as e:
+            if get_worker_info() is None:
+                raise
+            raise CaseLoadError(e.one_line()) from None
+        except Exception as e:
+            raise CaseLoadError(
+                f"case {cid!r} failed in the data loader ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                fix="check the case (medseg inspect) or rebuild the cache (medseg prepare --overwrite)",
+            ) from None
+
+    def _get(self, item: dict[str, Any], z: int | None) -> dict[str, Any]:
+        multi = self.multi_label
+        if multi is None:
+            lab = item["label"]
+            multi = np.asarray(lab).dtype.kind == "f" or getattr(lab, "dtype", None) == torch.float32
+        if self.transform is None and self.sampler is None:
+            return {"image": torch.as_tensor(np.asarray(item["image"])), "label": _as_target(item["label"], multi), "case_id": item["case_id"]}
         # draw the augmentation seed from torch's generator, which Lightning seeds per worker and the
         # run's checkpoints restore: augmentation is reproducible and an interrupted run resumes exactly
-        self.transform.set_random_state(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
-        out = self.transform({"image": item["image"], "label": item["label"]})
-        return {"image": torch.as_tensor(out["image"]), "label": torch.as_tensor(out["label"]), "case_id": item["case_id"]}
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        image, label = item["image"], item["label"]
+        if self.sampler is not None:
+            image, label = self.sampler(item, np.random.default_rng(seed), z)
+        if self.transform is None:
+            return {"image": torch.as_tensor(image), "label": _as_target(label, multi), "case_id": item["case_id"]}
+        self.transform.set_random_state(seed=seed)
+        out = self.transform({"image": image, "label": label})
+        return {"image": torch.as_tensor(out["image"]), "label": _as_target(out["label"], multi), "case_id": item["case_id"]}
 
 
 def resolve_splits(config: Config, ds: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
@@ -115,64 +367,182 @@ def resolve_splits(config: Config, ds: Dataset, run_dir: Path | None = None) -> 
     return splits
 
 
+_LABELLED = "only labelled cases can be trained or validated on"
+
+
+def default_workers() -> int:
+    """Loader processes for this machine: one core left for the training loop, at most 12."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(0, min(n - 1, 12))
+
+
 class SegDataModule(L.LightningDataModule):
-    """Train/val/test loaders over a data set folder and its patient-grouped split.
+    """Train/val/test loaders over a data set folder (or its preprocessing cache) and its patient-grouped split.
 
     Args:
         config: the run config (``data`` section is used).
         dataset: the opened data set.
         splits: the split dictionary.
+        progress: show a progress bar when the cache has to be built.
     """
 
-    def __init__(self, config: Config, dataset: Dataset, splits: dict[str, Any]):
+    def __init__(self, config: Config, dataset: Dataset, splits: dict[str, Any], progress: bool = False):
         super().__init__()
         self.config = config
         self.ds = dataset
         self.splits = splits
-        self._items: dict[str, list[dict[str, Any]]] = {}
+        self.progress = progress
+        self._items: dict[str, Sequence[dict[str, Any]]] = {}
+        self._cache: Any = None
+        self._plan: dict[str, Any] | None = None
+        if config.data.plan:
+            from medseg.data.plan import load_plan
+
+            self._plan = load_plan(config.data.plan)
+        d = config.data
+        if d.slices and dataset.info.dims != 3:
+            raise ConfigError("data.slices cuts 3D volumes into 2D slices but the data set is 2D", where="data.slices", fix="set data.slices=false")
+        if d.context_slices and not d.slices:
+            raise ConfigError("data.context_slices needs data.slices=true", where="data.context_slices", fix="set data.slices=true or context_slices=0")
+
+    # ------------------------------------------------------------------------------------- geometry
+
+    @property
+    def spatial_dims(self) -> int:
+        """Spatial dimensions of the batches (2 when slicing volumes)."""
+        return 2 if self.config.data.slices else self.ds.info.dims
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the batches (times ``2k+1`` for 2.5D)."""
+        return self.ds.info.n_channels * (2 * self.config.data.context_slices + 1)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.ds.info.multi_label
+
+    @property
+    def cache(self) -> Any:
+        """The preprocessing cache (built on first use), or None when preprocessing is off."""
+        if not self.config.data.preprocess.enabled:
+            return None
+        if self._cache is None:
+            from medseg.data.preprocess import Cache, default_cache_dir, prepare, resolve_spec
+
+            pc = self.config.data.preprocess
+            spec = resolve_spec(self.config, self.ds, self._plan)
+            out = Path(pc.cache_dir) if pc.cache_dir else default_cache_dir(self.ds, spec)
+            self._cache = Cache(prepare(self.ds, spec, out, progress=self.progress), spec)
+        return self._cache
 
     def ids(self, stage: str) -> list[str]:
         return select(self.splits, stage, self.config.data.split.fold)
 
-    def items(self, stage: str) -> list[dict[str, Any]]:
+    def items(self, stage: str) -> Sequence[dict[str, Any]]:
+        """The items of a split (dicts with ``image``, ``label``, ``case_id``); memory-mapped from the cache."""
         if stage not in self._items:
             ids = self.ids(stage)
             if not ids:
                 raise SplitError(f"the {stage} set is empty", where="splits", fix="use more patients or other split ratios")
-            self._items[stage] = [case_to_item(self.ds.load_case(cid)) for cid in ids]
-            missing = [it["case_id"] for it in self._items[stage] if "label" not in it]
-            if missing:
-                raise ConfigError(f"{stage} cases without labels: {missing[:3]}", where=self.ds.root, fix="only labelled cases can be trained or validated on")
+            cache = self.cache
+            if cache is not None:
+                missing = [cid for cid in ids if not cache.has_label(cid)]
+                if missing:
+                    raise ConfigError(f"{stage} cases without labels: {missing[:3]}", where=self.ds.root, fix=_LABELLED)
+                self._items[stage] = CachedItems(cache, ids, copy=stage != "train")
+            else:
+                items = [case_to_item(self.ds.load_case(cid)) for cid in ids]
+                missing = [it["case_id"] for it in items if "label" not in it]
+                if missing:
+                    raise ConfigError(f"{stage} cases without labels: {missing[:3]}", where=self.ds.root, fix=_LABELLED)
+                self._items[stage] = items
         return self._items[stage]
 
-    def _check_patch(self) -> list[int] | None:
+    def patch_size(self) -> list[int] | None:
+        """``data.patch_size``, else the plan configuration's patch (when ``data.plan`` is set), else None."""
         ps = self.config.data.patch_size
-        if ps is not None and len(ps) != self.ds.info.dims:
+        if ps is None and self._plan is not None:
+            from medseg.data.plan import plan_configuration
+
+            which = self.config.data.configuration
+            if which == "auto":
+                which = "2d" if self.spatial_dims == 2 else "3d"
+            ps = plan_configuration(self._plan, which)["patch_size"]
+        dims = self.spatial_dims
+        if ps is not None and len(ps) != dims:
             raise ConfigError(
-                f"patch_size {ps} has {len(ps)} axes but the data set is {self.ds.info.dims}D",
+                f"patch_size {list(ps)} has {len(ps)} axes but the {'slices are' if self.config.data.slices else 'data set is'} {dims}D",
                 where="data.patch_size",
-                fix=f"give {self.ds.info.dims} sizes or null",
+                fix=f"give {dims} sizes or null",
             )
-        return ps
+        return None if ps is None else [int(p) for p in ps]
+
+    def _check_patch(self) -> list[int] | None:
+        return self.patch_size()
+
+    def _warn_large_patch(self, items: Sequence[dict[str, Any]], ps: list[int]) -> None:
+        shapes = items.shapes() if isinstance(items, CachedItems) else [list(np.shape(it["image"])[1:]) for it in items]
+        if self.config.data.slices:
+            a = self.config.data.slice_axis
+            shapes = [[s for i, s in enumerate(sh) if i != a] for sh in shapes]
+        if shapes and all(any(p > s for p, s in zip(ps, sh, strict=True)) for sh in shapes):
+            big = np.max(np.array(shapes), axis=0).tolist()
+            warnings.warn(f"data.patch_size {ps} is larger than every training case (largest {big}): patches are zero-padded", stacklevel=2)
+
+    def _workers(self) -> int:
+        n = self.config.data.num_workers
+        return default_workers() if n == "auto" else int(n)
+
+    def _slice_index(self, items: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
+        a = self.config.data.slice_axis
+        shapes = items.shapes() if isinstance(items, CachedItems) else [list(np.shape(it["image"])[1:]) for it in items]
+        return [(i, z) for i, sh in enumerate(shapes) for z in range(sh[a])]
+
+    def train_dataset(self) -> CaseItems:
+        """The training dataset (patches or whole images, augmented)."""
+        d = self.config.data
+        items = self.items("train")
+        ps = self._check_patch()
+        preset = d.augmentation.preset or d.augment
+        dims = self.spatial_dims
+        use_sampler = ps is not None or d.slices or self.cache is not None
+        tf = train_transforms(dims, None if use_sampler else ps, preset, d.augmentation.overrides)
+        sampler = None
+        if use_sampler:
+            if ps is not None:
+                self._warn_large_patch(items, ps)
+            sampler = PatchSampler(ps, d.foreground_oversample, d.class_balanced, d.slices, d.slice_axis, d.context_slices)
+        slice_index = self._slice_index(items) if d.slices else None
+        return CaseItems(items, tf, sampler=sampler, slice_index=slice_index, multi_label=self.multi_label)
 
     def train_dataloader(self) -> DataLoader:
         d = self.config.data
-        tf = train_transforms(self.ds.info.dims, self._check_patch(), d.augment)
-        items = CaseItems(self.items("train"), tf)
+        ds = self.train_dataset()
         iters = self.config.train.iterations_per_epoch
-        sampler = RandomSampler(items, replacement=True, num_samples=iters * d.batch_size) if iters else None
+        sampler = RandomSampler(ds, replacement=True, num_samples=iters * d.batch_size) if iters else None
+        workers = self._workers()
         return DataLoader(
-            items,
+            ds,
             batch_size=d.batch_size,
             shuffle=sampler is None,
             sampler=sampler,
-            num_workers=d.num_workers,
-            persistent_workers=d.num_workers > 0,
-            drop_last=iters is None and len(self.items("train")) > d.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available() and self.config.train.device in ("auto", "cuda"),
+            drop_last=iters is None and len(ds) > d.batch_size,
         )
 
     def _eval_loader(self, stage: str) -> DataLoader:
-        return DataLoader(CaseItems(self.items(stage)), batch_size=1, shuffle=False, num_workers=0)
+        d = self.config.data
+        items = self.items(stage)
+        if d.slices:
+            sampler = PatchSampler(None, 0.0, slices=True, slice_axis=d.slice_axis, context_slices=d.context_slices)
+            ds = CaseItems(items, None, sampler=sampler, slice_index=self._slice_index(items), multi_label=self.multi_label)
+            return DataLoader(ds, batch_size=d.batch_size, shuffle=False, num_workers=0)
+        return DataLoader(CaseItems(items, multi_label=self.multi_label), batch_size=1, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

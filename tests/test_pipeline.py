@@ -1,0 +1,140 @@
+"""Sampling and the DataModule: foreground oversampling, slices / 2.5D, the cache path, bad input."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from medseg.cli import app
+from medseg.config import config_from_dict
+from medseg.data.pipeline import CaseItems, PatchSampler, SegDataModule, crop_pad, open_dataset, resolve_splits
+from medseg.engine.train import train
+from medseg.errors import DatasetError, MedsegError
+
+
+def _item(fg: bool = True, shape=(8, 40, 40)) -> dict:
+    img = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    lab = np.zeros((1, *shape), np.int64)
+    if fg:
+        lab[0, 3:5, 30:34, 2:5] = 1
+        lab[0, 4, 5:25, 5:25] = 2
+    return {"image": img, "label": lab, "case_id": "c"}
+
+
+def test_crop_pad_reads_the_box_and_pads_outside() -> None:
+    a = np.arange(2 * 4 * 5).reshape(2, 4, 5)
+    out = crop_pad(a, [-1, 3], [3, 4])
+    assert out.shape == (2, 3, 4) and (out[:, 0] == 0).all() and np.array_equal(out[:, 1:, :2], a[:, :2, 3:])
+
+
+def test_foreground_oversampling_and_class_balance() -> None:
+    item = _item()
+    full = PatchSampler([2, 8, 8], foreground_oversample=1.0)
+    hits = {1: 0, 2: 0}
+    for s in range(60):
+        _, lab = full(item, np.random.default_rng(s))
+        assert lab.shape == (1, 2, 8, 8) and lab.max() > 0
+        hits[1] += int((lab == 1).any())
+        hits[2] += int((lab == 2).any())
+    assert hits[2] > hits[1]  # class 2 has 400 voxels, class 1 only 24
+    balanced = PatchSampler([2, 8, 8], foreground_oversample=1.0, class_balanced=True)
+    ones = sum(int((balanced(item, np.random.default_rng(s))[1] == 1).any()) for s in range(60))
+    assert ones > hits[1] and ones > 15
+    none = PatchSampler([2, 8, 8], foreground_oversample=0.0)
+    assert sum(int(none(item, np.random.default_rng(s))[1].max() > 0) for s in range(60)) < 40
+
+
+def test_empty_label_samples_background_and_warns_once() -> None:
+    sampler = PatchSampler([2, 8, 8], foreground_oversample=1.0)
+    with pytest.warns(UserWarning, match="empty label") as rec:
+        for s in range(5):
+            _, lab = sampler(_item(fg=False), np.random.default_rng(s))
+            assert lab.shape == (1, 2, 8, 8) and lab.max() == 0
+    assert len(rec) == 1
+
+
+def test_patch_larger_than_every_case_is_padded() -> None:
+    img, lab = PatchSampler([16, 64, 64])(_item(), np.random.default_rng(0))
+    assert img.shape == (1, 16, 64, 64) and lab.shape == (1, 16, 64, 64) and lab.max() == 2
+
+
+def test_slices_and_25d_context() -> None:
+    item = _item()
+    img, lab = PatchSampler([16, 16], 1.0, slices=True, slice_axis=0, context_slices=1)(item, np.random.default_rng(0))
+    assert img.shape == (3, 16, 16) and lab.shape == (1, 16, 16) and lab.max() > 0
+    img, lab = PatchSampler(None, 0.0, slices=True)(item, np.random.default_rng(0), slice_index=4)
+    assert img.shape == (1, 40, 40) and np.array_equal(img[0], item["image"][0, 4]) and np.array_equal(lab[0], item["label"][0, 4])
+
+
+def _cfg(tmp_path: Path, **data) -> dict:
+    base = {
+        "dataset": "phantom3d",
+        "builtin": {"n_patients": 5, "size": 32, "depth": 8},
+        "patch_size": [4, 24, 24],
+        "batch_size": 2,
+        "preprocess": {"enabled": True, "orientation": "RAS", "crop": "nonzero", "spacing": "plan", "cache_dir": str(tmp_path / "cache")},
+    }
+    base.update(data)
+    return tiny_config(data=base, model={"params": {"channels": [4, 8], "num_res_units": 0}})
+
+
+def test_datamodule_reads_only_the_memory_mapped_cache(tmp_path: Path) -> None:
+    cfg = config_from_dict(_cfg(tmp_path, augment="default"))
+    ds = open_dataset(cfg)
+    dm = SegDataModule(cfg, ds, resolve_splits(cfg, ds))
+    items = dm.items("train")
+    assert isinstance(items[0]["image"], np.memmap) and (tmp_path / "cache" / "cache.json").is_file()
+    torch.manual_seed(0)
+    a = next(iter(dm.train_dataloader()))
+    torch.manual_seed(0)
+    b = next(iter(dm.train_dataloader()))
+    assert a["image"].shape == (2, 1, 4, 24, 24) and a["label"].dtype == torch.int64
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])  # deterministic under a seed
+    v = next(iter(dm.val_dataloader()))
+    assert v["image"].shape[2:] == v["label"].shape[2:]
+
+
+def test_slices_datamodule_shapes(tmp_path: Path) -> None:
+    cfg = config_from_dict(_cfg(tmp_path, patch_size=[24, 24], slices=True, context_slices=1, preprocess={"enabled": False}))
+    ds = open_dataset(cfg)
+    dm = SegDataModule(cfg, ds, resolve_splits(cfg, ds))
+    assert dm.spatial_dims == 2 and dm.in_channels == 3
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 24, 24) and batch["label"].shape == (2, 1, 24, 24)
+    val = next(iter(dm.val_dataloader()))
+    assert val["image"].shape[1:] == (3, 32, 32)
+
+
+def test_worker_crash_names_the_case(tmp_path: Path) -> None:
+    cfg = config_from_dict(_cfg(tmp_path, num_workers=1))
+    ds = open_dataset(cfg)
+    dm = SegDataModule(cfg, ds, resolve_splits(cfg, ds))
+    cid = dm.ids("train")[0]
+    (tmp_path / "cache" / dm.cache.info["cases"][cid]["image"]).write_bytes(b"not an npy file")
+    ds_train = dm.train_dataset()
+    loader = torch.utils.data.DataLoader(ds_train, batch_size=len(ds_train), num_workers=1, timeout=60)
+    with pytest.raises(MedsegError) as e:
+        next(iter(loader))
+    msg = str(e.value)
+    assert cid in msg and "\n" not in msg and "Traceback" not in msg
+    with pytest.raises(DatasetError, match=cid):
+        CaseItems(ds_train.items, ds_train.transform, ds_train.sampler)[dm.ids("train").index(cid)]
+
+
+def test_train_on_the_cache_and_prepare_cli(tmp_path: Path) -> None:
+    small = ["--set", "data.builtin={n_patients: 4, size: 24, depth: 6}", "--set", f"data.preprocess.cache_dir={tmp_path / 'c'}"]
+    r = CliRunner().invoke(app, ["prepare", "phantom3d", "--no-progress", *small])
+    assert r.exit_code == 0, r.output
+    assert "recommended" in r.output and (tmp_path / "c" / "cache.json").is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = train(config_from_dict(_cfg(tmp_path)), tmp_path / "run", progress=False)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    r = CliRunner().invoke(app, ["prepare", "phantom2d", "--no-progress", "--plan", str(tmp_path / "missing.json")])
+    assert r.exit_code == 2 and "plan file not found" in r.output

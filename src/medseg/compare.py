@@ -554,6 +554,11 @@ def html_table(header: list[str], rows: list[list[str]], css_class: str = "cmp")
     return f"<table class='{css_class}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+TABLE_NOTE = (
+    "mean Dice: mean over classes of the per-class means, ± the std over cases of each case's mean Dice; class columns: mean ± std over cases; "
+    "HD95/ASSD in mm; latency: prediction only; peak memory: GPU allocated on CUDA, process RSS on CPU; "
+    "sensitivity: ± half the range of the best validation Dice over the model's runs in its sweep."
+)
 TABLE_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;font-size:13px}th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}
 tr.ref td{font-style:italic;background:#fafaf0}.warn{color:#8a5300}"""
@@ -586,7 +591,7 @@ def write_comparison(cmp: Comparison, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     header, rows = display_table(cmp)
     ph, prows = paired_table(cmp)
-    md = [f"# Comparison on the {cmp.split} split\n", markdown(header, rows)]
+    md = [f"# Comparison on the {cmp.split} split\n", markdown(header, rows), f"\n{TABLE_NOTE}\n"]
     if prows:
         md += [f"\n## Paired statistics (per {cmp.by}, Dice b − a, bootstrap 95 % CI, Wilcoxon signed-rank)\n", markdown(ph, prows)]
     if cmp.warnings:
@@ -595,7 +600,7 @@ def write_comparison(cmp: Comparison, out: str | Path) -> Path:
     write_text(out / "comparison.csv", _csv_text(cmp))
     write_text(out / "paired.csv", _paired_csv(cmp))
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>medseg comparison</title><style>{TABLE_CSS}</style></head><body>"]
-    page.append(f"<h1>Comparison on the {html.escape(cmp.split)} split</h1>" + html_table(header, rows))
+    page.append(f"<h1>Comparison on the {html.escape(cmp.split)} split</h1>" + html_table(header, rows) + f"<p class='note'>{html.escape(TABLE_NOTE)}</p>")
     if prows:
         page.append(f"<h2>Paired statistics (per {cmp.by})</h2>" + html_table(ph, prows, "paired"))
     if cmp.warnings:

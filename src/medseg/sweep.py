@@ -359,15 +359,15 @@ def plot_sensitivity(runs: list[dict[str, Any]], path: Path) -> Path | None:
     from medseg.atomic import atomic_path
 
     runs = [r for r in runs if isinstance(r.get("best_val_dice"), int | float)]
-    keys = [k for k in dict.fromkeys(k for r in runs for k in r["point"]) if k != "model.name"]
-    keys = [k for k in keys if len({_fmt_value(r["point"].get(k)) for r in runs}) > 1] or keys[:1]
-    if not runs:
+    keys = [k for k in dict.fromkeys(k for r in runs for k in r["point"]) if k not in ("model.name", "train.seed")]
+    keys = [k for k in keys if len({_fmt_value(r["point"].get(k)) for r in runs}) > 1]
+    if not runs or not keys:  # only models (or seeds) swept: no hyperparameter to plot against
         return None
     groups = list(dict.fromkeys(r["group"] for r in runs))
     n = max(len(keys), 1)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys or ["model.name"], strict=False):
-        values = list(dict.fromkeys(_fmt_value(r["point"].get(key, r["group"] if key == "model.name" else "")) for r in runs))
+    for ax, key in zip(axes[0], keys, strict=False):
+        values = list(dict.fromkeys(_fmt_value(r["point"].get(key, "")) for r in runs))
         numeric = all(isinstance(r["point"].get(key), int | float) and not isinstance(r["point"].get(key), bool) for r in runs)
         if numeric:
             values = sorted({float(r["point"][key]) for r in runs})
@@ -375,7 +375,7 @@ def plot_sensitivity(runs: list[dict[str, Any]], path: Path) -> Path | None:
             sel = [r for r in runs if r["group"] == g]
             xs, means, lo, hi = [], [], [], []
             for i, v in enumerate(values):
-                ys = [r["best_val_dice"] for r in sel if (float(r["point"].get(key, math.nan)) if numeric else _fmt_value(r["point"].get(key, g))) == v]
+                ys = [r["best_val_dice"] for r in sel if (float(r["point"].get(key, math.nan)) if numeric else _fmt_value(r["point"].get(key, ""))) == v]
                 if ys:
                     xs.append(v if numeric else i)
                     means.append(float(np.mean(ys)))

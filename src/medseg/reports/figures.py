@@ -109,8 +109,7 @@ def case_panel(
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(t, fontsize=9)
         ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    class_legend(fig, *legend)
+    class_legend(fig, *legend)  # the title is the figure's caption in the report
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path)
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from medseg.atomic import write_text
-from medseg.compare import Comparison, RunResult, compare_runs, display_table, html_table, paired_table, write_comparison
+from medseg.compare import TABLE_NOTE, Comparison, RunResult, compare_runs, display_table, html_table, paired_table, write_comparison
 from medseg.data.splits import load_splits, select
 from medseg.errors import RunError
 from medseg.evaluation import _dataset_of
@@ -215,7 +215,9 @@ def build_report(cmp: Comparison, out: Path, title: str) -> Path:
         _section(
             "summary",
             f"Results on the {cmp.split} split",
-            html_table(header, rows) + "<h3>Per class (mean ± std over cases)</h3>" + html_table(pc_header, per_class, "perclass"),
+            html_table(header, rows)
+            + f"<p class='note'>{html.escape(TABLE_NOTE)}</p><h3>Per class (mean ± std over cases)</h3>"
+            + html_table(pc_header, per_class, "perclass"),
         )
     )
     if len(results) > 1:
@@ -224,7 +226,8 @@ def build_report(cmp: Comparison, out: Path, title: str) -> Path:
             prow = [p for p, raw in zip(prow, cmp.paired, strict=True) if raw["class"] == "mean"]
         warn = "".join(f"<li class='warn'>{html.escape(w)}</li>" for w in cmp.warnings)
         body = (
-            f"<p class='note'>Per-{cmp.by} Dice differences (b − a) on the cases both runs share; 95 % percentile bootstrap CI of the mean difference; "
+            f"<p class='note'>Per-{cmp.by} mean Dice (over classes) differences (b − a) on the cases both runs share; "
+            "95 % percentile bootstrap CI of the mean difference; "
             "two-sided Wilcoxon signed-rank test. 'better' needs the CI to exclude 0 and p &lt; 0.05.</p>" + html_table(ph, prow, "paired")
         )
         parts.append(_section("paired", "Paired statistics", body + (f"<ul>{warn}</ul>" if warn else "")))

@@ -215,7 +215,9 @@ def test_upload_predict_download_and_bad_files(page: Any, server: tuple[str, Pat
     pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('cannot read')")
     assert "Traceback" not in pg.inner_text("body")
     # the server keeps serving: a good NIfTI is predicted, shown and offered on its own grid
-    pg.locator("#upload-file button[aria-label='Clear']").first.click() if pg.locator("#upload-file button[aria-label='Clear']").count() else None
+    clear = pg.locator("#upload-file button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
     pg.set_input_files("#upload-file input[type=file]", str(tmp_path / "scan.nii.gz"))
     pg.wait_for_timeout(500)
     pg.click("#predict")

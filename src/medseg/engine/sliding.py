@@ -4,8 +4,8 @@ MONAI's ``sliding_window_inference`` blends every window into a full-size ``C ×
 buffer before anything is finalised, so a 512×512×800 CT with 14 classes needs ~12 GB for that buffer
 alone. Here windows are visited in order of their start along the axis with the most window
 positions; slices that no later window touches are finalised at once (argmax, or copied out when
-probabilities are wanted), so the blending buffer only spans about one window (plus one step) along
-that axis; ``buffer_dtype=torch.float16`` halves it again. Window positions, the Gaussian importance map
+probabilities are wanted), so the blending buffer — a ring — only spans one window along that axis;
+``buffer_dtype=torch.float16`` halves it again. Window positions, the Gaussian importance map
 and the blending are MONAI's (``dense_patch_slices``, ``compute_importance_map``), so the result is the
 same; only the bookkeeping differs, which is why it is written here.
 """
@@ -77,7 +77,7 @@ def sliding_window(
 
     device = x.device
     # stream along the axis with the most window positions: the blending buffer spans one window
-    # (plus one step) along it instead of the whole axis
+    # along it instead of the whole axis
     starts = [sorted({w[d].start for w in windows}) for d in range(nd)]
     ax = max(range(nd), key=lambda d: (len(starts[d]), size[d]))
     windows = sorted(windows, key=lambda w: w[ax].start)
@@ -89,42 +89,55 @@ def sliding_window(
 
     out: torch.Tensor | None = None  # allocated on the first finalised block, whose shape tells the channels
     buf_start = 0
-    other[ax] = 0
+    # one buffer for the whole run, one window deep: before a window group starting at z0 is added,
+    # every slice before z0 has been finalised, and everything after z0 lies inside [z0, z0 + roi)
+    other[ax] = min(depth, roi[ax])
     acc = torch.zeros((num_outputs, *other), dtype=buffer_dtype, device=device)
     wsum = torch.zeros(tuple(other), dtype=buffer_dtype, device=device)
 
+    ring = other[ax]  # the buffer is a ring along the streaming axis: global slice g sits at g % ring
+
+    def spans(g0: int, g1: int) -> list[tuple[int, int, int, int]]:
+        """Pieces of global [g0, g1) as (ring start, ring stop, offset start, offset stop), split at the wrap."""
+        out_, g = [], g0
+        while g < g1:
+            r = g % ring
+            n = min(g1 - g, ring - r)
+            out_.append((r, r + n, g - g0, g - g0 + n))
+            g += n
+        return out_
+
     def finalise(upto: int) -> None:
-        nonlocal acc, wsum, buf_start, out
-        n = upto - buf_start
-        if n <= 0:
-            return
-        block = acc[(slice(None), *along(0, n))] / wsum[along(0, n)].unsqueeze(0)
-        block = reduce(block).to(out_dtype) if reduce is not None else block
-        if out is None:
-            lead = tuple(block.shape[: block.ndim - nd])  # () for a label map, (K,) for channels
-            out = torch.empty((*lead, *size), dtype=block.dtype, device="cpu")
-        out[(Ellipsis, *along(buf_start, upto))] = block.cpu()
-        acc, wsum = acc[(slice(None), *along(n, None))], wsum[along(n, None)]
-        buf_start = upto
+        nonlocal buf_start, out
+        for r0, r1, o0, _ in spans(buf_start, upto):
+            for lo in range(r0, r1, 8):  # a few slices at a time: small temporaries
+                hi = min(r1, lo + 8)
+                g = buf_start + o0 + (lo - r0)
+                block = acc[(slice(None), *along(lo, hi))] / wsum[along(lo, hi)].unsqueeze(0)
+                block = reduce(block).to(out_dtype) if reduce is not None else block
+                if out is None:
+                    lead = tuple(block.shape[: block.ndim - nd])  # () for a label map, (K,) for channels
+                    out = torch.empty((*lead, *size), dtype=block.dtype, device="cpu")
+                out[(Ellipsis, *along(g, g + hi - lo))] = block.cpu()
+                del block
+            acc[(slice(None), *along(r0, r1))] = 0
+            wsum[along(r0, r1)] = 0
+        buf_start = max(buf_start, upto)
 
     for z0, group in groupby(windows, key=lambda w: w[ax].start):
         group = list(group)
         finalise(z0)  # windows come in order of their start: nothing before it will be touched again
-        need = z0 + roi[ax] - buf_start
-        have = acc.shape[1 + ax]
-        if have < need:
-            grow = list(size)
-            grow[ax] = need - have
-            acc = torch.cat([acc, torch.zeros((num_outputs, *grow), dtype=buffer_dtype, device=device)], 1 + ax)
-            wsum = torch.cat([wsum, torch.zeros(tuple(grow), dtype=buffer_dtype, device=device)], ax)
         for i in range(0, len(group), sw_batch_size):
             chunk = group[i : i + sw_batch_size]
             batch = torch.cat([x[(slice(None), slice(None), *w)] for w in chunk])
             preds = predictor(batch).to(buffer_dtype)
             for w, p in zip(chunk, preds, strict=True):
-                local = tuple(slice(w[d].start - buf_start, w[d].stop - buf_start) if d == ax else w[d] for d in range(nd))
-                acc[(slice(None), *local)] += p * imp
-                wsum[local] += imp
+                weighted = p * imp
+                for r0, r1, o0, o1 in spans(w[ax].start, w[ax].stop):
+                    dst = tuple(slice(r0, r1) if d == ax else w[d] for d in range(nd))
+                    src = along(o0, o1)
+                    acc[(slice(None), *dst)] += weighted[(slice(None), *src)]
+                    wsum[dst] += imp[src]
     finalise(depth)
     assert out is not None
     crop = tuple(slice(a, s - b) for (a, b), s in zip(pads, size, strict=True))

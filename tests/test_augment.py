@@ -67,3 +67,29 @@ def test_augment_preview_writes_a_png(tmp_path: Path) -> None:
     assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG"
     r = CliRunner().invoke(app, ["augment-preview", "phantom2d", "--out", str(out), "--preset", "wild"])
     assert r.exit_code == 2 and "\n" not in r.output.strip()
+
+
+@pytest.mark.parametrize("size", [(5, 7, 9), (6, 11)])
+def test_separable_affine_grid_equals_torch(size: tuple[int, ...]) -> None:
+    from torch.nn.functional import affine_grid as torch_grid
+
+    from medseg.data.augment import affine_grid
+
+    theta = torch.randn(len(size), len(size) + 1, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(affine_grid(theta, size), torch_grid(theta[None], [1, 1, *size], align_corners=False), atol=1e-5)
+
+
+def test_flips_hit_each_axis_about_half_the_time() -> None:
+    from medseg.data.augment import RandFlipAxesd
+
+    x = torch.arange(8.0).reshape(1, 2, 2, 2)
+    tf = RandFlipAxesd(("image", "label"), prob=0.5, axes=[0, 1, 2])
+    tf.set_random_state(0)
+    flipped = [0, 0, 0]
+    for _ in range(200):
+        out = tf({"image": x, "label": x.long()})
+        assert torch.equal(out["image"].long(), out["label"])
+        v = int(out["image"][0, 0, 0, 0])  # arange: the corner value spells which axes were flipped
+        for a, bit in enumerate((4, 2, 1)):
+            flipped[a] += int(bool(v & bit))
+    assert all(60 < f < 140 for f in flipped), flipped

@@ -138,3 +138,22 @@ def test_train_on_the_cache_and_prepare_cli(tmp_path: Path) -> None:
     assert (run / "checkpoints" / "last.ckpt").is_file()
     r = CliRunner().invoke(app, ["prepare", "phantom2d", "--no-progress", "--plan", str(tmp_path / "missing.json")])
     assert r.exit_code == 2 and "plan file not found" in r.output
+
+
+def test_reference_pipelines_in_the_recipes_are_valid_config() -> None:
+    import re
+
+    import yaml
+
+    from medseg.data.augment import resolve_augmentation
+
+    text = (Path(__file__).parents[1] / "docs" / "recipes.md").read_text().split("## Preprocessing")[1]
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    got = []
+    for block in blocks:
+        d = config_from_dict(yaml.safe_load(block)).data
+        got.append((d.preprocess.resize, d.preprocess.pad_to, sorted(resolve_augmentation(d.augmentation.preset or d.augment, d.augmentation.overrides))))
+    assert got[0] == ([384, 384], None, ["flip", "rot90"])
+    assert got[1] == (None, [96, 96, 96], ["rotate", "scale"])
+    assert got[2] == ([64, 128, 128], None, ["flip", "noise", "rotate"])

@@ -195,7 +195,9 @@ def prepare_cmd(
         mark = " (recommended)" if name == p["recommended"] else ""
         t.add_row(name + mark, "×".join(map(str, c["patch_size"])), str(c["batch_size"]), str(c["pool_per_axis"]), str(c["n_stages"]))
     console.print(t)
-    console.print(f"target spacing {' × '.join(f'{s:.3g}' for s in p['target_spacing'])} mm; normalisation {', '.join(p['normalization'])}; {p['why']}")
+    ras = cfg.data.preprocess.orientation == "RAS" and p.get("target_spacing_ras")
+    spacing = " × ".join(f"{s:.3g}" for s in (p["target_spacing_ras"] if ras else p["target_spacing"]))
+    console.print(f"target spacing {spacing} mm{' (RAS axes)' if ras else ''}; normalisation {', '.join(p['normalization'])}; {p['why']}")
     console.print(f"cache: [bold]{cache}[/]")
 
 

@@ -247,6 +247,7 @@ def main() -> None:
     ap.add_argument("--large", action="store_true", help="128×160×160 volumes and 96³ patches")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--aug-patches", type=int, default=20, help="patches per throughput round")
+    ap.add_argument("--skip-rss", action="store_true", help="leave out [3] (it copies the data set 10×: about 4 GB with --large)")
     ap.add_argument("--rss-child", nargs=3, metavar=("DATASET", "CACHE", "PATCH"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.rss_child:
@@ -269,6 +270,8 @@ def main() -> None:
         print(f"    medseg            {g['medseg_patches_per_s']:8.2f} patches/s")
         print(f"    MONAI Compose     {g['monai_patches_per_s']:8.2f} patches/s")
         print(f"    speed-up          {g['ratio']:8.2f}×   (target ≥ 1.5×)")
+        if a.skip_rss:
+            return
         r = rss_benchmark(root, ds_dir, cache, patch, 10)
         print(f"\n[3] peak RSS of a loader epoch (default augmentation), fresh process each; imports alone {r['imports_rss_mb']:.0f} MB")
         print(f"    {a.cases:4d} cases        {r['1x']['peak_rss_mb']:8.0f} MB")

@@ -235,3 +235,44 @@ def test_dicom_folder_with_two_series_needs_a_choice(run2d: Path, tmp_path: Path
         ds.save_as(folder / f"{i}.dcm")
     r = CliRunner().invoke(app, ["predict", str(run2d), str(folder), "--out", str(tmp_path / "o"), "--no-progress"])
     assert r.exit_code == 2 and "mixes 2 series" in r.output and not (tmp_path / "o").exists()
+
+
+def test_preprocessed_run_predicts_on_the_original_grid(tmp_path: Path) -> None:
+    """Training on a resampled, cropped, resized cache; predictions come back on each case's own grid."""
+    from medseg.data.builtin import make_builtin
+    from medseg.evaluation import evaluate_run
+
+    cfg = config_from_dict(
+        tiny_config(
+            data={
+                "dataset": "phantom3d",
+                "builtin": {"n_patients": 4, "size": 32, "depth": 10},
+                "batch_size": 2,
+                "patch_size": [8, 16, 16],
+                "preprocess": {"enabled": True, "spacing": [5.0, 2.0, 2.0], "crop": "nonzero", "normalize": "zscore"},
+            },
+            model={"params": {"channels": [4, 8], "num_res_units": 0}},
+        )
+    )
+    run = train(cfg, tmp_path / "pre", progress=False)
+    assert (run / "preprocess.json").is_file()
+    (vol,) = list(make_builtin("phantom3d", n_patients=1, size=32, depth=10, seed=5).cases)
+    pred = Predictor(load_module(run)).predict(vol)
+    assert pred.shape == vol.spatial_shape
+    probs = Predictor(load_module(run)).probabilities(vol)
+    assert probs.shape == (4, *vol.spatial_shape)
+    summary = json.loads((evaluate_run(run, "test", progress=False) / "summary.json").read_text())
+    assert summary["n_cases"] == 1
+
+
+def test_2d_model_trained_on_slices_of_volumes(tmp_path: Path) -> None:
+    cfg = config_from_dict(
+        tiny_config(data={"dataset": "phantom3d", "builtin": {"n_patients": 4, "size": 32, "depth": 8}, "slices": True, "batch_size": 4})
+    )
+    run = train(cfg, tmp_path / "slices", progress=False)
+    module = load_module(run)
+    assert module.spatial_dims == 2
+    from medseg.evaluation import evaluate_run
+
+    summary = json.loads((evaluate_run(run, "test", progress=False) / "summary.json").read_text())
+    assert summary["n_cases"] == 1 and summary["mean_dice"] is not None

@@ -22,7 +22,7 @@ from medseg.config import resolve_device
 from medseg.data.case import Case
 from medseg.data.pipeline import normalize_image
 from medseg.engine.module import SegModule, plain_tensor
-from medseg.engine.run import checkpoint_path
+from medseg.engine.run import PREPROCESS_FILE, checkpoint_path
 from medseg.engine.sliding import sliding_window
 from medseg.errors import ModelError, RunError
 
@@ -43,6 +43,7 @@ def load_module(run_dir: str | Path, which: str = "best", device: str = "cpu") -
             where=path,
             fix="retrain, or use the other checkpoint (--checkpoint last)",
         ) from None
+    module.run_dir = Path(run_dir)  # lets a Predictor find the run's preprocessing and post-processing
     return module.eval().to(resolve_device(device))
 
 
@@ -91,7 +92,8 @@ class Predictor:
         sw_batch_size: windows (or slices) per forward pass.
         postprocess: class indices whose largest connected component alone is kept; ``None`` reads
             the decision saved in the (first) run folder by :func:`decide_postprocessing`, if any.
-        run_dir: the first module's run folder (for the saved post-processing decision).
+        run_dir: the first module's run folder (default: where :func:`load_module` loaded it from),
+            for the saved post-processing decision and preprocessing recipe.
     """
 
     def __init__(
@@ -115,9 +117,15 @@ class Predictor:
         self.flips = tta_axes(tta, self.model_dims)
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
+        run_dir = run_dir if run_dir is not None else getattr(first, "run_dir", None)
         if postprocess is None and run_dir is not None and (Path(run_dir) / POSTPROCESS_FILE).is_file():
             postprocess = json.loads((Path(run_dir) / POSTPROCESS_FILE).read_text())["keep_largest"]
         self.postprocess = list(postprocess or [])
+        self.spec: dict[str, Any] | None = None
+        if run_dir is not None and (Path(run_dir) / PREPROCESS_FILE).is_file():
+            self.spec = json.loads((Path(run_dir) / PREPROCESS_FILE).read_text())
+        if first.cfg.data.context_slices:
+            raise ModelError("prediction with 2.5D context slices is not supported yet", where="data.context_slices", fix="train with context_slices=0")
 
     @property
     def device(self) -> torch.device:
@@ -156,8 +164,23 @@ class Predictor:
     @torch.inference_mode()
     def _run(self, case: Case, reduce: Any) -> np.ndarray:
         self._check(case)
-        x = plain_tensor(torch.as_tensor(normalize_image(case.image)))[None].to(self.device)
-        if case.ndim == self.model_dims:
+        record = None
+        if self.spec is not None:  # the run's preprocessing, inverted below
+            from medseg.data.preprocess import preprocess_case
+
+            image, record = preprocess_case(case, self.spec)
+        else:
+            image = normalize_image(case.image)
+        x = plain_tensor(torch.as_tensor(image))[None].to(self.device)
+        out = self._forward_volume(x, case.ndim, reduce).numpy()
+        if record is None:
+            return out
+        from medseg.data.preprocess import invert_label, invert_probabilities
+
+        return invert_label(out, record) if reduce is not None else invert_probabilities(out, record, self.multi_label)
+
+    def _forward_volume(self, x: torch.Tensor, ndim: int, reduce: Any) -> torch.Tensor:
+        if ndim == self.model_dims:
             out = self._volume_scores(x, reduce)
         else:  # a 3D volume with a 2D model: batches of slices along the first axis
             slices = x[0].permute(1, 0, 2, 3)  # (D, C, H, W)
@@ -171,7 +194,7 @@ class Predictor:
                 parts += res
             stack_axis = 0 if reduce is not None and not self.multi_label else 1
             out = torch.stack([r.cpu() for r in parts], stack_axis)
-        return out.cpu().numpy()
+        return out.cpu()
 
     def probabilities(self, case: Case) -> np.ndarray:
         """Softmax (or sigmoid) probabilities ``(K, *spatial)`` on the case's grid."""

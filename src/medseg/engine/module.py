@@ -106,7 +106,13 @@ class SegModule(L.LightningModule):
                 self._channels_last = True
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Whole-image forward, or a sliding window when the image exceeds the training patch."""
+        """Whole-image forward, or a sliding window when the image exceeds the training patch; a volume
+        given to a 2D model (trained on slices) is predicted slice by slice."""
+        if x.ndim == self.spatial_dims + 3:
+            b, c, d = x.shape[:3]
+            flat = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, *x.shape[3:])
+            out = torch.cat([self.predict_logits(flat[i : i + 16]) for i in range(0, flat.shape[0], 16)])
+            return out.reshape(b, d, out.shape[1], *out.shape[2:]).permute(0, 2, 1, 3, 4)
         ps = self.cfg.data.patch_size
         if ps and any(s > p for s, p in zip(x.shape[2:], ps, strict=True)):
             return sliding_window_inference(x, roi_size=list(ps), sw_batch_size=4, predictor=lambda t: _first(self(t)), overlap=0.5, mode="gaussian")

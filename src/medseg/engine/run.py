@@ -6,6 +6,7 @@ Layout::
       config.yaml        the resolved config (enough to rebuild the model and pipeline)
       run.json           status, data set path, timings, best metric, model size
       splits.json        the split actually used
+      preprocess.json    the preprocessing recipe (when data.preprocess is enabled), inverted by predictions
       checkpoints/       best.ckpt, last.ckpt (written to a temp file and renamed)
       logs/metrics.csv   every logged value (Lightning CSV logger)
       history.csv        one row per epoch: losses, Dice per class, lr, epoch time
@@ -26,6 +27,7 @@ from medseg.config import Config, load_config
 from medseg.errors import RunError
 
 RUN_FILE = "run.json"
+PREPROCESS_FILE = "preprocess.json"  # the preprocessing recipe of the training cache, inverted at prediction
 CONFIG_FILE = "config.yaml"
 
 

@@ -25,11 +25,11 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medseg import __version__
-from medseg.atomic import atomic_path, write_text
+from medseg.atomic import atomic_path, write_json, write_text
 from medseg.config import Config, resolve_device
 from medseg.data.pipeline import SegDataModule, open_dataset, resolve_splits
 from medseg.engine.module import SegModule, logits_to_labels
-from medseg.engine.run import CONFIG_FILE, prepare_run_dir, read_run, update_run
+from medseg.engine.run import CONFIG_FILE, PREPROCESS_FILE, prepare_run_dir, read_run, update_run
 from medseg.errors import ConfigError, DependencyError, MedsegError, RunError, TrainingError
 from medseg.models import count_parameters
 
@@ -299,8 +299,11 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
         torch.set_num_threads(config.train.threads)
     splits = resolve_splits(config, ds, run_dir if rank == 0 else None)
     info = ds.info
-    module = SegModule(config.dump(), info.dims, info.n_channels, info.class_names, info.multi_label)
     dm = SegDataModule(config, ds, splits)
+    # the batches' geometry, not the data set's: 2D slices of volumes, 2.5D context channels
+    module = SegModule(config.dump(), dm.spatial_dims, dm.in_channels, info.class_names, info.multi_label)
+    if config.data.preprocess.enabled and rank == 0:  # build the cache now, and keep its recipe for inference
+        write_json(run_dir / PREPROCESS_FILE, dm.cache.spec.to_dict())
     device = resolve_device(config.train.device)
     if rank == 0:
         update_run(

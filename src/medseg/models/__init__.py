@@ -1,10 +1,37 @@
 """Model zoo: ``create_model(name, spatial_dims, in_channels, num_classes, **kwargs)``.
 
 Each family lives in its own module and registers its variants with ``@register_model``;
-importing this package imports them all.
+importing this package imports them all. See docs/models.md for the list, the keyword arguments,
+deep supervision and pretrained weights.
 """
 
-from medseg.models import unet as _unet  # noqa: F401  (registers)
+from medseg.models import (  # noqa: F401  (each import registers its family)
+    attention_unet,
+    classical,
+    dense_unet,
+    fcn,
+    improved_unet,
+    segformer,
+    smp_family,
+    unet,
+    unetr,
+)
+from medseg.models.classical import PixelClassifier
+from medseg.models.complexity import macs, reference_parameters
+from medseg.models.pretrained import LoadReport, load_pretrained, read_state_dict, save_weights
 from medseg.models.registry import MODELS, count_parameters, create_model, list_models, register_model
 
-__all__ = ["MODELS", "count_parameters", "create_model", "list_models", "register_model"]
+__all__ = [
+    "MODELS",
+    "LoadReport",
+    "PixelClassifier",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "load_pretrained",
+    "macs",
+    "read_state_dict",
+    "reference_parameters",
+    "register_model",
+    "save_weights",
+]

@@ -4,39 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn as nn
 from monai.networks.nets import UNet
 
 from medseg.models.registry import register_model
+from medseg.models.wrappers import PadToMultiple
+
+__all__ = ["PadToMultiple", "unet"]
 
 
-class PadToMultiple(nn.Module):
-    """Pad the input so every spatial size is a multiple of ``multiple``, run ``net``, crop back.
-
-    Lets any input size through networks whose down-sampling needs divisible sizes.
-    """
-
-    def __init__(self, net: nn.Module, multiple: int):
-        super().__init__()
-        self.net = net
-        self.multiple = int(multiple)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        spatial = tuple(x.shape[2:])
-        extra = [(-s) % self.multiple for s in spatial]
-        if not any(extra):
-            return self.net(x)
-        before = [e // 2 for e in extra]
-        pads: list[int] = []
-        for b, e in zip(reversed(before), reversed(extra), strict=True):
-            pads += [b, e - b]
-        out = self.net(nn.functional.pad(x, pads))
-        crop = (slice(None), slice(None), *(slice(b, b + s) for b, s in zip(before, spatial, strict=True)))
-        return [o[crop] for o in out] if isinstance(out, list | tuple) else out[crop]
-
-
-@register_model("unet", dims=(2, 3), description="U-Net with residual units (MONAI)", paper="Ronneberger et al. 2015; Kerfoot et al. 2018")
+@register_model(
+    "unet",
+    dims=(2, 3),
+    description="U-Net with residual units (MONAI)",
+    paper="Ronneberger et al. 2015; Kerfoot et al. 2018",
+    family="unet",
+    tiny={"channels": (4, 8, 16), "num_res_units": 1},
+)
 def unet(
     spatial_dims: int,
     in_channels: int,
@@ -65,4 +49,6 @@ def unet(
         norm=norm,
         dropout=dropout,
     )
-    return PadToMultiple(net, 2 ** (len(channels) - 1))
+    multiple = 2 ** (len(channels) - 1)
+    # instance norm needs ≥ 2 voxels at the bottleneck in training
+    return PadToMultiple(net, multiple, min_size=2 * multiple if norm == "instance" else 0, in_channels=in_channels)

@@ -35,6 +35,8 @@ def load_module(run_dir: str | Path, which: str = "best", device: str = "cpu") -
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         hp = ckpt["hyper_parameters"]
+        # the checkpoint holds the trained weights: don't read the pretrained ones again (they may be gone)
+        hp["config"]["model"]["params"].pop("pretrained", None)
         module = SegModule(**hp)
         module.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:

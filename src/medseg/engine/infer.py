@@ -38,7 +38,13 @@ def load_module(run_dir: str | Path, which: str = "best", device: str = "cpu") -
         # the checkpoint holds the trained weights: don't read the pretrained ones again (they may be gone)
         hp["config"]["model"]["params"].pop("pretrained", None)
         module = SegModule(**hp)
-        module.load_state_dict(ckpt["state_dict"])
+        if "classical" in ckpt:  # a fitted per-pixel classifier, saved as plain arrays beside the checkpoint
+            from medseg.models.classical import PixelClassifier
+
+            module.net = PixelClassifier.load(path.parent / ckpt["classical"])
+            module.__dict__["_forward"] = module.net
+        else:
+            module.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
         raise RunError(
             f"checkpoint is corrupt or from another model ({str(e).splitlines()[0][:120]})",
@@ -131,7 +137,7 @@ class Predictor:
 
     @property
     def device(self) -> torch.device:
-        return next(self.module.parameters()).device
+        return self.module.device  # LightningModule's device (a fitted pixel classifier has no parameters)
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         """Mean probabilities over ensemble members and mirrorings, ``(B, K, *spatial)``."""

@@ -215,3 +215,18 @@ def test_csv_of_paths(tmp_path: Path, rng: np.random.Generator) -> None:
     with pytest.raises(FormatError, match="image file not found") as e:
         import_dataset("csv", tmp_path / "in" / "bad.csv", tmp_path / "o2")
     assert "bad.csv:2" in str(e.value)
+
+
+def test_msd_images_ts_are_imported_unlabelled_and_kept_out_of_splits(tmp_path: Path, rng: np.random.Generator) -> None:
+    from medseg.data.splits import load_splits
+
+    make_msd(tmp_path / "T", rng, v2=True, n=4)
+    for c in range(2):
+        save(tmp_path / "T" / "imagesTs" / f"prostate_90_{c:04d}.nii.gz", rng.normal(size=SHAPE).astype(np.float32), oblique(3))
+    ds = import_dataset("msd", tmp_path / "T", tmp_path / "out")
+    assert len(ds) == 5
+    assert ds.load_case("prostate_90").label is None
+    assert "prostate_90" not in ds.labelled_patients
+    splits = load_splits(ds.splits_path, ds.patients)
+    assert "prostate_90" not in {c for s in ("train", "val", "test") for c in splits[s]}
+    assert len({c for s in ("train", "val", "test") for c in splits[s]}) == 4

@@ -90,7 +90,7 @@ def datasets_cmd(
         opts[".".join(key)] = value
     data = make_builtin(name, **opts)
     ds = write_dataset(out, data.info, data.cases, overwrite=overwrite)
-    save_splits(ds.splits_path, data.splits or make_splits(ds.patients))
+    save_splits(ds.splits_path, data.splits or make_splits(ds.labelled_patients))
     console.print(f"wrote {len(ds)} cases to {out}")
 
 

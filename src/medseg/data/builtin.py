@@ -321,5 +321,5 @@ def materialize(name: str, options: dict[str, Any] | None = None, cache_dir: str
     if data.splits is None:
         from medseg.data.splits import save_splits
 
-        save_splits(ds.splits_path, make_splits(ds.patients, seed=seed))
+        save_splits(ds.splits_path, make_splits(ds.labelled_patients, seed=seed))
     return load_dataset(out).root

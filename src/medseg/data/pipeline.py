@@ -361,7 +361,7 @@ def resolve_splits(config: Config, ds: Dataset, run_dir: Path | None = None) -> 
         elif "seed" not in cand:
             splits = cand  # a user-made split without generator settings is used as given
     if splits is None:
-        splits = make_splits(ds.patients, sc.ratios, sc.seed, sc.n_folds)
+        splits = make_splits(ds.labelled_patients, sc.ratios, sc.seed, sc.n_folds)
     if run_dir is not None:
         save_splits(run_dir / "splits.json", splits)
     return splits

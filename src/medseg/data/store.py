@@ -58,6 +58,7 @@ class CaseEntry(BaseModel):
     patient: str
     file: str
     shape: list[int] = Field(default_factory=list, description="spatial shape")
+    labelled: bool = Field(True, description="false for images without a label (e.g. an MSD imagesTs/); they stay out of splits")
 
 
 class DatasetInfo(BaseModel):
@@ -225,6 +226,11 @@ class Dataset:
         """case id → patient id."""
         return {cid: e.patient for cid, e in self._entries.items()}
 
+    @property
+    def labelled_patients(self) -> dict[str, str]:
+        """case id → patient id of the labelled cases: what splits are made of."""
+        return {cid: e.patient for cid, e in self._entries.items() if e.labelled}
+
     def case_path(self, case_id: str) -> Path:
         return self.root / self._entries[case_id].file
 
@@ -316,7 +322,7 @@ def write_dataset(
             rel = f"{CASES_DIR}/{_safe_name(case.case_id)}.npz"
             validate_case(case, info, case.meta.get("source", case.case_id))
             save_case(tmp / rel, case, compress)
-            entries.append(CaseEntry(id=case.case_id, patient=case.patient_id, file=rel, shape=list(case.spatial_shape)))
+            entries.append(CaseEntry(id=case.case_id, patient=case.patient_id, file=rel, shape=list(case.spatial_shape), labelled=case.label is not None))
         if not entries:
             raise DatasetError("no cases to write", where=root, fix="check the input path and format")
         info = info.model_copy(update={"cases": entries})

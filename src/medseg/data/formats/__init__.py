@@ -102,7 +102,7 @@ def import_dataset(
     cases = track(imp.cases, f"importing {fmt}", total=None, enabled=progress)
     if imp.splits is None:
         ds = write_dataset(out, imp.info, cases, overwrite=overwrite)
-        save_splits(ds.splits_path, make_splits(ds.patients, seed=seed))
+        save_splits(ds.splits_path, make_splits(ds.labelled_patients, seed=seed))
     else:
         ds = write_dataset(out, imp.info, cases, splits=imp.splits, overwrite=overwrite)
     for fn in imp.after:

@@ -99,6 +99,12 @@ def read_msd(path: Path, modalities: str | list[str] | None = None, name: str = 
             labels = {volume_stem(p): p for p in sorted(lab_dir.iterdir()) if volume_suffix(p)}
     if not groups:
         raise FormatError("no training cases", where=img_dir, fix="check imagesTr/ and dataset.json")
+    ts_dir = path / "imagesTs"
+    if ts_dir.is_dir():  # unlabelled test images: imported, kept out of the splits, predicted with `medseg predict`
+        for cid, files in group_channels([p for p in sorted(ts_dir.iterdir()) if volume_suffix(p)]).items():
+            if cid in groups:
+                raise FormatError(f"case {cid!r} is in both imagesTr/ and imagesTs/", where=ts_dir, fix="rename one of them")
+            groups[cid] = files
     check_channels(groups, img_dir)
     n_chan = len(next(iter(groups.values())))
     if n_chan == 1:

@@ -124,7 +124,7 @@ class SegModule(L.LightningModule):
         loss = self.loss_fn(out, y)
         if stage == "train" and not torch.isfinite(loss):
             raise TrainingError(
-                f"the training loss became {float(loss)} at epoch {self.current_epoch}, step {self.global_step}",
+                f"the training loss became {float(loss.detach())} at epoch {self.current_epoch}, step {self.global_step}",
                 where=self.cfg.name,
                 fix="lower train.lr, set train.grad_clip, or use precision 32; the last good checkpoint is kept",
             )

@@ -23,7 +23,8 @@ def plot_curves(rows: Sequence[dict[str, float]], path: str | Path) -> Path:
         if pts:
             ax_l.plot(*zip(*pts, strict=True), marker="o", ms=3, label=label)
     ax_l.set(xlabel="epoch", ylabel="loss", title="Loss")
-    ax_l.legend()
+    if ax_l.get_lines():
+        ax_l.legend()
     dice_keys = sorted({k for r in rows for k in r if k.startswith("val_dice")})
     for key in dice_keys:
         pts = [(e, r[key]) for e, r in zip(ep, rows, strict=True) if key in r]

@@ -15,13 +15,7 @@ CASES = [pytest.param(n, d, id=f"{n}-{d}d") for n in list_models() for d in MODE
 IN_CH, N_CLS = 2, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is fastest, and avoids OpenMP spin-waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _needs(name: str) -> None:

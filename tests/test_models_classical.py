@@ -16,13 +16,7 @@ from medseg.models.classical import export_estimator, feature_names, filter_bank
 pytest.importorskip("sklearn")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is fastest, and avoids OpenMP spin-waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _phantoms(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -17,13 +17,7 @@ SMP_TINY = {"encoder_depth": 3, "decoder_channels": (16, 8, 4)}
 SEG_TINY = MODELS.meta("segformer_b0")["tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one intra-op thread is fastest, and avoids OpenMP spin-waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_round_trip_other_class_count_and_one_channel(tmp_path: pathlib.Path) -> None:

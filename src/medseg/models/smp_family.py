@@ -30,42 +30,32 @@ def _wrap(net: nn.Module, in_channels: int, encoder_depth: int) -> nn.Module:
     return PadToMultiple(net, 2**encoder_depth, in_channels=in_channels)
 
 
-def _unet(encoder: str) -> Callable[..., nn.Module]:
-    def build(
-        spatial_dims: int,
-        in_channels: int,
-        num_classes: int,
-        encoder_depth: int = 5,
-        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
-        decoder_attention_type: str | None = None,
-    ) -> nn.Module:
-        """smp ``Unet``; ``decoder_channels`` needs one entry per encoder stage (``encoder_depth``)."""
-        dec = tuple(decoder_channels)[-encoder_depth:] if len(tuple(decoder_channels)) > encoder_depth else tuple(decoder_channels)
-        net = smp.Unet(
-            encoder, encoder_depth, None, decoder_channels=dec, decoder_attention_type=decoder_attention_type, in_channels=in_channels, classes=num_classes
-        )
-        return _wrap(net, in_channels, encoder_depth)
+def _unet_like(cls: Callable[..., nn.Module], doc: str) -> Callable[[str], Callable[..., nn.Module]]:
+    """Builders for smp's U-Net-shaped decoders (``Unet``, ``UnetPlusPlus``), which share their arguments."""
 
-    return build
+    def factory(encoder: str) -> Callable[..., nn.Module]:
+        def build(
+            spatial_dims: int,
+            in_channels: int,
+            num_classes: int,
+            encoder_depth: int = 5,
+            decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+            decoder_attention_type: str | None = None,
+        ) -> nn.Module:
+            dec = tuple(decoder_channels)[-encoder_depth:] if len(tuple(decoder_channels)) > encoder_depth else tuple(decoder_channels)
+            net = cls(
+                encoder, encoder_depth, None, decoder_channels=dec, decoder_attention_type=decoder_attention_type, in_channels=in_channels, classes=num_classes
+            )
+            return _wrap(net, in_channels, encoder_depth)
+
+        build.__doc__ = doc
+        return build
+
+    return factory
 
 
-def _unetplusplus(encoder: str) -> Callable[..., nn.Module]:
-    def build(
-        spatial_dims: int,
-        in_channels: int,
-        num_classes: int,
-        encoder_depth: int = 5,
-        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
-        decoder_attention_type: str | None = None,
-    ) -> nn.Module:
-        """smp ``UnetPlusPlus`` (nested dense skip pathways)."""
-        dec = tuple(decoder_channels)[-encoder_depth:] if len(tuple(decoder_channels)) > encoder_depth else tuple(decoder_channels)
-        net = smp.UnetPlusPlus(
-            encoder, encoder_depth, None, decoder_channels=dec, decoder_attention_type=decoder_attention_type, in_channels=in_channels, classes=num_classes
-        )
-        return _wrap(net, in_channels, encoder_depth)
-
-    return build
+_unet = _unet_like(smp.Unet, "smp ``Unet``; ``decoder_channels`` needs one entry per encoder stage (``encoder_depth``).")
+_unetplusplus = _unet_like(smp.UnetPlusPlus, "smp ``UnetPlusPlus`` (nested dense skip pathways).")
 
 
 def _linknet(encoder: str) -> Callable[..., nn.Module]:

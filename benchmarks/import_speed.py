@@ -7,7 +7,7 @@ Cases:
     (``kaggle-gi``) vs pandas ``read_csv`` + PIL + a NumPy RLE decode assembling the same volumes.
 
 Each is timed as *read* (the importer's case generator drained, nothing written; the like-for-like
-comparison) and as *full import* (``import_dataset``: read + validate + compressed ``.npz`` write).
+comparison) and as *full import* (``import_dataset``: read + validate + ``.npz`` write).
 Peak RSS of a full import is measured in a fresh process for a growing number of cases.
 
 Run:  python benchmarks/import_speed.py [--repeat 3] [--size 256] [--quick]

@@ -291,17 +291,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, parsed
 
 
+def set_dotted(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``raw[parts[0]][parts[1]]... = value``, creating the intermediate mappings."""
+    node = raw
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
-        parts, value = parse_override(text)
-        node = raw
-        for p in parts[:-1]:
-            nxt = node.get(p)
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[p] = nxt
-            node = nxt
-        node[parts[-1]] = value
+        set_dotted(raw, *parse_override(text))
     return raw
 
 

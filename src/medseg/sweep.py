@@ -49,7 +49,7 @@ from typing import Any
 import yaml
 
 from medseg.atomic import write_json, write_text
-from medseg.config import Config, _valid_keys, config_from_dict, parse_override
+from medseg.config import Config, _valid_keys, config_from_dict, parse_override, set_dotted
 from medseg.errors import ConfigError, DependencyError, RunError, TrainingError
 
 SWEEP_FILE = "sweep.json"
@@ -129,15 +129,7 @@ def check_keys(keys: list[str]) -> None:
 
 
 def _set(raw: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for p in parts[:-1]:
-        nxt = node.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[p] = nxt
-        node = nxt
-    node[parts[-1]] = copy.deepcopy(value)
+    set_dotted(raw, key.split("."), copy.deepcopy(value))
 
 
 def _get(raw: dict[str, Any], key: str) -> Any:

@@ -230,3 +230,17 @@ def test_msd_images_ts_are_imported_unlabelled_and_kept_out_of_splits(tmp_path: 
     splits = load_splits(ds.splits_path, ds.patients)
     assert "prostate_90" not in {c for s in ("train", "val", "test") for c in splits[s]}
     assert len({c for s in ("train", "val", "test") for c in splits[s]}) == 4
+
+
+def test_images_without_labels_import_without_a_split(tmp_path: Path, rng: np.random.Generator) -> None:
+    from medseg.config import config_from_dict
+    from medseg.data.pipeline import resolve_splits
+    from medseg.errors import SplitError
+
+    make_msd(tmp_path / "T", rng, v2=True, n=2)
+    for p in (tmp_path / "T" / "labelsTr").iterdir():
+        p.unlink()
+    ds = import_dataset("msd", tmp_path / "T", tmp_path / "out")
+    assert len(ds) == 2 and not ds.labelled_patients and not ds.splits_path.exists()
+    with pytest.raises(SplitError, match="no labelled cases to split"):
+        resolve_splits(config_from_dict({"data": {"dataset": str(ds.root)}}), ds)

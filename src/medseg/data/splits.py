@@ -69,7 +69,7 @@ def make_splits(
         raise SplitError(f"split ratios {ratios} must be three non-negative numbers summing to 1", where="data.split.ratios", fix="e.g. [0.8, 0.1, 0.1]")
     patients = _patients_in_order(case_to_patient)
     if not patients:
-        raise SplitError("no cases to split", where="data set", fix="import some cases first")
+        raise SplitError("no labelled cases to split", where="data set", fix="import cases with labels (images alone can only be predicted)")
     rng = np.random.default_rng(seed)
     order = [patients[i] for i in rng.permutation(len(patients))]
     counts = _allocate(len(order), ratios)

@@ -102,7 +102,8 @@ def import_dataset(
     cases = track(imp.cases, f"importing {fmt}", total=None, enabled=progress)
     if imp.splits is None:
         ds = write_dataset(out, imp.info, cases, overwrite=overwrite)
-        save_splits(ds.splits_path, make_splits(ds.labelled_patients, seed=seed))
+        if ds.labelled_patients:  # images without labels only (e.g. a DICOM series to predict): nothing to split
+            save_splits(ds.splits_path, make_splits(ds.labelled_patients, seed=seed))
     else:
         ds = write_dataset(out, imp.info, cases, splits=imp.splits, overwrite=overwrite)
     for fn in imp.after:

@@ -276,7 +276,7 @@ def main() -> None:
             sitk_s = f"{sitk_t / n:10.3f}" if sitk_t is not None else f"{'':>10}"
             print(f"{name:15} {size:28} {ref / n:10.3f} {sitk_s} {read / n:12.3f} {read / ref:6.2f} {imp / n:12.3f} {imp / ref:6.2f}")
         print("\nreference: pydicom read + sort + rescale (DICOM); pandas + PIL + NumPy RLE decode (RLE).")
-        print("ratio = medseg / reference (target ≤ 1.5 for the read); full import adds validation and the compressed .npz write.\n")
+        print("ratio = medseg / reference (target ≤ 1.5 for the read); full import adds validation and the .npz write.\n")
 
         counts = [1, 2, 4] if args.quick else [2, 8, 32]
         print("Peak RSS of a full import in a fresh process, MB (RSS just before the import in brackets): should stay flat as cases grow")

@@ -17,7 +17,7 @@ from medseg.errors import MedsegError
 
 app = typer.Typer(
     name="medseg",
-    help="Medical image segmentation: import → inspect → train → evaluate → predict → compare → report → demo.",
+    help="Medical image segmentation: import → inspect → prepare → train → evaluate → predict → compare / sweep → report → demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

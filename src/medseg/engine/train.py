@@ -171,6 +171,23 @@ class Snapshots(Callback):
             write_json(self.dir / "snapshot.json", {"case": item["case_id"], "slice": z})
 
 
+class LastCheckpoint(Callback):
+    """Writes ``checkpoints/last.ckpt`` at the end of every training epoch, whatever validation says.
+
+    Lightning's ``save_last`` refreshes ``last.ckpt`` only when another checkpoint was saved in the
+    same step (with ``monitor="val/dice"``: only when Dice improved), so a resume would rewind to the
+    best epoch. This callback runs after ``History`` has recorded the epoch, so the checkpoint holds
+    the epoch's row, the best-model state and the random states; the write is atomic
+    (``AtomicCheckpointIO``).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)  # every rank calls it; only rank 0 writes
+
+
 class RNGState(Callback):
     """Saves and restores the Python, NumPy and torch random states with each checkpoint."""
 
@@ -325,12 +342,14 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
         filename="best",
         monitor="val/dice",
         mode="max",
-        save_last=True,
+        save_last=False,  # last.ckpt is written every epoch by LastCheckpoint
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
     history = History(run_dir)
-    callbacks: list[Callback] = [ckpt, history, Snapshots(run_dir, config.train.snapshot_case), RNGState()]
+    # order matters: LastCheckpoint saves after History has added the epoch's row
+    last = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    callbacks: list[Callback] = [ckpt, history, Snapshots(run_dir, config.train.snapshot_case), RNGState(), last]
     if config.train.early_stop_patience:
         callbacks.append(EarlyStopping(monitor="val/dice", mode="max", patience=config.train.early_stop_patience))
     if progress:

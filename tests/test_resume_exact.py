@@ -66,7 +66,9 @@ def test_last_checkpoint_is_the_last_epoch_not_the_best(tmp_path: Path) -> None:
     again = _rows(resumed)
     assert [int(r["epoch"]) for r in again] == list(range(10))
     assert again[:8] == rows
-    assert json.loads((run / "run.json").read_text())["epochs_run"] == 10
+    info = json.loads((run / "run.json").read_text())
+    assert info["epochs_run"] == 10
+    assert info["best_metric"]["value"] == pytest.approx(max(float(r["val_dice"]) for r in again))  # the best-model state survived
 
 
 def test_killed_after_the_best_epoch_resumes_row_for_row(tmp_path: Path) -> None:
@@ -98,4 +100,6 @@ def test_killed_after_the_best_epoch_resumes_row_for_row(tmp_path: Path) -> None
     for a, b in zip(reference, rows, strict=True):
         for key in COMPARED:
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-7), (a["epoch"], key)
-    assert not list(part.rglob(".*.tmp*")), "no temporary files are left behind"
+    best = lambda run: json.loads((run / "run.json").read_text())["best_metric"]["value"]  # noqa: E731
+    assert best(part) == pytest.approx(best(full), rel=1e-6)
+    assert torch.load(part / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == torch.load(full / "checkpoints" / "best.ckpt", weights_only=True)["epoch"]

@@ -176,9 +176,11 @@ class LastCheckpoint(Callback):
 
     Lightning's ``save_last`` refreshes ``last.ckpt`` only when another checkpoint was saved in the
     same step (with ``monitor="val/dice"``: only when Dice improved), so a resume would rewind to the
-    best epoch. This callback runs after ``History`` has recorded the epoch, so the checkpoint holds
-    the epoch's row, the best-model state and the random states; the write is atomic
-    (``AtomicCheckpointIO``).
+    best epoch. The best checkpoint and early stopping decide right after validation, and this
+    callback runs after ``History`` has recorded the epoch, so the checkpoint holds the epoch's row,
+    the best-model and early-stopping states and the random states; the write is atomic
+    (``AtomicCheckpointIO``). (A ``plateau`` scheduler steps after this hook: its resumed state
+    misses the last epoch's step.)
     """
 
     def __init__(self, path: Path):
@@ -343,6 +345,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
         monitor="val/dice",
         mode="max",
         save_last=False,  # last.ckpt is written every epoch by LastCheckpoint
+        save_on_train_epoch_end=False,  # decide on the best model right after validation, before LastCheckpoint runs
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
@@ -351,7 +354,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     last = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     callbacks: list[Callback] = [ckpt, history, Snapshots(run_dir, config.train.snapshot_case), RNGState(), last]
     if config.train.early_stop_patience:
-        callbacks.append(EarlyStopping(monitor="val/dice", mode="max", patience=config.train.early_stop_patience))
+        callbacks.append(EarlyStopping(monitor="val/dice", mode="max", patience=config.train.early_stop_patience, check_on_train_epoch_end=False))
     if progress:
         callbacks.append(ProgressBar(leave=True))
     t = config.train

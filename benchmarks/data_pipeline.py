@@ -203,7 +203,7 @@ def peak_rss_mb() -> float:
 
 def grow(ds_dir: Path, cache: Path, factor: int, out_ds: Path, out_cache: Path) -> None:
     """A data set and its cache ``factor`` times larger: every case copied under new ids (files copied, not linked)."""
-    from medseg.atomic import write_json
+    from medseg.core.atomic import write_json
 
     info = json.loads((ds_dir / "dataset.json").read_text())
     cinfo = json.loads((cache / "cache.json").read_text())

@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from medseg.cli import app
+from medseg.core.errors import ConfigError
 from medseg.data.augment import PRESETS, RandRotateScaled, augmentation_pipeline, resolve_augmentation
-from medseg.errors import ConfigError
 
 
 def test_presets_and_overrides() -> None:

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medseg.core.errors import ConfigError
 from medseg.data.builtin import BUILTINS, make_builtin, materialize
 from medseg.data.store import load_dataset
-from medseg.errors import ConfigError
 
 
 def test_phantom2d_is_deterministic_multi_patient_and_labelled() -> None:

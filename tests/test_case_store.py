@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.data.case import Case, make_affine
+from medseg.core.case import Case, make_affine
+from medseg.core.errors import DatasetError
 from medseg.data.store import DatasetInfo, load_dataset, make_classes, write_dataset
-from medseg.errors import DatasetError
 
 
 def _info(dims: int = 3, multi: bool = False, n_classes: int = 3) -> DatasetInfo:

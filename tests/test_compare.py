@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from medseg.cli import app
-from medseg.compare import bootstrap_ci, compare_runs, display_table, paired_stats, wilcoxon_p, write_comparison
-from medseg.errors import RunError
+from medseg.core.errors import RunError
+from medseg.workflows.compare import bootstrap_ci, compare_runs, display_table, paired_stats, wilcoxon_p, write_comparison
 
 CLASSES = ["liver", "tumour"]
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 from medseg.config import Config, config_from_dict, load_config, resolve_device
-from medseg.errors import ConfigError
+from medseg.core.errors import ConfigError
 
 
 def _write(tmp_path: Path, data: dict) -> Path:

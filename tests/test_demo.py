@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medseg.demo import render as R
 from medseg.demo.runs import DemoError, RunsFolder, safe_path
 from medseg.demo.uploads import adapt_channels, predict_upload, read_upload
+from medseg.viz import render as R
 
 # ---------------------------------------------------------------- a tiny evaluated run, made once
 
@@ -21,7 +21,7 @@ from medseg.demo.uploads import adapt_channels, predict_upload, read_upload
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medseg.config import config_from_dict
     from medseg.engine.train import train
-    from medseg.evaluation import evaluate_run
+    from medseg.workflows.evaluate import evaluate_run
 
     root = tmp_path_factory.mktemp("demo-runs")
     cfg = config_from_dict(
@@ -188,7 +188,7 @@ def _nifti(path: Path, shape: tuple[int, ...] = (32, 32, 4)) -> np.ndarray:
 def test_nifti_upload_predicted_on_its_grid(runs_dir: Path, tmp_path: Path) -> None:
     import nibabel as nib
 
-    from medseg.engine.infer import load_module
+    from medseg.engine.inferer import load_module
 
     path = tmp_path / "scan.nii.gz"
     aff = _nifti(path)
@@ -208,7 +208,7 @@ def test_nrrd_and_png_masks_keep_geometry(runs_dir: Path, tmp_path: Path) -> Non
     import SimpleITK as sitk
     from PIL import Image
 
-    from medseg.engine.infer import load_module
+    from medseg.engine.inferer import load_module
 
     module = load_module(runs_dir / "unet2d")
     img = sitk.GetImageFromArray(np.random.default_rng(1).normal(size=(3, 32, 32)).astype(np.float32))

@@ -37,7 +37,7 @@ def _free_port() -> int:
 def _train(root: Path, name: str, dataset: str, builtin: dict[str, Any], epochs: int, report: bool = False) -> None:
     from medseg.config import config_from_dict
     from medseg.engine.train import train
-    from medseg.evaluation import evaluate_run
+    from medseg.workflows.evaluate import evaluate_run
 
     cfg = config_from_dict(
         {

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
+from medseg.core.errors import RunError
 from medseg.engine.train import train
-from medseg.errors import RunError
-from medseg.evaluation import evaluate_run
 from medseg.reports.html import make_report
+from medseg.workflows.evaluate import evaluate_run
 
 
 def test_quickstart_setting_reaches_dice_080(tmp_path: Path) -> None:

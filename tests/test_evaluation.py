@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 from medseg.config import EvalConfig, config_from_dict
-from medseg.errors import ConfigError, DatasetError
-from medseg.evaluation import METRIC_COLUMNS, evaluate_folders, evaluate_run, parse_labels, read_mask
+from medseg.core.errors import ConfigError, DatasetError
 from medseg.metrics.surface import surface_metrics
+from medseg.workflows.evaluate import METRIC_COLUMNS, evaluate_folders, evaluate_run, parse_labels, read_mask
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 
@@ -278,7 +278,7 @@ def test_cli_folders_and_errors(folders: tuple[Path, Path], tmp_path: Path) -> N
 def test_corrupt_checkpoint_is_refused(tiny_run: Path, tmp_path: Path) -> None:
     import shutil
 
-    from medseg.errors import RunError
+    from medseg.core.errors import RunError
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval"))
@@ -300,7 +300,7 @@ def test_cli_run(tiny_run: Path) -> None:
 
 
 def test_score_case_multi_label_and_accumulator(tmp_path: Path) -> None:
-    from medseg.evaluation import _Accumulator, score_case
+    from medseg.workflows.evaluate import _Accumulator, score_case
 
     rng = np.random.default_rng(0)
     ref = rng.random((2, 6, 10, 10)) > 0.7
@@ -320,7 +320,7 @@ def test_score_case_multi_label_and_accumulator(tmp_path: Path) -> None:
 
 
 def test_summary_aggregates() -> None:
-    from medseg.evaluation import summarize
+    from medseg.workflows.evaluate import summarize
 
     def row(case: str, cls: str, tp: float, fp: float, fn: float, hd95: float) -> dict[str, object]:
         dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan

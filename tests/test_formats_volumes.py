@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medseg.data.case import make_affine
+from medseg.core.case import make_affine
 from medseg.data.formats import FormatError, import_dataset
 
 SHAPE = (6, 7, 5)
@@ -234,8 +234,8 @@ def test_msd_images_ts_are_imported_unlabelled_and_kept_out_of_splits(tmp_path: 
 
 def test_images_without_labels_import_without_a_split(tmp_path: Path, rng: np.random.Generator) -> None:
     from medseg.config import config_from_dict
+    from medseg.core.errors import SplitError
     from medseg.data.pipeline import resolve_splits
-    from medseg.errors import SplitError
 
     make_msd(tmp_path / "T", rng, v2=True, n=2)
     for p in (tmp_path / "T" / "labelsTr").iterdir():

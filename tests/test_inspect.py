@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medseg.cli import app
-from medseg.data.case import Case
+from medseg.core.case import Case
 from medseg.data.inspect import describe, fingerprint
 from medseg.data.splits import save_splits
 from medseg.data.store import DatasetInfo, make_classes, write_dataset

@@ -5,8 +5,8 @@ import torch
 from monai.losses import DiceLoss
 
 from medseg.config import TrainConfig
+from medseg.core.errors import ConfigError
 from medseg.engine.module import build_optimizer, build_scheduler
-from medseg.errors import ConfigError
 from medseg.losses import LOSSES, DeepSupervisionLoss, build_loss
 
 

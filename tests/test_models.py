@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.errors import ModelError
+from medseg.core.errors import ModelError
 from medseg.models import MODELS, count_parameters, create_model, list_models, macs, reference_parameters
 from medseg.models.attention_unet import AttentionGate
 

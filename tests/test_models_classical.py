@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.errors import ModelError
+from medseg.core.errors import ModelError
 from medseg.models import PixelClassifier, create_model
 from medseg.models.classical import export_estimator, feature_names, filter_bank, portable_proba
 

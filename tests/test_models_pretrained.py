@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from medseg.errors import ModelError
+from medseg.core.errors import ModelError
 from medseg.models import MODELS, create_model, load_pretrained, read_state_dict, save_weights
 from medseg.models.pretrained import adapt_input_channels
 from medseg.models.wrappers import ReplicateChannels

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
+from medseg.core.errors import DatasetError, MedsegError
 from medseg.data.pipeline import CaseItems, PatchSampler, SegDataModule, crop_pad, open_dataset, resolve_splits
 from medseg.engine.train import train
-from medseg.errors import DatasetError, MedsegError
 
 
 def _item(fg: bool = True, shape=(8, 40, 40)) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medseg.core.errors import ConfigError, DatasetError
 from medseg.data.plan import load_plan, make_plan, plan_configuration, target_spacing, topology, write_plan
-from medseg.errors import ConfigError, DatasetError
 
 
 def _fp(spacings: list[list[float]], shapes: list[list[int]], dims: int = 3, modality: str = "MRI") -> dict:

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
+from medseg.core.errors import MedsegError, ModelError
 from medseg.engine.export import read_inputs
-from medseg.engine.infer import Predictor, apply_postprocessing, decide_postprocessing, load_module, tta_axes
+from medseg.engine.inferer import Predictor, apply_postprocessing, decide_postprocessing, load_module, tta_axes
 from medseg.engine.sliding import sliding_window
 from medseg.engine.train import train
-from medseg.errors import MedsegError, ModelError
-from medseg.predict import predict
+from medseg.workflows.predict import predict
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +240,7 @@ def test_dicom_folder_with_two_series_needs_a_choice(run2d: Path, tmp_path: Path
 def test_preprocessed_run_predicts_on_the_original_grid(tmp_path: Path) -> None:
     """Training on a resampled, cropped, resized cache; predictions come back on each case's own grid."""
     from medseg.data.builtin import make_builtin
-    from medseg.evaluation import evaluate_run
+    from medseg.workflows.evaluate import evaluate_run
 
     cfg = config_from_dict(
         tiny_config(
@@ -272,7 +272,7 @@ def test_2d_model_trained_on_slices_of_volumes(tmp_path: Path) -> None:
     run = train(cfg, tmp_path / "slices", progress=False)
     module = load_module(run)
     assert module.spatial_dims == 2
-    from medseg.evaluation import evaluate_run
+    from medseg.workflows.evaluate import evaluate_run
 
     summary = json.loads((evaluate_run(run, "test", progress=False) / "summary.json").read_text())
     assert summary["n_cases"] == 1 and summary["mean_dice"] is not None

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from medseg.config import config_from_dict
-from medseg.data.case import Case
+from medseg.core.case import Case
+from medseg.core.errors import ConfigError, DatasetError
 from medseg.data.preprocess import (
     Cache,
     PreprocessSpec,
@@ -21,7 +22,6 @@ from medseg.data.preprocess import (
     resolve_spec,
 )
 from medseg.data.store import DatasetInfo, load_dataset, make_classes, save_case, write_dataset
-from medseg.errors import ConfigError, DatasetError
 
 OBLIQUE = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # axis 0 → S, axis 2 → L
 

@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 from conftest import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
+from medseg.core.errors import RunError
 from medseg.engine.train import train
-from medseg.errors import RunError
-from medseg.evaluation import evaluate_run
-from medseg.reports.figures import FN_COLOR, FP_COLOR, WRONG_COLOR, error_map
 from medseg.reports.html import make_comparison_report, make_report
+from medseg.viz.figures import FN_COLOR, FP_COLOR, WRONG_COLOR, error_map
+from medseg.workflows.evaluate import evaluate_run
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from medseg.core.errors import SplitError
 from medseg.data.splits import load_splits, make_folds, make_splits, save_splits, select, validate_splits
-from medseg.errors import SplitError
 
 
 def _cases(n_patients: int = 20, per_patient: int = 3) -> dict[str, str]:

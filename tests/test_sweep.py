@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 import medseg.engine.train as engine_train
 from conftest import tiny_config
 from medseg.cli import app
-from medseg.errors import ConfigError, RunError, TrainingError
-from medseg.sweep import check_ray_address, grid_points, parse_grid, point_config, point_name, run_optuna, run_ray, run_sweep, split_values
+from medseg.core.errors import ConfigError, RunError, TrainingError
+from medseg.workflows.sweep import check_ray_address, grid_points, parse_grid, point_config, point_name, run_optuna, run_ray, run_sweep, split_values
 
 
 def _base(tmp_path: Path) -> dict:

@@ -15,11 +15,11 @@ import torch
 
 from conftest import tiny_config
 from medseg.config import config_from_dict
+from medseg.core.case import Case
+from medseg.core.errors import ConfigError, RunError, TrainingError
 from medseg.data.builtin import make_builtin
-from medseg.data.case import Case
 from medseg.data.store import DatasetInfo, make_classes, write_dataset
 from medseg.engine.train import train
-from medseg.errors import ConfigError, RunError, TrainingError
 
 
 def _history(run: Path) -> list[dict[str, str]]:
@@ -180,8 +180,8 @@ def test_mlflow_logger_local_store(tmp_path: Path) -> None:
 
 def test_classical_pixel_classifier_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    from medseg.engine.infer import Predictor, load_module
-    from medseg.evaluation import evaluate_run
+    from medseg.engine.inferer import Predictor, load_module
+    from medseg.workflows.evaluate import evaluate_run
 
     cfg = config_from_dict(tiny_config(model={"name": "classical_rf", "params": {"sigmas": [1.0], "max_samples": 3000, "threads": 1}}))
     run = train(cfg, tmp_path / "rf", progress=False)

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from medseg.errors import MedsegError
+from medseg.core.errors import MedsegError
 
 __all__ = ["MedsegError", "__version__"]

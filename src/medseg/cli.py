@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medseg import __version__
-from medseg.errors import MedsegError
+from medseg.core.errors import MedsegError
 
 app = typer.Typer(
     name="medseg",
@@ -278,7 +278,7 @@ def evaluate_cmd(
     """
     import json
 
-    from medseg.evaluation import evaluate_folders, evaluate_run
+    from medseg.workflows.evaluate import evaluate_folders, evaluate_run
 
     if pred is not None or ref is not None:
         if run is not None or pred is None or ref is None:
@@ -335,7 +335,7 @@ def predict_cmd(
     progress: bool = True,
 ) -> None:
     """Predict masks for new images, written on each input's exact grid."""
-    from medseg.predict import predict
+    from medseg.workflows.predict import predict
 
     axes: str | list[int] = tta if tta in ("none", "all") else [int(a) for a in tta.split(",") if a.strip()]
     runs = [run, *(ensemble or [])]
@@ -350,7 +350,7 @@ def postprocess_cmd(
     progress: bool = True,
 ) -> None:
     """Decide per class whether keeping the largest connected component helps; later predictions apply it."""
-    from medseg.engine.infer import decide_postprocessing
+    from medseg.engine.inferer import decide_postprocessing
 
     d = decide_postprocessing(run, split, progress=progress)
     t = Table(title=f"Largest-component post-processing (decided on {split})")
@@ -387,7 +387,7 @@ def compare_cmd(
     cases both runs were scored on: runs scored on different case sets are restricted to the
     intersection, with a warning. See docs/comparison.md.
     """
-    from medseg.compare import compare_runs, display_table, paired_table, write_comparison
+    from medseg.workflows.compare import compare_runs, display_table, paired_table, write_comparison
 
     cmp = compare_runs(list(runs), split, by, with_macs=macs)
     header, rows = display_table(cmp)
@@ -431,13 +431,13 @@ def sweep_cmd(
     Example: medseg sweep quickstart --grid train.lr=1e-4,3e-4,1e-3 --grid model.name=unet,segformer_b0 --seeds 3 --out runs/lr
     Re-running the same command skips finished runs and resumes interrupted ones.
     """
-    from medseg.sweep import parse_grid, resolve_sweep_source, run_optuna, run_ray, run_sweep
+    from medseg.workflows.sweep import parse_grid, resolve_sweep_source, run_optuna, run_ray, run_sweep
 
     base, recipe = resolve_sweep_source(config, list(set_ or []))
     space = {k: list(v) for k, v in (recipe.get("grid") or {}).items()}
     space.update(parse_grid(grid))
     if recipe.get("grid"):
-        from medseg.sweep import check_keys
+        from medseg.workflows.sweep import check_keys
 
         check_keys(list(space))
     if not space:
@@ -495,7 +495,7 @@ def demo_cmd(
     try:
         from medseg.demo import is_loopback, parse_auth, serve
     except ImportError as e:  # gradio missing
-        from medseg.errors import DependencyError
+        from medseg.core.errors import DependencyError
 
         raise DependencyError(f"the demo needs the demo extra ({e.name} is missing)", where="medseg demo", fix="pip install 'medseg[demo]'") from None
 
@@ -521,7 +521,7 @@ def quickstart_cmd(
     import shutil
 
     from medseg.reports.html import make_comparison_report
-    from medseg.sweep import SWEEP_FILE, resolve_sweep_source, run_sweep
+    from medseg.workflows.sweep import SWEEP_FILE, resolve_sweep_source, run_sweep
 
     base, recipe = resolve_sweep_source("quickstart_cnn_vs_transformer", list(set_ or []))
     if out.exists() and any(out.iterdir()) and overwrite:

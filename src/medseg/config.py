@@ -2,7 +2,7 @@
 
 A config has four sections — ``data``, ``model``, ``train``, ``eval`` — each a pydantic model
 whose fields are the hyperparameters. ``load_config(path, overrides=["train.lr=3e-4"])`` returns
-a validated :class:`Config`; any problem raises :class:`~medseg.errors.ConfigError` naming the
+a validated :class:`Config`; any problem raises :class:`~medseg.core.errors.ConfigError` naming the
 field. The resolved config saved in a run folder is enough to rebuild the run.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medseg.atomic import write_text
-from medseg.errors import ConfigError
+from medseg.core.atomic import write_text
+from medseg.core.errors import ConfigError
 
 
 class _Section(BaseModel):

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 from monai.losses import DiceFocalLoss, DiceLoss, FocalLoss
 
-from medseg.errors import ConfigError
-from medseg.registry import Registry
+from medseg.core.errors import ConfigError
+from medseg.core.registry import Registry
 
 LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss", ConfigError)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medseg.errors import ConfigError
+from medseg.core.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).parent / "configs"
 

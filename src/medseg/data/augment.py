@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from monai import transforms as mt
 from monai.transforms.utils import create_rotate, create_scale
 
-from medseg.errors import ConfigError
+from medseg.core.errors import ConfigError
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "none": {},
@@ -296,7 +296,7 @@ def augment_preview(config: Any, out: str | Path, n_cases: int = 4, n_samples: i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medseg.atomic import atomic_path
+    from medseg.core.atomic import atomic_path
     from medseg.data.pipeline import SegDataModule, open_dataset, resolve_splits
 
     ds = open_dataset(config)

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medseg.data.case import Case
+from medseg.core.case import Case
+from medseg.core.errors import ConfigError, DependencyError
+from medseg.core.registry import Registry
 from medseg.data.splits import make_splits
 from medseg.data.store import DatasetInfo, load_dataset, make_classes, write_dataset
-from medseg.errors import ConfigError, DependencyError
-from medseg.registry import Registry
 
 
 @dataclass

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import write_json
+from medseg.core.atomic import write_json
+from medseg.core.progress import track
 from medseg.data.splits import SETS, load_splits
 from medseg.data.store import Dataset
-from medseg.progress import track
 
 FINGERPRINT_FILE = "fingerprint.json"
 PERCENTILES = (0.5, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.5)

@@ -30,10 +30,10 @@ from torch.utils.data import DataLoader, RandomSampler, get_worker_info
 from torch.utils.data import Dataset as TorchDataset
 
 from medseg.config import Config
-from medseg.data.case import Case
+from medseg.core.case import Case
+from medseg.core.errors import ConfigError, DatasetError, MedsegError, SplitError
 from medseg.data.splits import load_splits, make_splits, save_splits, select
 from medseg.data.store import Dataset, load_dataset
-from medseg.errors import ConfigError, DatasetError, MedsegError, SplitError
 
 
 class CaseLoadError(DatasetError):

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import write_json
-from medseg.errors import ConfigError, DatasetError
+from medseg.core.atomic import write_json
+from medseg.core.errors import ConfigError, DatasetError
 
 PLAN_FILE = "plan.json"
 #: voxels × batch per GB of GPU memory (see the module docstring)

@@ -1,6 +1,6 @@
 """Preprocessing that can be undone: reorient, crop, normalise, resample, resize, pad — and the cache.
 
-:func:`preprocess_case` turns a :class:`~medseg.data.case.Case` into the array a network sees and a
+:func:`preprocess_case` turns a :class:`~medseg.core.case.Case` into the array a network sees and a
 *record* (plain JSON) of every step; :func:`invert_label` and :func:`invert_probabilities` walk the
 record backwards to put a prediction on the case's original grid (same shape, same affine).
 
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medseg.atomic import atomic_dir, write_json
-from medseg.data.case import Case, spacing_of
-from medseg.errors import ConfigError, DatasetError
+from medseg.core.atomic import atomic_dir, write_json
+from medseg.core.case import Case, spacing_of
+from medseg.core.errors import ConfigError, DatasetError
 
 CACHE_FILE = "cache.json"
 CACHE_FORMAT = 1
@@ -606,7 +606,7 @@ def prepare(
         DatasetError: ``out`` holds a cache from another spec and ``overwrite`` is false; a case is invalid
             (nothing is left behind: the folder is built beside ``out`` and renamed when complete).
     """
-    from medseg.progress import track
+    from medseg.core.progress import track
 
     spec.check()
     out = Path(out) if out is not None else default_cache_dir(ds, spec)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import write_json
-from medseg.errors import SplitError
+from medseg.core.atomic import write_json
+from medseg.core.errors import SplitError
 
 SETS = ("train", "val", "test")
 

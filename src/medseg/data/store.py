@@ -21,9 +21,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medseg.atomic import atomic_dir, write_json
-from medseg.data.case import Case
-from medseg.errors import DatasetError
+from medseg.core.atomic import atomic_dir, write_json
+from medseg.core.case import Case
+from medseg.core.errors import DatasetError
 
 DATASET_FILE = "dataset.json"
 SPLITS_FILE = "splits.json"

@@ -34,10 +34,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from medseg.demo import render as R
+from medseg.core.errors import MedsegError
 from medseg.demo.runs import DemoError, RunsFolder, RunView, safe_path
 from medseg.demo.uploads import UPLOAD_SUFFIXES, Upload, predict_upload, read_upload
-from medseg.errors import MedsegError
+from medseg.viz import render as R
 
 log = logging.getLogger("medseg.demo")
 NONE = "(none)"
@@ -136,7 +136,7 @@ class DemoState:
         axis = R.plane_axes(case.affine)[plane]
         best = 0
         if case.label is not None:
-            from medseg.reports.overlay import best_slice
+            from medseg.viz.overlay import best_slice
 
             best = best_slice(case.label, axis=axis, multi_label=case.multi_label)
         return case.spatial_shape[axis], best, True
@@ -526,7 +526,7 @@ def serve(
 
     app = create_server(runs_dir, auth, max_upload_mb, max_concurrent)
     # import the inference stack (torch, Lightning, MONAI) while the server starts, not on the first click
-    threading.Thread(target=lambda: __import__("medseg.engine.infer"), daemon=True).start()
+    threading.Thread(target=lambda: __import__("medseg.engine.inferer"), daemon=True).start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import MedsegError, RunError
+from medseg.core.errors import MedsegError, RunError
 
 #: the evaluation split the demo shows
 SPLIT = "test"
@@ -103,13 +103,13 @@ class RunView:
 
     @cached_property
     def config(self) -> Any:
-        from medseg.engine.run import read_run
+        from medseg.runs import read_run
 
         return read_run(self.path)[0]
 
     @cached_property
     def dataset(self) -> Any:
-        from medseg.evaluation import _dataset_of
+        from medseg.workflows.evaluate import _dataset_of
 
         return _dataset_of(self.path, self.info, self.config)
 
@@ -165,7 +165,7 @@ class RunView:
         """The trained model (loaded once, CPU unless the config says otherwise)."""
         with self._lock:
             if self._module is None:
-                from medseg.engine.infer import load_module
+                from medseg.engine.inferer import load_module
 
                 self._module = load_module(self.path, "best", "cpu")
             return self._module
@@ -181,7 +181,7 @@ class RunView:
                     return label
             except (OSError, ValueError, KeyError):
                 pass
-        from medseg.engine.infer import Predictor
+        from medseg.engine.inferer import Predictor
 
         return Predictor(self.module()).predict(case)
 

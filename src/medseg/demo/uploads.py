@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.case import Case
-from medseg.demo.render import plane_axes
+from medseg.core.case import Case
 from medseg.demo.runs import DemoError
+from medseg.viz.render import plane_axes
 
 #: accepted upload suffixes (lower case)
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".zip", ".png")
@@ -291,7 +291,7 @@ def predict_upload(case: Case, module: Any, progress: Callable[[float, str], Non
     Returns:
         The label map on the case's grid, and the axis the volume was sliced along (``None`` if not).
     """
-    from medseg.engine.infer import Predictor
+    from medseg.engine.inferer import Predictor
 
     hp = module.hparams
     dims, in_ch = int(hp["spatial_dims"]), int(hp["in_channels"])

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import atomic_path
-from medseg.data.case import Case
-from medseg.errors import DatasetError, MedsegError
+from medseg.core.atomic import atomic_path
+from medseg.core.case import Case
+from medseg.core.errors import DatasetError, MedsegError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 OUTPUT_FORMATS = ("nifti", "nrrd", "png", "rle-csv", "dicom-seg")
@@ -165,7 +165,7 @@ def write_overlay(case: Case, label: np.ndarray, colors: list[tuple[int, int, in
     """An overlay PNG (the slice with most foreground for volumes)."""
     from PIL import Image
 
-    from medseg.reports.overlay import best_slice, overlay
+    from medseg.viz.overlay import best_slice, overlay
 
     multi = label.ndim == case.ndim + 1
     img = case.image[0]

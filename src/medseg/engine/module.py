@@ -11,7 +11,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from medseg.config import Config, TrainConfig
-from medseg.errors import TrainingError
+from medseg.core.errors import TrainingError
 from medseg.losses import build_loss
 from medseg.metrics.overlap import confusion_counts, metrics_from_counts
 from medseg.models import create_model

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medseg.atomic import atomic_path, write_json
-from medseg.engine.infer import load_module
+from medseg.core.atomic import atomic_path, write_json
+from medseg.core.errors import DependencyError, RunError
+from medseg.engine.inferer import load_module
 from medseg.engine.module import SegModule
-from medseg.errors import DependencyError, RunError
 
 EXPORT_DIR = "export"
 ONNX_FILE = "model.onnx"

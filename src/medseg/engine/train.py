@@ -25,13 +25,13 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medseg import __version__
-from medseg.atomic import atomic_path, write_json, write_text
 from medseg.config import Config, resolve_device
+from medseg.core.atomic import atomic_path, write_json, write_text
+from medseg.core.errors import ConfigError, DependencyError, MedsegError, RunError, TrainingError
 from medseg.data.pipeline import SegDataModule, open_dataset, resolve_splits
 from medseg.engine.module import SegModule, logits_to_labels
-from medseg.engine.run import CONFIG_FILE, PREPROCESS_FILE, prepare_run_dir, read_run, update_run
-from medseg.errors import ConfigError, DependencyError, MedsegError, RunError, TrainingError
 from medseg.models import MODELS, count_parameters
+from medseg.runs import CONFIG_FILE, PREPROCESS_FILE, prepare_run_dir, read_run, update_run
 
 #: config fields that may change when a run is resumed; everything else must match the checkpoint's run.
 RESUMABLE_CHANGES = {
@@ -130,7 +130,7 @@ class History(Callback):
         w.writeheader()
         w.writerows(self.rows)
         write_text(self.run_dir / "history.csv", buf.getvalue())
-        from medseg.reports.plots import plot_curves
+        from medseg.viz.plots import plot_curves
 
         plot_curves(self.rows, self.run_dir / "curves.png")
 
@@ -166,7 +166,7 @@ class Snapshots(Callback):
         with atomic_path(self.dir / f"epoch_{trainer.current_epoch:04d}.npz") as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, label=pred, epoch=trainer.current_epoch)
         if not (self.dir / "snapshot.json").exists():
-            from medseg.atomic import write_json
+            from medseg.core.atomic import write_json
 
             write_json(self.dir / "snapshot.json", {"case": item["case_id"], "slice": z})
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medseg.errors import ModelError
+from medseg.core.errors import ModelError
 from medseg.models.registry import register_model
 from medseg.models.wrappers import Logits, PadToMultiple, conv_nd, init_kaiming, max_pool_nd, norm_nd, resize_to
 

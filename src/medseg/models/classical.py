@@ -32,8 +32,8 @@ import torch
 import torch.nn as nn
 from scipy import ndimage
 
-from medseg.atomic import atomic_path
-from medseg.errors import DependencyError, ModelError
+from medseg.core.atomic import atomic_path
+from medseg.core.errors import DependencyError, ModelError
 from medseg.models.registry import register_model
 
 Classifier = Literal["random_forest", "logistic_regression", "gradient_boosting"]

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from medseg.errors import ModelError
+from medseg.core.errors import ModelError
 from medseg.models.registry import register_model
 from medseg.models.wrappers import Logits, PadToMultiple, conv_nd, conv_transpose_nd, init_kaiming, norm_nd, resize_to
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from medseg.errors import ModelError
+from medseg.core.errors import ModelError
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "params", "weights")
@@ -339,7 +339,7 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     """Write ``model``'s state dict as safetensors (the format :func:`load_pretrained` prefers)."""
     from safetensors.torch import save_file
 
-    from medseg.atomic import atomic_path
+    from medseg.core.atomic import atomic_path
 
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import torch.nn as nn
 
-from medseg.errors import ModelError
-from medseg.registry import Registry
+from medseg.core.errors import ModelError
+from medseg.core.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelError)
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.nets import UNETR, SwinUNETR
 
-from medseg.errors import DependencyError
+from medseg.core.errors import DependencyError
 from medseg.models.registry import register_model
 from medseg.models.wrappers import PadToMultiple
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medseg.errors import ModelError
+from medseg.core.errors import ModelError
 
 Logits = torch.Tensor | list[torch.Tensor]
 

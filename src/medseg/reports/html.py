@@ -2,7 +2,7 @@
 
 ``make_report(run, split)`` writes ``RUN/report/index.html``; ``make_comparison_report(runs, split,
 out)`` writes ``OUT/index.html`` with the runs side by side and the comparison tables of
-:mod:`medseg.compare`. Sections (each an ``<section id=...>``):
+:mod:`medseg.workflows.compare`. Sections (each an ``<section id=...>``):
 
 * ``summary`` — the comparison table (model, size, MACs, Dice ± std, HD95, ASSD, precision/recall,
   timings, memory, sensitivity) with published reference numbers as extra rows;
@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import write_text
-from medseg.compare import TABLE_NOTE, Comparison, RunResult, compare_runs, display_table, html_table, paired_table, write_comparison
+from medseg.core.atomic import write_text
+from medseg.core.errors import RunError
 from medseg.data.splits import load_splits, select
-from medseg.errors import RunError
-from medseg.evaluation import _dataset_of
-from medseg.reports import figures
-from medseg.reports.plots import plot_curves
+from medseg.viz import figures
+from medseg.viz.plots import plot_curves
+from medseg.workflows.compare import TABLE_NOTE, Comparison, RunResult, compare_runs, display_table, html_table, paired_table, write_comparison
+from medseg.workflows.evaluate import _dataset_of
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1280px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}section{margin:2em 0}table{border-collapse:collapse;margin:.6em 0}
@@ -178,7 +178,7 @@ def _sensitivity(results: list[RunResult], out: Path) -> str:
 
 
 def build_report(cmp: Comparison, out: Path, title: str) -> Path:
-    """Write ``out/index.html`` and its PNG/GIF files from a :class:`~medseg.compare.Comparison`."""
+    """Write ``out/index.html`` and its PNG/GIF files from a :class:`~medseg.workflows.compare.Comparison`."""
     out.mkdir(parents=True, exist_ok=True)
     results = cmp.runs
     ds = _dataset_of(results[0].path, results[0].info, results[0].config)

@@ -1,7 +1,7 @@
 """Importers: one file per on-disk format, each registered in ``FORMATS``.
 
 An importer is a function ``read(path, **options) -> Imported``: it scans the layout (cheap), builds
-the :class:`~medseg.data.store.DatasetInfo` and returns a *generator* of :class:`~medseg.data.case.Case`
+the :class:`~medseg.data.store.DatasetInfo` and returns a *generator* of :class:`~medseg.core.case.Case`
 so that memory stays flat however many cases there are. :func:`import_dataset` hands that to
 :func:`~medseg.data.store.write_dataset`, which writes the canonical folder atomically.
 
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.data.case import Case
+from medseg.core.case import Case
+from medseg.core.errors import DatasetError
+from medseg.core.registry import Registry
 from medseg.data.store import Dataset, DatasetInfo
-from medseg.errors import DatasetError
-from medseg.registry import Registry
 
 
 class FormatError(DatasetError):
@@ -79,9 +79,9 @@ def import_dataset(
     Returns:
         The written data set, opened.
     """
+    from medseg.core.progress import track
     from medseg.data.splits import make_splits, save_splits
     from medseg.data.store import write_dataset
-    from medseg.progress import track
 
     reader = FORMATS.get(fmt)
     allowed = format_options(fmt)

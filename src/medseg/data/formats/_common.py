@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import atomic_dir
-from medseg.data.case import Case
+from medseg.core.atomic import atomic_dir
+from medseg.core.case import Case
 from medseg.data.formats import FormatError
 
 #: ITK (LPS) ↔ NIfTI/medseg (RAS) flip of the first two world axes.

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.case import Case
+from medseg.core.case import Case
 from medseg.data.formats import FORMATS, FormatError, Imported
 from medseg.data.formats._common import LPS_TO_RAS, fill_polygon, parse_names, read_volume, volume_stem, volume_suffix, write_nifti_copies
 from medseg.data.store import DatasetInfo, make_classes

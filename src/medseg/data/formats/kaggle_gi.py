@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.case import Case
+from medseg.core.case import Case
 from medseg.data.formats import FORMATS, FormatError, Imported
 from medseg.data.formats._common import parse_names
 from medseg.data.formats.rle import Order, rle_decode

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.case import Case
+from medseg.core.case import Case
 from medseg.data.formats import FORMATS, FormatError, Imported
 from medseg.data.formats._common import as_label, default_classes, parse_names
 from medseg.data.store import DatasetInfo, make_classes

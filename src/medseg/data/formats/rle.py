@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from medseg.atomic import atomic_path
+from medseg.core.atomic import atomic_path
 from medseg.data.formats import FormatError
 
 Order = Literal["row", "column"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.case import Case
+from medseg.core.case import Case
 from medseg.data.formats import FORMATS, FormatError, Imported
 from medseg.data.formats._common import fill_polygon
 from medseg.data.store import DatasetInfo, make_classes

@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from medseg.atomic import atomic_dir, write_json, write_text
 from medseg.config import EvalConfig, config_from_dict
+from medseg.core.atomic import atomic_dir, write_json, write_text
+from medseg.core.errors import ConfigError, DatasetError, MedsegError, RunError, SplitError
+from medseg.core.progress import track
 from medseg.data.splits import load_splits, select
 from medseg.data.store import Dataset, load_dataset
-from medseg.engine.run import read_run, update_run
-from medseg.errors import ConfigError, DatasetError, MedsegError, RunError, SplitError
 from medseg.metrics.clinical import time_saved
 from medseg.metrics.lesions import LESION_METRICS, lesion_counts_per_class
 from medseg.metrics.overlap import (
@@ -50,7 +50,7 @@ from medseg.metrics.overlap import (
     metrics_from_counts,
 )
 from medseg.metrics.surface import SURFACE_METRICS, surface_metrics_per_class
-from medseg.progress import track
+from medseg.runs import read_run, update_run
 
 OVERLAP_COLUMNS = [
     "dice",
@@ -380,7 +380,7 @@ def evaluate_run(
     Returns:
         The evaluation folder.
     """
-    from medseg.engine.infer import Predictor, load_module
+    from medseg.engine.inferer import Predictor, load_module
 
     run_dir = Path(run_dir)
     config, info = read_run(run_dir)

@@ -48,9 +48,9 @@ from typing import Any
 
 import yaml
 
-from medseg.atomic import write_json, write_text
 from medseg.config import Config, _valid_keys, config_from_dict, parse_override, set_dotted
-from medseg.errors import ConfigError, DependencyError, RunError, TrainingError
+from medseg.core.atomic import write_json, write_text
+from medseg.core.errors import ConfigError, DependencyError, RunError, TrainingError
 
 SWEEP_FILE = "sweep.json"
 #: dict-valued config fields whose inner keys are free (model arguments, loss arguments, generator options)
@@ -263,8 +263,8 @@ def run_point(
     train_fn: Callable[..., Path] | None = None,
 ) -> dict[str, Any]:
     """Train (or skip, or resume) one point and evaluate it; returns its ``sweep.json`` entry."""
-    from medseg.engine.run import read_run, update_run
     from medseg.engine.train import train
+    from medseg.runs import read_run, update_run
 
     train_fn = train_fn or train
     status = _status(run_dir)
@@ -292,7 +292,7 @@ def run_point(
     if evaluate:
         summary_path = run_dir / "eval" / split / "summary.json"
         if not summary_path.is_file():
-            from medseg.evaluation import evaluate_run
+            from medseg.workflows.evaluate import evaluate_run
 
             evaluate_run(run_dir, split, progress=progress)
         test_dice = json.loads(summary_path.read_text(encoding="utf-8")).get("mean_dice")
@@ -348,7 +348,7 @@ def plot_sensitivity(runs: list[dict[str, Any]], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from medseg.atomic import atomic_path
+    from medseg.core.atomic import atomic_path
 
     runs = [r for r in runs if isinstance(r.get("best_val_dice"), int | float)]
     keys = [k for k in dict.fromkeys(k for r in runs for k in r["point"]) if k not in ("model.name", "train.seed")]

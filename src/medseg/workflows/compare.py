@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from medseg.atomic import write_json, write_text
 from medseg.config import Config
-from medseg.engine.run import read_run
-from medseg.errors import ConfigError, RunError
+from medseg.core.atomic import write_json, write_text
+from medseg.core.errors import ConfigError, RunError
+from medseg.runs import read_run
 
 #: Below this many paired cases (or patients) a warning says the test set is too small to tell.
 MIN_PAIRED = 10
@@ -230,7 +230,7 @@ def paired_stats(a: dict[str, float], b: dict[str, float], seed: int = 0) -> dic
 def _macs(result: RunResult) -> tuple[int | None, str]:
     """MACs of one forward pass at the evaluated input size (first case's prediction, or the patch)."""
     try:
-        from medseg.engine.infer import load_module
+        from medseg.engine.inferer import load_module
         from medseg.models import macs
 
         module = load_module(result.path, "best", "cpu")

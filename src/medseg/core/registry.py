@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from medseg.errors import MedsegError
+from medseg.core.errors import MedsegError
 
 T = TypeVar("T", bound=Callable[..., Any])
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.atomic import atomic_dir, write_json
-from medseg.data.case import Case
+from medseg.core.atomic import atomic_dir, write_json
+from medseg.core.case import Case
+from medseg.core.errors import MedsegError, RunError
+from medseg.core.progress import track
 from medseg.engine.export import OUTPUT_FORMATS, meta_of, read_inputs, rle_rows, write_overlay, write_prediction
-from medseg.engine.infer import Predictor, load_module
-from medseg.engine.run import read_run
-from medseg.errors import MedsegError, RunError
-from medseg.progress import track
+from medseg.engine.inferer import Predictor, load_module
+from medseg.runs import read_run
 
 
 def _dataset_cases(path: Path, split: str | None) -> Iterator[Case]:

@@ -19,12 +19,12 @@ import torch
 from scipy import ndimage
 
 from medseg.config import resolve_device
-from medseg.data.case import Case
+from medseg.core.case import Case
+from medseg.core.errors import ModelError, RunError
 from medseg.data.pipeline import normalize_image
 from medseg.engine.module import SegModule, plain_tensor
-from medseg.engine.run import PREPROCESS_FILE, checkpoint_path
 from medseg.engine.sliding import sliding_window
-from medseg.errors import ModelError, RunError
+from medseg.runs import PREPROCESS_FILE, checkpoint_path
 
 POSTPROCESS_FILE = "postprocessing.json"
 
@@ -231,12 +231,12 @@ def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: s
 
     The decision is saved in ``RUN/postprocessing.json`` and applied by every later prediction.
     """
-    from medseg.atomic import write_json
+    from medseg.core.atomic import write_json
+    from medseg.core.progress import track
     from medseg.data.splits import load_splits, select
-    from medseg.engine.run import read_run
-    from medseg.evaluation import _dataset_of
     from medseg.metrics.overlap import confusion_counts, metrics_from_counts
-    from medseg.progress import track
+    from medseg.runs import read_run
+    from medseg.workflows.evaluate import _dataset_of
 
     run_dir = Path(run_dir)
     config, info = read_run(run_dir)

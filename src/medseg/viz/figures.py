@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Patch
 
-from medseg.atomic import atomic_path
-from medseg.reports.overlay import best_slice, overlay, to_uint8
+from medseg.core.atomic import atomic_path
+from medseg.viz.overlay import best_slice, overlay, to_uint8
 
 FP_COLOR = (255, 0, 255)
 FN_COLOR = (255, 230, 0)

@@ -22,9 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from medseg.atomic import write_json
 from medseg.config import Config, load_config
-from medseg.errors import RunError
+from medseg.core.atomic import write_json
+from medseg.core.errors import RunError
 
 RUN_FILE = "run.json"
 PREPROCESS_FILE = "preprocess.json"  # the preprocessing recipe of the training cache, inverted at prediction

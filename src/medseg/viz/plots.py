@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from medseg.atomic import atomic_path
+from medseg.core.atomic import atomic_path
 
 
 def plot_curves(rows: Sequence[dict[str, float]], path: str | Path) -> Path:

@@ -1,0 +1,1 @@
+"""Floor 1: errors, atomic writes, the registry, progress bars and the ``Case``; imports nothing else of medseg."""

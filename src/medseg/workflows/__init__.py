@@ -1,0 +1,1 @@
+"""Floor 7: the pipeline's steps as functions — prepare, predict, evaluate, compare, sweep — composed from the floors below."""

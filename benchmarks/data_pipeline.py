@@ -93,8 +93,10 @@ def config(ds_dir: Path, cache: Path, patch: int, augment: str = "none") -> Any:
 def epoch_benchmark(ds_dir: Path, files: list[dict[str, str]], cache: Path, patch: int, repeats: int) -> dict[str, Any]:
     from monai import transforms as mt
 
-    from medseg.data.pipeline import CachedItems, CaseItems, PatchSampler, open_dataset
-    from medseg.data.preprocess import Cache, prepare, resolve_spec
+    from medseg.data.loading import CachedItems, CaseItems
+    from medseg.data.preprocessing import Cache, prepare, resolve_spec
+    from medseg.data.sampling import PatchSampler
+    from medseg.data.source import open_dataset
 
     cfg = config(ds_dir, cache, patch)
     ds = open_dataset(cfg)
@@ -181,7 +183,8 @@ def augmentation_benchmark(patch: int, n: int, repeats: int) -> dict[str, Any]:
 
 def rss_child(ds_dir: str, cache: str, patch: int) -> None:
     """One epoch of the training loader (default augmentation) in this process; prints the peak RSS in MB."""
-    from medseg.data.pipeline import SegDataModule, open_dataset, resolve_splits
+    from medseg.data.loading import SegDataModule
+    from medseg.data.source import open_dataset, resolve_splits
 
     cfg = config(Path(ds_dir), Path(cache), patch, augment="default")
     ds = open_dataset(cfg)

@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from medseg.config import config_from_dict
-from medseg.data.pipeline import CaseItems, SegDataModule, open_dataset, resolve_splits, train_transforms
+from medseg.data.loading import CaseItems, SegDataModule, train_transforms
+from medseg.data.source import open_dataset, resolve_splits
 from medseg.engine.module import SegModule, build_optimizer
 from medseg.engine.train import train
 

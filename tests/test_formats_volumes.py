@@ -235,7 +235,7 @@ def test_msd_images_ts_are_imported_unlabelled_and_kept_out_of_splits(tmp_path: 
 def test_images_without_labels_import_without_a_split(tmp_path: Path, rng: np.random.Generator) -> None:
     from medseg.config import config_from_dict
     from medseg.core.errors import SplitError
-    from medseg.data.pipeline import resolve_splits
+    from medseg.data.source import resolve_splits
 
     make_msd(tmp_path / "T", rng, v2=True, n=2)
     for p in (tmp_path / "T" / "labelsTr").iterdir():

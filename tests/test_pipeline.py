@@ -14,7 +14,9 @@ from conftest import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import DatasetError, MedsegError
-from medseg.data.pipeline import CaseItems, PatchSampler, SegDataModule, crop_pad, open_dataset, resolve_splits
+from medseg.data.loading import CaseItems, SegDataModule
+from medseg.data.sampling import PatchSampler, crop_pad
+from medseg.data.source import open_dataset, resolve_splits
 from medseg.engine.train import train
 
 

@@ -11,16 +11,7 @@ import pytest
 from medseg.config import config_from_dict
 from medseg.core.case import Case
 from medseg.core.errors import ConfigError, DatasetError
-from medseg.data.preprocess import (
-    Cache,
-    PreprocessSpec,
-    invert_label,
-    invert_probabilities,
-    prepare,
-    preprocess_case,
-    preprocess_pair,
-    resolve_spec,
-)
+from medseg.data.preprocessing import Cache, PreprocessSpec, invert_label, invert_probabilities, prepare, preprocess_case, preprocess_pair, resolve_spec
 from medseg.data.store import DatasetInfo, load_dataset, make_classes, save_case, write_dataset
 
 OBLIQUE = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # axis 0 → S, axis 2 → L

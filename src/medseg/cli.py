@@ -144,7 +144,7 @@ def inspect_cmd(
     """Describe a data set: cases per split, shapes, spacings, intensities, class voxels, warnings; writes fingerprint.json."""
     from medseg.config import config_from_dict
     from medseg.data.inspect import FINGERPRINT_FILE, describe, write_fingerprint
-    from medseg.data.pipeline import open_dataset
+    from medseg.data.source import open_dataset
 
     ds = open_dataset(config_from_dict({"data": {"dataset": dataset}}))
     d = describe(ds, progress=progress)
@@ -179,8 +179,8 @@ def prepare_cmd(
 ) -> None:
     """Plan (plan.json) and preprocess a data set into a memory-mapped cache that training reads."""
     from medseg.config import config_from_dict, load_config
-    from medseg.data.preprocess import PLAN_DEFAULTS, prepare_dataset
     from medseg.recipes import resolve_config_path
+    from medseg.workflows.prepare import PLAN_DEFAULTS, prepare_dataset
 
     overrides = [f"data.dataset={dataset}", *(set_ or [])]
     if config is not None:
@@ -214,8 +214,8 @@ def augment_preview_cmd(
 ) -> None:
     """Write a PNG grid of original vs augmented training samples, label contours in class colours."""
     from medseg.config import load_config
-    from medseg.data.augment import augment_preview
     from medseg.recipes import resolve_config_path
+    from medseg.workflows.previews import augment_preview
 
     overrides = [f"data.dataset={dataset}", *(set_ or [])]
     if preset is not None:

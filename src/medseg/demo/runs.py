@@ -193,7 +193,7 @@ class RunView:
         try:
             import torch
 
-            from medseg.data.pipeline import label_to_target, normalize_image
+            from medseg.data.loading import label_to_target, normalize_image
 
             module = self.module()
             with torch.inference_mode():

@@ -21,7 +21,7 @@ from scipy import ndimage
 from medseg.config import resolve_device
 from medseg.core.case import Case
 from medseg.core.errors import ModelError, RunError
-from medseg.data.pipeline import normalize_image
+from medseg.data.loading import normalize_image
 from medseg.engine.module import SegModule, plain_tensor
 from medseg.engine.sliding import sliding_window
 from medseg.runs import PREPROCESS_FILE, checkpoint_path
@@ -174,7 +174,7 @@ class Predictor:
         self._check(case)
         record = None
         if self.spec is not None:  # the run's preprocessing, inverted below
-            from medseg.data.preprocess import preprocess_case
+            from medseg.data.preprocessing import preprocess_case
 
             image, record = preprocess_case(case, self.spec)
         else:
@@ -183,7 +183,7 @@ class Predictor:
         out = self._forward_volume(x, case.ndim, reduce).numpy()
         if record is None:
             return out
-        from medseg.data.preprocess import invert_label, invert_probabilities
+        from medseg.data.preprocessing import invert_label, invert_probabilities
 
         return invert_label(out, record) if reduce is not None else invert_probabilities(out, record, self.multi_label)
 

@@ -28,7 +28,8 @@ from medseg import __version__
 from medseg.config import Config, resolve_device
 from medseg.core.atomic import atomic_path, write_json, write_text
 from medseg.core.errors import ConfigError, DependencyError, MedsegError, RunError, TrainingError
-from medseg.data.pipeline import SegDataModule, open_dataset, resolve_splits
+from medseg.data.loading import SegDataModule
+from medseg.data.source import open_dataset, resolve_splits
 from medseg.engine.module import SegModule, logits_to_labels
 from medseg.models import MODELS, count_parameters
 from medseg.runs import CONFIG_FILE, PREPROCESS_FILE, prepare_run_dir, read_run, update_run

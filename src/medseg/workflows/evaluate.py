@@ -349,7 +349,7 @@ def conventions(cfg: EvalConfig) -> dict[str, str]:
 
 
 def _dataset_of(run_dir: Path, info: dict[str, Any], config: Any) -> Dataset:
-    from medseg.data.pipeline import resolve_dataset
+    from medseg.data.source import resolve_dataset
 
     path = info.get("dataset")
     if path and Path(path).is_dir():

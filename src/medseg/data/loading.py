@@ -32,8 +32,9 @@ from torch.utils.data import Dataset as TorchDataset
 from medseg.config import Config
 from medseg.core.case import Case
 from medseg.core.errors import ConfigError, DatasetError, MedsegError, SplitError
-from medseg.data.splits import load_splits, make_splits, save_splits, select
-from medseg.data.store import Dataset, load_dataset
+from medseg.data.sampling import PatchSampler
+from medseg.data.splits import select
+from medseg.data.store import Dataset
 
 
 class CaseLoadError(DatasetError):
@@ -49,17 +50,6 @@ class CaseLoadError(DatasetError):
             last = lines[-1] if lines else problem
             problem = last.split(": ", 1)[1] if ": " in last else last
         super().__init__(problem, where=where, fix=fix)
-
-
-def resolve_dataset(config: Config) -> Path:
-    """The data set folder a config names: a folder path, or a built-in materialised on demand."""
-    from medseg.data.builtin import BUILTINS, materialize
-
-    name = config.data.dataset
-    path = Path(name).expanduser()
-    if path.is_dir() or name not in BUILTINS:
-        return path
-    return materialize(name, config.data.builtin, config.data.cache_dir)
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
@@ -106,139 +96,6 @@ def train_transforms(
         ]
     ts += build_augmentation(resolve_augmentation(augment, overrides), spatial_dims)
     return mt.Compose(ts)
-
-
-def crop_pad(arr: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """The box ``[start, start + size)`` of ``arr`` ``(C, *spatial)``, zero-padded where it leaves the array.
-
-    Only the box is read, so on a memory-mapped array the cost and the memory are those of the patch.
-    """
-    src: list[slice] = [slice(None)]
-    dst: list[slice] = [slice(None)]
-    for st, sz, n in zip(start, size, arr.shape[1:], strict=True):
-        a, b = max(int(st), 0), min(int(st) + int(sz), n)
-        b = max(a, b)
-        src.append(slice(a, b))
-        dst.append(slice(a - int(st), a - int(st) + (b - a)))
-    out = np.zeros((arr.shape[0], *(int(s) for s in size)), dtype=arr.dtype)
-    out[tuple(dst)] = arr[tuple(src)]
-    return out
-
-
-class PatchSampler:
-    """Draws a training patch (or slice) from a case, oversampling the foreground.
-
-    Args:
-        patch_size: spatial patch size (in-plane size for slices); None = the whole image / slice.
-        foreground_oversample: probability that a patch is centred on a foreground voxel.
-        class_balanced: choose the foreground class uniformly (else in proportion to its voxels).
-        slices: sample 2D slices of 3D volumes.
-        slice_axis: the axis cut into slices.
-        context_slices: 2.5D — neighbouring slices on each side, stacked as channels.
-    """
-
-    def __init__(
-        self,
-        patch_size: Sequence[int] | None,
-        foreground_oversample: float = 1 / 3,
-        class_balanced: bool = False,
-        slices: bool = False,
-        slice_axis: int = 0,
-        context_slices: int = 0,
-    ):
-        self.patch_size = None if patch_size is None else [int(p) for p in patch_size]
-        self.oversample = float(foreground_oversample)
-        self.class_balanced = class_balanced
-        self.slices = slices
-        self.slice_axis = slice_axis
-        self.context = context_slices
-        self._warned = False
-
-    def _pick_foreground(self, item: dict[str, Any], rng: np.random.Generator) -> np.ndarray | None:
-        locs = item_locations(item)
-        if locs is None or len(locs) == 0:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"case {item['case_id']!r} has an empty label: foreground oversampling draws background patches from it",
-                    stacklevel=2,
-                )
-            return None
-        classes, first = np.unique(np.asarray(locs[:, 0]), return_index=True)
-        if self.class_balanced:
-            k = rng.integers(len(classes))
-        else:
-            counts = item_class_voxels(item, classes, locs)
-            k = rng.choice(len(classes), p=counts / counts.sum())
-        lo = first[k]
-        hi = first[k + 1] if k + 1 < len(first) else len(locs)
-        return np.asarray(locs[rng.integers(lo, hi)][1:])
-
-    def __call__(self, item: dict[str, Any], rng: np.random.Generator, slice_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        image, label = item["image"], item["label"]
-        shape = list(image.shape[1:])
-        nd = len(shape)
-        centre = self._pick_foreground(item, rng) if self.oversample > 0 and rng.random() < self.oversample else None
-        if self.slices:
-            a = self.slice_axis
-            inplane = [s for i, s in enumerate(shape) if i != a]
-            patch2 = self.patch_size or inplane
-            size = list(patch2)
-            size.insert(a, 1)
-            if centre is not None:
-                z = int(centre[a])
-            elif slice_index is not None:
-                z = int(slice_index)
-            else:
-                z = int(rng.integers(shape[a]))
-        else:
-            size = self.patch_size or shape
-        start = []
-        for ax in range(nd):
-            s, p = shape[ax], size[ax]
-            lo, hi = min(0, s - p), max(0, s - p)
-            if self.slices and ax == self.slice_axis:
-                start.append(z)
-            elif centre is not None:
-                start.append(int(np.clip(int(centre[ax]) - p // 2, lo, hi)))
-            else:
-                start.append(int(rng.integers(lo, hi + 1)))
-        lab = crop_pad(label, start, size)
-        if not self.slices:
-            return crop_pad(image, start, size), lab
-        a = self.slice_axis
-        k = self.context
-        istart, isize = list(start), list(size)
-        istart[a] -= k
-        isize[a] = 2 * k + 1
-        img = crop_pad(image, istart, isize)
-        img = np.moveaxis(img, a + 1, 1).reshape(img.shape[0] * (2 * k + 1), *[s for i, s in enumerate(isize) if i != a])
-        lab = np.take(lab, 0, axis=a + 1)
-        return img, lab
-
-
-def item_locations(item: dict[str, Any]) -> np.ndarray | None:
-    """Foreground voxel coordinates ``(class, *index)`` of an item (computed once for in-memory items)."""
-    if "locs" in item:
-        return item["locs"]
-    loader = item.get("load_locs")
-    if loader is not None:
-        return loader()
-    from medseg.data.preprocess import _locations
-
-    lab = np.asarray(item["label"])
-    multi = lab.dtype.kind == "f" or lab.shape[0] > 1
-    locs, counts = _locations(lab, multi, np.random.default_rng(0))
-    item["locs"], item["class_voxels"] = locs, counts
-    return locs
-
-
-def item_class_voxels(item: dict[str, Any], classes: np.ndarray, locs: np.ndarray) -> np.ndarray:
-    counts = item.get("class_voxels")
-    if not counts:
-        return np.array([np.sum(locs[:, 0] == c) for c in classes], dtype=float)
-    multi = len(counts) > 0 and np.asarray(item["label"]).shape[0] > 1
-    return np.array([counts[int(c)] if multi else counts[int(c) - 1] for c in classes], dtype=float) + 1e-9
 
 
 class CachedItems(Sequence):
@@ -346,27 +203,6 @@ class CaseItems(TorchDataset):
         return {"image": torch.as_tensor(out["image"]), "label": _as_target(out["label"], multi), "case_id": item["case_id"]}
 
 
-def resolve_splits(config: Config, ds: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
-    """The split of a run: ``data.split.file`` if given, else the data set's ``splits.json`` when its
-    seed and ratios match the config, else a new patient-grouped split (saved in the run folder)."""
-    sc = config.data.split
-    if sc.file:
-        return load_splits(sc.file, ds.patients)
-    splits: dict[str, Any] | None = None
-    if ds.splits_path.is_file():
-        cand = load_splits(ds.splits_path, ds.patients)
-        same = cand.get("seed") == sc.seed and list(cand.get("ratios", [])) == list(sc.ratios)
-        if same and (not sc.n_folds or len(cand.get("folds") or []) == sc.n_folds):
-            splits = cand
-        elif "seed" not in cand:
-            splits = cand  # a user-made split without generator settings is used as given
-    if splits is None:
-        splits = make_splits(ds.labelled_patients, sc.ratios, sc.seed, sc.n_folds)
-    if run_dir is not None:
-        save_splits(run_dir / "splits.json", splits)
-    return splits
-
-
 _LABELLED = "only labelled cases can be trained or validated on"
 
 
@@ -430,7 +266,7 @@ class SegDataModule(L.LightningDataModule):
         if not self.config.data.preprocess.enabled:
             return None
         if self._cache is None:
-            from medseg.data.preprocess import Cache, default_cache_dir, prepare, resolve_spec
+            from medseg.data.preprocessing import Cache, default_cache_dir, prepare, resolve_spec
 
             pc = self.config.data.preprocess
             spec = resolve_spec(self.config, self.ds, self._plan)
@@ -551,5 +387,3 @@ class SegDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
 
-def open_dataset(config: Config) -> Dataset:
-    return load_dataset(resolve_dataset(config))

@@ -18,8 +18,10 @@ from typer.testing import CliRunner
 from medseg.cli import app
 from medseg.config import EvalConfig, config_from_dict
 from medseg.core.errors import ConfigError, DatasetError
+from medseg.metrics.summary import METRIC_COLUMNS
 from medseg.metrics.surface import surface_metrics
-from medseg.workflows.evaluate import METRIC_COLUMNS, evaluate_folders, evaluate_run, parse_labels, read_mask
+from medseg.workflows.evaluate import evaluate_folders, evaluate_run
+from medseg.workflows.masks import parse_labels, read_mask
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 
@@ -300,7 +302,7 @@ def test_cli_run(tiny_run: Path) -> None:
 
 
 def test_score_case_multi_label_and_accumulator(tmp_path: Path) -> None:
-    from medseg.workflows.evaluate import _Accumulator, score_case
+    from medseg.workflows.scoring import MetricTable, score_case
 
     rng = np.random.default_rng(0)
     ref = rng.random((2, 6, 10, 10)) > 0.7
@@ -310,7 +312,7 @@ def test_score_case_multi_label_and_accumulator(tmp_path: Path) -> None:
     m = score_case(pred, ref, [0, 1], ["a", "b"], (2.0, 1.0, 1.0), cfg, multi_label=True)
     assert m["dice"].tolist() == [1.0, 0.0] and m["hd95"][0] == 0.0 and m["nsd"][1] == 0.0
     assert m["lesion_fn"][1] == m["n_ref_lesions"][1] > 0
-    acc = _Accumulator(["a", "b"], ["dice", "tp", "fp", "fn", "hd95"], ["case"], ["a", "b"], True)
+    acc = MetricTable(["a", "b"], ["dice", "tp", "fp", "fn", "hd95"], ["case"], ["a", "b"], True)
     acc.add({"case": "c1"}, pred, ref, m)
     summary = acc.write(tmp_path, {"n_cases": 1}, cfg, {})
     assert summary["classification_report"]["b"]["recall"] == 0.0
@@ -320,7 +322,7 @@ def test_score_case_multi_label_and_accumulator(tmp_path: Path) -> None:
 
 
 def test_summary_aggregates() -> None:
-    from medseg.workflows.evaluate import summarize
+    from medseg.metrics.summary import summarize
 
     def row(case: str, cls: str, tp: float, fp: float, fn: float, hd95: float) -> dict[str, object]:
         dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan

@@ -25,6 +25,7 @@ from typing import Any
 from medseg.config import Config, load_config
 from medseg.core.atomic import write_json
 from medseg.core.errors import RunError
+from medseg.data.store import Dataset, load_dataset
 
 RUN_FILE = "run.json"
 PREPROCESS_FILE = "preprocess.json"  # the preprocessing recipe of the training cache, inverted at prediction
@@ -76,3 +77,12 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
             return alt
         raise RunError(f"no {which} checkpoint", where=path, fix="train the run first (`medseg train`), or let it finish an epoch")
     return path
+
+
+def run_dataset(run_dir: Path, info: dict[str, Any], config: Any) -> Dataset:
+    from medseg.data.source import resolve_dataset
+
+    path = info.get("dataset")
+    if path and Path(path).is_dir():
+        return load_dataset(path)
+    return load_dataset(resolve_dataset(config))

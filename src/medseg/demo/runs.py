@@ -109,9 +109,9 @@ class RunView:
 
     @cached_property
     def dataset(self) -> Any:
-        from medseg.workflows.evaluate import _dataset_of
+        from medseg.runs import run_dataset
 
-        return _dataset_of(self.path, self.info, self.config)
+        return run_dataset(self.path, self.info, self.config)
 
     @property
     def eval_dir(self) -> Path:

@@ -235,12 +235,11 @@ def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: s
     from medseg.core.progress import track
     from medseg.data.splits import load_splits, select
     from medseg.metrics.overlap import confusion_counts, metrics_from_counts
-    from medseg.runs import read_run
-    from medseg.workflows.evaluate import _dataset_of
+    from medseg.runs import read_run, run_dataset
 
     run_dir = Path(run_dir)
     config, info = read_run(run_dir)
-    ds = _dataset_of(run_dir, info, config)
+    ds = run_dataset(run_dir, info, config)
     ids = select(load_splits(run_dir / "splits.json", ds.patients), split, config.data.split.fold)
     if not ids:
         raise RunError(f"the {split} set is empty", where=run_dir / "splits.json", fix="decide on another split (--split test is optimistic)")

@@ -31,10 +31,10 @@ import numpy as np
 from medseg.core.atomic import write_text
 from medseg.core.errors import RunError
 from medseg.data.splits import load_splits, select
+from medseg.runs import run_dataset
 from medseg.viz import figures
 from medseg.viz.plots import plot_curves
 from medseg.workflows.compare import TABLE_NOTE, Comparison, RunResult, compare_runs, display_table, html_table, paired_table, write_comparison
-from medseg.workflows.evaluate import _dataset_of
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1280px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}section{margin:2em 0}table{border-collapse:collapse;margin:.6em 0}
@@ -181,7 +181,7 @@ def build_report(cmp: Comparison, out: Path, title: str) -> Path:
     """Write ``out/index.html`` and its PNG/GIF files from a :class:`~medseg.workflows.compare.Comparison`."""
     out.mkdir(parents=True, exist_ok=True)
     results = cmp.runs
-    ds = _dataset_of(results[0].path, results[0].info, results[0].config)
+    ds = run_dataset(results[0].path, results[0].info, results[0].config)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>medseg report — {html.escape(title)}</title><style>{CSS}</style></head><body>"]
     parts.append(f"<h1>{html.escape(title)}</h1>")
     lines = []

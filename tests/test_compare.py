@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 from medseg.core.errors import RunError
-from medseg.workflows.compare import bootstrap_ci, compare_runs, display_table, paired_stats, wilcoxon_p, write_comparison
+from medseg.metrics.paired import bootstrap_ci, paired_stats, wilcoxon_p
+from medseg.reports.tables import display_table, write_comparison
+from medseg.workflows.compare import compare_runs
 
 CLASSES = ["liver", "tumour"]
 

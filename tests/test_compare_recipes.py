@@ -13,7 +13,8 @@ import pytest
 from medseg.models import MODELS, list_models
 from medseg.recipes import RECIPES_DIR
 from medseg.reports.html import make_comparison_report
-from medseg.workflows.compare import compare_runs, write_comparison
+from medseg.reports.tables import write_comparison
+from medseg.workflows.compare import compare_runs
 from medseg.workflows.sweep import grid_points, point_config, resolve_sweep_source, run_sweep
 
 RECIPES = sorted(p.stem for p in (RECIPES_DIR / "comparisons").glob("*.yaml"))

@@ -387,7 +387,8 @@ def compare_cmd(
     cases both runs were scored on: runs scored on different case sets are restricted to the
     intersection, with a warning. See docs/comparison.md.
     """
-    from medseg.workflows.compare import compare_runs, display_table, paired_table, write_comparison
+    from medseg.reports.tables import display_table, paired_table, write_comparison
+    from medseg.workflows.compare import compare_runs
 
     cmp = compare_runs(list(runs), split, by, with_macs=macs)
     header, rows = display_table(cmp)

@@ -31,10 +31,11 @@ import numpy as np
 from medseg.core.atomic import write_text
 from medseg.core.errors import RunError
 from medseg.data.splits import load_splits, select
-from medseg.runs import run_dataset
+from medseg.reports.tables import TABLE_NOTE, display_table, html_table, paired_table, write_comparison
+from medseg.runs import RunResult, run_dataset
 from medseg.viz import figures
 from medseg.viz.plots import plot_curves
-from medseg.workflows.compare import TABLE_NOTE, Comparison, RunResult, compare_runs, display_table, html_table, paired_table, write_comparison
+from medseg.workflows.compare import Comparison, compare_runs
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1280px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}section{margin:2em 0}table{border-collapse:collapse;margin:.6em 0}

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from medseg.models import MODELS, list_models
-from medseg.recipes import RECIPES_DIR
+from medseg.recipes import RECIPES_DIR, resolve_sweep_source
 from medseg.reports.html import make_comparison_report
 from medseg.reports.tables import write_comparison
 from medseg.workflows.compare import compare_runs
-from medseg.workflows.sweep import grid_points, point_config, resolve_sweep_source, run_sweep
+from medseg.workflows.sweep import grid_points, point_config, run_sweep
 
 RECIPES = sorted(p.stem for p in (RECIPES_DIR / "comparisons").glob("*.yaml"))
 #: recipes of 3D studies use phantom3d; the others phantom2d

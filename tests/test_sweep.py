@@ -13,7 +13,8 @@ import medseg.engine.train as engine_train
 from conftest import tiny_config
 from medseg.cli import app
 from medseg.core.errors import ConfigError, RunError, TrainingError
-from medseg.workflows.sweep import check_ray_address, grid_points, parse_grid, point_config, point_name, run_optuna, run_ray, run_sweep, split_values
+from medseg.workflows.search import check_ray_address, run_optuna, run_ray
+from medseg.workflows.sweep import grid_points, parse_grid, point_config, point_name, run_sweep, split_values
 
 
 def _base(tmp_path: Path) -> dict:

@@ -432,7 +432,9 @@ def sweep_cmd(
     Example: medseg sweep quickstart --grid train.lr=1e-4,3e-4,1e-3 --grid model.name=unet,segformer_b0 --seeds 3 --out runs/lr
     Re-running the same command skips finished runs and resumes interrupted ones.
     """
-    from medseg.workflows.sweep import parse_grid, resolve_sweep_source, run_optuna, run_ray, run_sweep
+    from medseg.recipes import resolve_sweep_source
+    from medseg.workflows.search import run_optuna, run_ray
+    from medseg.workflows.sweep import parse_grid, run_sweep
 
     base, recipe = resolve_sweep_source(config, list(set_ or []))
     space = {k: list(v) for k, v in (recipe.get("grid") or {}).items()}
@@ -521,8 +523,9 @@ def quickstart_cmd(
     evaluate both and write the comparison report, in minutes on a CPU. --set applies to both runs."""
     import shutil
 
+    from medseg.recipes import resolve_sweep_source
     from medseg.reports.html import make_comparison_report
-    from medseg.workflows.sweep import SWEEP_FILE, resolve_sweep_source, run_sweep
+    from medseg.workflows.sweep import SWEEP_FILE, run_sweep
 
     base, recipe = resolve_sweep_source("quickstart_cnn_vs_transformer", list(set_ or []))
     if out.exists() and any(out.iterdir()) and overwrite:

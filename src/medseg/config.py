@@ -253,13 +253,13 @@ class Config(_Section):
         return write_text(path, self.to_yaml())
 
 
-def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, f in model.model_fields.items():
         keys.append(prefix + name)
         ann = f.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys += _valid_keys(ann, prefix + name + ".")
+            keys += valid_keys(ann, prefix + name + ".")
     return keys
 
 
@@ -267,7 +267,7 @@ def _format_error(e: ValidationError, source: str) -> ConfigError:
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
     if err["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(loc, _valid_keys(Config), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(loc, valid_keys(Config), n=3, cutoff=0.6)
         fix = f"did you mean {', '.join(close)}?" if close else "remove it (`medseg config` prints every valid key)"
         return ConfigError(f"unknown key '{loc}'", where=source, fix=fix)
     msg = err["msg"].removeprefix("Value error, ")

@@ -141,7 +141,7 @@ def test_nrrd_prediction_copies_spacing_origin_direction(run2d: Path, tmp_path: 
 def test_real_dicom_round_trip(run2d: Path, tmp_path: Path, name: str) -> None:
     from pydicom.data import get_testdata_file
 
-    from medseg.data.formats._common import read_volume
+    from medseg.data.formats.common import read_volume
 
     folder = tmp_path / "series"
     folder.mkdir()

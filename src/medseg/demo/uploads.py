@@ -3,7 +3,7 @@
 ``medseg.data.formats`` imports whole data sets (folders, many cases); the demo needs one file at a
 time and, to hand the mask back on the input's exact grid, the original header. So this module
 reads NIfTI with nibabel and NRRD/MHA with SimpleITK itself (same affine conventions as
-``medseg.data.formats._common.read_volume``), and a zipped DICOM series with the DICOM importer's
+``medseg.data.formats.common.read_volume``), and a zipped DICOM series with the DICOM importer's
 ``build_series``/``read_series_pixels``. Every failure becomes one ``DemoError`` line.
 """
 

@@ -48,7 +48,7 @@ def read_image_file(path: Path) -> Case:
 
 
 def read_volume_file(path: Path) -> Case:
-    from medseg.data.formats._common import volume_case, volume_stem, volume_suffix
+    from medseg.data.formats.common import volume_case, volume_stem, volume_suffix
 
     case = volume_case([path], None, volume_stem(path))
     case.meta["source_kind"] = "nifti" if volume_suffix(path) in (".nii", ".nii.gz") else "itk"
@@ -57,7 +57,7 @@ def read_volume_file(path: Path) -> Case:
 
 def read_inputs(path: str | Path, series: str | None = None) -> Iterator[Case]:
     """Cases to predict from a file or folder (see the module docstring)."""
-    from medseg.data.formats._common import volume_suffix
+    from medseg.data.formats.common import volume_suffix
 
     path = Path(path)
     if not path.exists():
@@ -107,7 +107,7 @@ def write_nifti(case: Case, label: np.ndarray, path: Path) -> Path:
         img.set_sform(*ref.get_sform(coded=True))
         img.set_qform(*ref.get_qform(coded=True))
     else:
-        from medseg.data.formats._common import affine_4x4
+        from medseg.data.formats.common import affine_4x4
 
         if case.ndim == 2:
             data = data[:, :, None] if data.ndim == 2 else data[:, :, None, :]

@@ -16,10 +16,11 @@ from medseg.models import (  # noqa: F401  (each import registers its family)
     unet,
     unetr,
 )
+from medseg.models.catalog import MODELS, list_models, register_model
 from medseg.models.classical import PixelClassifier
 from medseg.models.complexity import macs, reference_parameters
 from medseg.models.pretrained import LoadReport, load_pretrained, read_state_dict, save_weights
-from medseg.models.registry import MODELS, count_parameters, create_model, list_models, register_model
+from medseg.models.registry import count_parameters, create_model
 
 __all__ = [
     "MODELS",

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.core.errors import ModelError
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 from medseg.models.wrappers import Logits, PadToMultiple, conv_nd, init_kaiming, max_pool_nd, norm_nd, resize_to
 
 PAPER = "Oktay et al. 2018, Attention U-Net: Learning Where to Look for the Pancreas (arXiv:1804.03999)"

@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from medseg.core.atomic import atomic_path
 from medseg.core.errors import DependencyError, ModelError
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 
 Classifier = Literal["random_forest", "logistic_regression", "gradient_boosting"]
 FORMAT = "medseg-pixel-classifier"

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from medseg.models.registry import MODELS, count_parameters, create_model
+from medseg.models.catalog import MODELS
+from medseg.models.registry import count_parameters, create_model
 
 REFERENCE_IN_CHANNELS = 1
 REFERENCE_NUM_CLASSES = 3

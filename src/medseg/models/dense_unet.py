@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 from medseg.models.wrappers import PadToMultiple, conv_nd, conv_transpose_nd, init_kaiming, max_pool_nd, norm_nd
 
 

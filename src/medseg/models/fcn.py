@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.core.errors import ModelError
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 from medseg.models.wrappers import PadToMultiple, resize_to
 
 PAPER = "Long et al. 2015, Fully Convolutional Networks for Semantic Segmentation (CVPR)"

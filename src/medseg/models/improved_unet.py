@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from medseg.core.errors import ModelError
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 from medseg.models.wrappers import Logits, PadToMultiple, conv_nd, conv_transpose_nd, init_kaiming, norm_nd, resize_to
 
 

@@ -75,7 +75,7 @@ class LoadReport:
 def _hint(model_name: str | None) -> str:
     if not model_name:
         return ""
-    from medseg.models.registry import MODELS
+    from medseg.models.catalog import MODELS
 
     if model_name not in MODELS:
         return ""

@@ -2,58 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import torch.nn as nn
 
 from medseg.core.errors import ModelError
-from medseg.core.registry import Registry
-
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelError)
-
-Training = Literal["gradient", "fit"]
-
-
-def register_model(
-    name: str,
-    *,
-    dims: tuple[int, ...],
-    description: str,
-    paper: str = "",
-    family: str = "",
-    tiny: dict[str, Any] | None = None,
-    deep_supervision: bool = False,
-    training: Training = "gradient",
-    weights: str = "",
-) -> Callable:
-    """Register a builder ``fn(spatial_dims, in_channels, num_classes, **kwargs) -> nn.Module``.
-
-    Args:
-        name: the name used in configs (``model.name``).
-        dims: the spatial dimensionalities the model supports.
-        description: one line for ``medseg models``.
-        paper: citation or link.
-        family: the module (file) the builder lives in, for grouping.
-        tiny: keyword arguments giving a small version of the same architecture (the same code
-            path, fewer channels/blocks), used by the tests that run every model.
-        deep_supervision: the builder takes ``n_deep_supervision`` (see docs/models.md).
-        training: ``"gradient"`` (an ``nn.Module`` trained by back-propagation) or ``"fit"``
-            (the classical baseline: ``model.fit(images, labels)``, no optimiser).
-        weights: where compatible pretrained weights come from (shown when a path is missing);
-            empty when the model has no pretrained weights.
-    """
-    return MODELS.register(
-        name,
-        dims=tuple(dims),
-        description=description,
-        paper=paper,
-        family=family,
-        tiny=dict(tiny or {}),
-        deep_supervision=deep_supervision,
-        training=training,
-        weights=weights,
-    )
+from medseg.models.catalog import MODELS
 
 
 def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -123,19 +77,6 @@ def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: in
 def _suggest(spatial_dims: int) -> str:
     names = [n for n in MODELS.names() if spatial_dims in MODELS.meta(n)["dims"]]
     return ", ".join(names[:4]) if names else "none registered"
-
-
-def list_models(spatial_dims: int | None = None, training: Training | None = None) -> list[str]:
-    """Registered names, sorted; optionally only those supporting ``spatial_dims`` / a training kind."""
-    out = []
-    for n in MODELS.names():
-        m = MODELS.meta(n)
-        if spatial_dims is not None and spatial_dims not in m["dims"]:
-            continue
-        if training is not None and m["training"] != training:
-            continue
-        out.append(n)
-    return out
 
 
 def count_parameters(model: nn.Module) -> int:

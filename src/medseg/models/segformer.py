@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 from medseg.models.wrappers import PadToMultiple, resize_to
 
 PAPER = "Xie et al. 2021, SegFormer: Simple and Efficient Design for Semantic Segmentation with Transformers (NeurIPS)"

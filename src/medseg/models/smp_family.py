@@ -15,7 +15,7 @@ from typing import Any
 import segmentation_models_pytorch as smp
 import torch.nn as nn
 
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 from medseg.models.wrappers import PadToMultiple
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")

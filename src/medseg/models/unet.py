@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch.nn as nn
 from monai.networks.nets import UNet
 
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 from medseg.models.wrappers import PadToMultiple
 
 __all__ = ["PadToMultiple", "unet"]

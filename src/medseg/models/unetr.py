@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from monai.networks.nets import UNETR, SwinUNETR
 
 from medseg.core.errors import DependencyError
-from medseg.models.registry import register_model
+from medseg.models.catalog import register_model
 from medseg.models.wrappers import PadToMultiple
 
 

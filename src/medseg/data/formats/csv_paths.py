@@ -16,9 +16,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from medseg.data.formats import FORMATS, FormatError, Imported
-from medseg.data.formats._common import volume_stem
+from medseg.data.formats.common import volume_stem
 from medseg.data.formats.nifti import n_channels_of, volume_dataset
+from medseg.data.formats.registry import FORMATS, FormatError, Imported
 
 
 @FORMATS.register("csv", help="a CSV of image/label volume paths (columns image[;image2],label[,patient][,case])")

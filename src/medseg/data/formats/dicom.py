@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.data.formats import FORMATS, FormatError, Imported
-from medseg.data.formats._common import LPS_TO_RAS, fill_polygon, parse_names, read_volume, volume_stem, volume_suffix, write_nifti_copies
+from medseg.data.formats.common import LPS_TO_RAS, fill_polygon, parse_names, read_volume, volume_stem, volume_suffix, write_nifti_copies
+from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
 
 #: files with these suffixes are not DICOM and are skipped while scanning

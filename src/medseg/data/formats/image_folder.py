@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.data.formats import FORMATS, FormatError, Imported
-from medseg.data.formats._common import default_classes, parse_names
+from medseg.data.formats.common import default_classes, parse_names
+from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.data.formats import FORMATS, FormatError, Imported
-from medseg.data.formats._common import parse_names
+from medseg.data.formats.common import parse_names
+from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.formats.rle import Order, rle_decode
 from medseg.data.store import DatasetInfo, make_classes
 

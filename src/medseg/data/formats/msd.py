@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medseg.data.formats import FORMATS, FormatError, Imported
-from medseg.data.formats._common import parse_names, volume_stem, volume_suffix
+from medseg.data.formats.common import parse_names, volume_stem, volume_suffix
 from medseg.data.formats.nifti import check_channels, group_channels, n_channels_of, volume_dataset
+from medseg.data.formats.registry import FORMATS, FormatError, Imported
 
 
 def _labels(raw: dict, where: Path) -> list[str]:

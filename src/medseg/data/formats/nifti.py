@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.data.formats import FORMATS, FormatError, Imported
-from medseg.data.formats._common import default_classes, parse_names, read_volume, volume_case, volume_stem, volume_suffix
+from medseg.data.formats.common import default_classes, parse_names, read_volume, volume_case, volume_stem, volume_suffix
+from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
 
 CHANNEL_RE = re.compile(r"^(.*)_(\d{4})$")

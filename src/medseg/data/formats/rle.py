@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from medseg.core.atomic import atomic_path
-from medseg.data.formats import FormatError
+from medseg.data.formats.registry import FormatError
 
 Order = Literal["row", "column"]
 

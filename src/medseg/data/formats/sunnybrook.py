@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.data.formats import FORMATS, FormatError, Imported
-from medseg.data.formats._common import fill_polygon
+from medseg.data.formats.common import fill_polygon
+from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
 
 CONTOUR_RE = re.compile(r"^(?P<image>.+)-(?P<kind>[io])contour-(?:manual|auto)\.txt$")

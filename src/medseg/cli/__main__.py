@@ -1,0 +1,5 @@
+"""``python -m medseg.cli``."""
+
+from medseg.cli import main
+
+main()

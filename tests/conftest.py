@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,19 +17,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     cache = tmp_path_factory.getbasetemp() / "medseg-cache"
     monkeypatch.setenv("MEDSEG_CACHE", str(cache))
     return cache
-
-
-def tiny_config(**sections: Any) -> dict[str, Any]:
-    """A config dict for a seconds-long run on a tiny phantom; sections override the defaults."""
-    cfg: dict[str, Any] = {
-        "name": "tiny",
-        "data": {"dataset": "phantom2d", "builtin": {"n_patients": 6, "slices_per_patient": 2, "size": 32}, "batch_size": 4},
-        "model": {"name": "unet", "params": {"channels": [8, 16], "num_res_units": 0}},
-        "train": {"epochs": 1, "lr": 3e-3, "device": "cpu"},
-    }
-    for key, value in sections.items():
-        cfg.setdefault(key, {}).update(value) if isinstance(value, dict) else cfg.__setitem__(key, value)
-    return cfg
 
 
 @pytest.fixture(scope="module")

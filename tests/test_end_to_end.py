@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from helpers import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import RunError

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from helpers import REPO, tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import DatasetError, MedsegError
@@ -149,7 +149,7 @@ def test_reference_pipelines_in_the_recipes_are_valid_config() -> None:
 
     from medseg.data.augment import resolve_augmentation
 
-    text = (Path(__file__).parents[1] / "docs" / "recipes.md").read_text().split("## Preprocessing")[1]
+    text = (REPO / "docs" / "recipes.md").read_text().split("## Preprocessing")[1]
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
     assert len(blocks) == 3
     got = []

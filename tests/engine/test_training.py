@@ -9,16 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import multilabel_dataset, tiny_config
 from medseg.config import config_from_dict
-from medseg.core.case import Case
 from medseg.core.errors import ConfigError, RunError, TrainingError
 from medseg.data.builtin import make_builtin
-from medseg.data.store import DatasetInfo, make_classes, write_dataset
 from medseg.engine.train import train
 
 
@@ -112,19 +109,8 @@ def test_out_of_memory_suggests_a_fix(tmp_path: Path, monkeypatch: pytest.Monkey
         train(config_from_dict(tiny_config()), tmp_path / "oom", progress=False)
 
 
-def _multilabel_dataset(root: Path) -> Path:
-    cases = []
-    for c in make_builtin("phantom2d", n_patients=6, slices_per_patient=2, size=32).cases:
-        heart = (c.label == 1) | (c.label == 2)  # overlapping labels: heart ⊃ LV blood pool
-        lab = np.stack([heart, c.label == 1, c.label == 3])
-        cases.append(Case(c.image, lab, c.affine, c.case_id, c.patient_id))
-    info = DatasetInfo(name="ml", dims=2, modalities=["MRI"], classes=make_classes(["heart", "LV", "RV"], background=False), multi_label=True)
-    write_dataset(root, info, cases)
-    return root
-
-
 def test_multilabel_training_and_output_kind_checks(tmp_path: Path) -> None:
-    ds = _multilabel_dataset(tmp_path / "ml")
+    ds = multilabel_dataset(tmp_path / "ml")
     with pytest.raises(ConfigError, match=r"multi-label .* but train.output is softmax — fix: set train.output=sigmoid"):
         train(config_from_dict(tiny_config(data={"dataset": str(ds)}, train={"output": "softmax"})), tmp_path / "r1", progress=False)
     with pytest.raises(ConfigError, match=r"single-label .* but train.output is sigmoid"):

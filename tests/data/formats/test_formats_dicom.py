@@ -13,70 +13,11 @@ import pytest
 import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
+from helpers import COLS, ROWS, rotation, write_series
 from medseg.data.formats import FormatError, import_dataset
 from medseg.data.formats.dicom import RTSTRUCT_UID
-
-ROWS, COLS = 12, 10
-
-
-def rotation() -> np.ndarray:
-    a, b = np.deg2rad(25), np.deg2rad(-12)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    return rz @ rx
-
-
-def write_series(
-    folder: Path,
-    n: int = 5,
-    patient: str = "P1",
-    spacing: tuple[float, float] = (0.8, 0.7),
-    step: float = 2.5,
-    oblique: bool = True,
-    seed: int = 0,
-    series_number: int = 3,
-) -> tuple[list[Dataset], np.ndarray]:
-    """An oblique CT series (files shuffled by name); returns the datasets and the HU volume (slice, row, col)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    r = rotation() if oblique else np.eye(3)
-    row_dir, col_dir, normal = r[:, 0], r[:, 1], r[:, 2]
-    origin = np.array([-40.5, 12.25, 100.0])
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    stored = rng.integers(0, 2000, size=(n, ROWS, COLS)).astype(np.int16)
-    out = []
-    for k in range(n):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "CT"
-        ds.PatientID = patient
-        ds.PatientName = "Test^Patient"
-        ds.PatientBirthDate = "19700101"
-        ds.PatientSex = "O"
-        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "20240101", "120000", "1", "", "1"
-        ds.Manufacturer = "test"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.SeriesNumber, ds.InstanceNumber = series_number, k + 1
-        ds.ImagePositionPatient = [float(v) for v in origin + k * step * normal]
-        ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
-        ds.PixelSpacing = list(spacing)
-        ds.SliceThickness = step
-        ds.Rows, ds.Columns = ROWS, COLS
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope, ds.RescaleIntercept = 2, -1024
-        ds.PixelData = stored[k].tobytes()
-        ds.save_as(folder / f"IM{(k * 7) % n:04d}_{k}.dcm", enforce_file_format=True)
-        out.append(ds)
-    return out, stored.astype(np.float32) * 2 - 1024
 
 
 def lps_affine(ds0: Dataset, step: float) -> np.ndarray:

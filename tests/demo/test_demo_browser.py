@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import REPO
+
 CHROMIUM = os.environ.get("MEDSEG_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "img" / "demo.png"
+SCREENSHOT = REPO / "docs" / "img" / "demo.png"
 TIMEOUT_MS = 60_000
 
 

@@ -85,7 +85,7 @@ def test_describe_keeps_its_summary(tmp_path: Path) -> None:
 
 
 def test_inspect_cli_writes_fingerprint(tmp_path: Path, rng: np.random.Generator) -> None:
-    from test_formats_rle import make_gi
+    from helpers import make_gi
 
     (tmp_path / "gi").mkdir()
     make_gi(tmp_path / "gi", rng, days={"case1_day1": 2, "case2_day1": 3})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from helpers import make_sunnybrook
 from medseg.data.formats import FormatError, import_dataset
 from medseg.data.formats.sunnybrook import read_contour
 
@@ -108,20 +108,6 @@ def test_binary_255_masks_and_bad_masks(tmp_path: Path, rng: np.random.Generator
 
 
 # ---------------------------------------------------------------- Sunnybrook
-
-
-def make_sunnybrook(root: Path) -> Path:
-    """One patient, one image (pydicom's MR_small.dcm, 64×64) with inner and outer contours."""
-    img_dir = root / "images" / "SC-HF-I-01"
-    con_dir = root / "contours" / "SC-HF-I-01" / "contours-manual" / "IRCCI-expert"
-    img_dir.mkdir(parents=True)
-    con_dir.mkdir(parents=True)
-    shutil.copy(get_testdata_file("MR_small.dcm"), img_dir / "IM-0001-0048.dcm")
-    shutil.copy(get_testdata_file("MR_small.dcm"), img_dir / "IM-0001-0049.dcm")
-    (con_dir / "IM-0001-0048-icontour-manual.txt").write_text("20.0 20.0\n30.0 20.0\n30.0 30.0\n20.0 30.0\n")
-    (con_dir / "IM-0001-0048-ocontour-manual.txt").write_text("15.0 15.0\n35.0 15.0\n35.0 35.0\n15.0 35.0\n")
-    (con_dir / "IM-0001-0048-p1contour-manual.txt").write_text("1 1\n2 2\n3 1\n")  # ignored
-    return con_dir
 
 
 def test_sunnybrook_round_trip(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from helpers import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import MedsegError, ModelError
@@ -169,11 +169,12 @@ def test_png_in_png_out(run2d: Path, tmp_path: Path) -> None:
 
 
 def test_dataset_split_and_rle_csv(tmp_path: Path) -> None:
+    from test_training import multilabel_dataset
+
     from medseg.data.splits import make_splits, save_splits
     from medseg.data.store import load_dataset
-    from test_training import _multilabel_dataset
 
-    ds = _multilabel_dataset(tmp_path / "ml")
+    ds = multilabel_dataset(tmp_path / "ml")
     save_splits(ds / "splits.json", make_splits(load_dataset(ds).patients))
     run = train(config_from_dict(tiny_config(data={"dataset": str(ds)})), tmp_path / "run", progress=False)
     out = predict([run], ds, tmp_path / "sub", fmt="rle-csv", split="test", progress=False)

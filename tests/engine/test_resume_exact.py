@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from medseg.config import config_from_dict
 from medseg.engine.train import train
 

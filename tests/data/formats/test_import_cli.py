@@ -29,7 +29,7 @@ def test_help_lists_every_format() -> None:
 
 
 def _gi(root: Path, rng: np.random.Generator) -> Path:
-    from test_formats_rle import make_gi
+    from helpers import make_gi
 
     root.mkdir()
     make_gi(root, rng, days={"case1_day1": 2, "case2_day1": 2, "case3_day1": 2})
@@ -62,7 +62,7 @@ def _bad_rle(tmp: Path, rng: np.random.Generator) -> tuple[list[str], str]:
 
 
 def _not_dicom(tmp: Path, rng: np.random.Generator) -> tuple[list[str], str]:
-    from test_formats_dicom import write_series
+    from helpers import write_series
 
     write_series(tmp / "dcm")
     (tmp / "dcm" / "junk.dcm").write_text("hello")
@@ -70,7 +70,7 @@ def _not_dicom(tmp: Path, rng: np.random.Generator) -> tuple[list[str], str]:
 
 
 def _float_label(tmp: Path, rng: np.random.Generator) -> tuple[list[str], str]:
-    from test_formats_volumes import make_pair, oblique, save
+    from helpers import make_pair, oblique, save
 
     make_pair(tmp / "nii", rng)
     save(tmp / "nii" / "labels" / "case_01.nii.gz", rng.random((6, 7, 5)).astype(np.float32), oblique())
@@ -91,7 +91,7 @@ def _npy_mismatch(tmp: Path, rng: np.random.Generator) -> tuple[list[str], str]:
 
 
 def _sunnybrook_line(tmp: Path, rng: np.random.Generator) -> tuple[list[str], str]:
-    from test_formats_2d import make_sunnybrook
+    from helpers import make_sunnybrook
 
     con = make_sunnybrook(tmp / "sb")
     (con / "IM-0001-0048-ocontour-manual.txt").write_text("1 1\nfoo bar\n")

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import ORGANS, make_gi
 from medseg.data.formats import FormatError, import_dataset
 from medseg.data.formats.rle import rle_decode, rle_encode, write_rle_csv
 from medseg.data.store import load_dataset
-
-ORGANS = ["large_bowel", "small_bowel", "stomach"]
-
 
 # ---------------------------------------------------------------- codec
 
@@ -63,29 +61,6 @@ def test_write_rle_csv(tmp_path: Path, rng: np.random.Generator) -> None:
 
 
 # ---------------------------------------------------------------- importer fixtures
-
-
-def make_gi(root: Path, rng: np.random.Generator, days: dict[str, int] | None = None, w: int = 12, h: int = 10, order: str = "row") -> dict:
-    """A tiny GI-tract folder; returns {(day, slice): {organ: mask}} and images."""
-    days = days or {"case1_day1": 3, "case1_day3": 2, "case7_day0": 4}
-    truth: dict = {}
-    with open(root / "train.csv", "w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["id", "class", "segmentation"])
-        for day, n in days.items():
-            case = day.split("_")[0]
-            scans = root / "train" / case / day / "scans"
-            scans.mkdir(parents=True)
-            for s in range(1, n + 1):
-                img = rng.integers(0, 4000, size=(h, w)).astype(np.uint16)
-                Image.fromarray(img).save(scans / f"slice_{s:04d}_{w}_{h}_1.50_1.25.png")
-                for organ in ORGANS:
-                    m = rng.random((h, w)) < 0.2
-                    m[:, -1] = m[:, 0]  # overlaps between organs happen and are kept
-                    truth[(day, s, organ)] = m
-                    truth[(day, s, "image")] = img
-                    wr.writerow([f"{day}_slice_{s:04d}", organ, rle_encode(m, order)])  # type: ignore[arg-type]
-    return truth
 
 
 def test_gi_import_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:

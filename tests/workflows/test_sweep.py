@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import medseg.engine.train as engine_train
-from conftest import tiny_config
+from helpers import tiny_config
 from medseg.cli import app
 from medseg.core.errors import ConfigError, RunError, TrainingError
 from medseg.workflows.search import check_ray_address, run_optuna, run_ray

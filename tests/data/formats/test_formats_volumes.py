@@ -11,34 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medseg.core.case import make_affine
+from helpers import SHAPE, make_pair, oblique, save
 from medseg.data.formats import FormatError, import_dataset
-
-SHAPE = (6, 7, 5)
-
-
-def oblique(seed: int = 0) -> np.ndarray:
-    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    return make_affine((0.9, 1.1, 2.5), (12.5, -30.25, 7.0), q)
-
-
-def save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, affine), str(path))
-
-
-def make_pair(root: Path, rng: np.random.Generator, n: int = 3, channels: int = 1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    aff = oblique()
-    truth = {}
-    for i in range(n):
-        cid = f"case_{i:02d}"
-        imgs = [rng.normal(size=SHAPE).astype(np.float32) for _ in range(channels)]
-        lab = rng.integers(0, 3, size=SHAPE).astype(np.uint8)
-        for c, im in enumerate(imgs):
-            save(root / "images" / (f"{cid}_{c:04d}.nii.gz" if channels > 1 else f"{cid}.nii.gz"), im, aff)
-        save(root / "labels" / f"{cid}.nii.gz", lab, aff)
-        truth[cid] = (np.stack(imgs), lab)
-    return truth
 
 
 def test_folder_pair_round_trip_keeps_the_oblique_affine(tmp_path: Path, rng: np.random.Generator) -> None:

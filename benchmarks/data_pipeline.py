@@ -102,9 +102,9 @@ def epoch_benchmark(ds_dir: Path, files: list[dict[str, str]], cache: Path, patc
     ds = open_dataset(cfg)
     spec = resolve_spec(cfg, ds)
     t0 = time.perf_counter()
-    prepare(ds, spec, cache, overwrite=True, progress=False)
+    prepare(ds, spec, out=cache, overwrite=True, progress=False)
     prepare_s = time.perf_counter() - t0
-    items = CaseItems(CachedItems(Cache(cache, spec), ds.case_ids), None, PatchSampler([patch] * 3, 1 / 3), multi_label=False)
+    items = CaseItems(CachedItems(Cache(cache, spec), ds.case_ids), None, PatchSampler([patch] * 3, foreground_oversample=1 / 3), multi_label=False)
 
     def ours() -> None:
         for i in range(len(items)):
@@ -260,7 +260,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="medseg-bench-") as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        ds_dir, files = build(root, a.cases, size, depth)
+        ds_dir, files = build(root, a.cases, size, sigmas=depth)
         print(f"{a.cases} phantom volumes of {depth}×{size}×{size} written (data set + NIfTI) in {time.perf_counter() - t:.1f} s")
         cache = root / "cache"
         e = epoch_benchmark(ds_dir, files, cache, patch, a.repeats)

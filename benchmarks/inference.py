@@ -73,7 +73,9 @@ def main() -> None:
             rows["medseg"].append((t, m))
             same = bool(torch.equal(ref.to(torch.int16), ours))
             t, m, half = measure(
-                lambda: sliding_window(x, pred, roi, args.classes, 0.5, 2, reduce=lambda b: b.float().argmax(0), buffer_dtype=torch.float16)
+                lambda: sliding_window(
+                    x, pred, roi, args.classes, overlap=0.5, sw_batch_size=2, reduce=lambda b: b.float().argmax(0), buffer_dtype=torch.float16
+                )
             )
             rows["fp16"].append((t, m))
             agree = float((half == ref.to(torch.int16)).float().mean())

@@ -30,7 +30,7 @@ def test_quickstart_setting_reaches_dice_080(tmp_path: Path) -> None:
         assert (run / name).is_file(), name
     history = list(csv.DictReader((run / "history.csv").open()))
     assert len(history) == 20 and float(history[-1]["train_loss"]) < float(history[0]["train_loss"])
-    ev = evaluate_run(run, "test", progress=False)
+    ev = evaluate_run(run, split="test", progress=False)
     summary = json.loads((ev / "summary.json").read_text())
     assert summary["mean_dice"] >= 0.80, summary
     rows = list(csv.DictReader((ev / "metrics.csv").open()))
@@ -77,7 +77,7 @@ def test_3d_run_with_patches_and_sliding_window(tmp_path: Path) -> None:
         )
     )
     run = train(cfg, tmp_path / "run3d", progress=False)
-    ev = evaluate_run(run, "test", progress=False)
+    ev = evaluate_run(run, split="test", progress=False)
     summary = json.loads((ev / "summary.json").read_text())
     assert summary["n_cases"] == 1 and summary["mean_dice"] is not None
     import numpy as np

@@ -51,6 +51,7 @@ def focal(multi_label: bool, gamma: float = 2.0, alpha: float | None = None, wei
 @LOSSES.register("dice_focal", description="soft Dice + focal")
 def dice_focal(
     multi_label: bool,
+    *,
     include_background: bool = True,
     lambda_dice: float = 1.0,
     lambda_focal: float = 1.0,
@@ -99,6 +100,7 @@ class _DiceCE(nn.Module):
 @LOSSES.register("dice_ce", description="soft Dice + cross-entropy (BCE for multi-label); CE class weights")
 def dice_ce(
     multi_label: bool,
+    *,
     include_background: bool = True,
     lambda_dice: float = 1.0,
     lambda_ce: float = 1.0,

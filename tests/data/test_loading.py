@@ -68,9 +68,9 @@ def test_patch_larger_than_every_case_is_padded() -> None:
 
 def test_slices_and_25d_context() -> None:
     item = _item()
-    img, lab = PatchSampler([16, 16], 1.0, slices=True, slice_axis=0, context_slices=1)(item, np.random.default_rng(0))
+    img, lab = PatchSampler([16, 16], foreground_oversample=1.0, slices=True, slice_axis=0, context_slices=1)(item, np.random.default_rng(0))
     assert img.shape == (3, 16, 16) and lab.shape == (1, 16, 16) and lab.max() > 0
-    img, lab = PatchSampler(None, 0.0, slices=True)(item, np.random.default_rng(0), slice_index=4)
+    img, lab = PatchSampler(None, foreground_oversample=0.0, slices=True)(item, np.random.default_rng(0), slice_index=4)
     assert img.shape == (1, 40, 40) and np.array_equal(img[0], item["image"][0, 4]) and np.array_equal(lab[0], item["label"][0, 4])
 
 

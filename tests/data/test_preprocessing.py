@@ -149,7 +149,7 @@ def test_cache_build_reuse_and_hash_mismatch(tmp_path: Path, rng: np.random.Gene
     cfg = config_from_dict({"data": {"dataset": str(ds.root), "preprocess": {"enabled": True, "orientation": "RAS", "crop": "nonzero", "spacing": "plan"}}})
     spec = resolve_spec(cfg, ds)
     assert spec.normalize == ["ct"] and spec.intensity[0]["low"] < spec.intensity[0]["high"]
-    out = prepare(ds, spec, tmp_path / "cache", progress=False)
+    out = prepare(ds, spec, out=tmp_path / "cache", progress=False)
     cache = Cache(out, spec)
     img = cache.image("p0")
     assert isinstance(img, np.memmap) and img.dtype == np.float32
@@ -157,14 +157,14 @@ def test_cache_build_reuse_and_hash_mismatch(tmp_path: Path, rng: np.random.Gene
     assert np.array_equal(invert_label(np.array(cache.label("p0")), rec)[0], ds.load_case("p0").label)
     assert len(cache.locations("p0")) > 0 and cache.class_voxels("p0")[0] > 0
     mtime = (out / "cache.json").stat().st_mtime_ns
-    assert prepare(ds, spec, out, progress=False) == out and (out / "cache.json").stat().st_mtime_ns == mtime  # reused
+    assert prepare(ds, spec, out=out, progress=False) == out and (out / "cache.json").stat().st_mtime_ns == mtime  # reused
     other = PreprocessSpec.from_dict({**spec.to_dict(), "pad_to": [40, 40, 40]})
     with pytest.raises(DatasetError, match="another preprocessing") as e:
-        prepare(ds, other, out, progress=False)
+        prepare(ds, other, out=out, progress=False)
     assert "--overwrite" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(DatasetError, match="another preprocessing"):
         Cache(out, other)
-    prepare(ds, other, out, overwrite=True, progress=False)
+    prepare(ds, other, out=out, overwrite=True, progress=False)
     assert Cache(out, other).info["hash"] == other.hash
 
 
@@ -175,6 +175,6 @@ def test_bad_case_leaves_no_half_written_cache(tmp_path: Path, rng: np.random.Ge
     save_case(root / "cases" / "p1.npz", bad)  # corrupt geometry behind the store's back
     ds = load_dataset(root)
     with pytest.raises(DatasetError, match="spacing"):
-        prepare(ds, PreprocessSpec(dims=3), tmp_path / "cache", progress=False)
+        prepare(ds, PreprocessSpec(dims=3), out=tmp_path / "cache", progress=False)
     assert not (tmp_path / "cache").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cache")]

@@ -38,7 +38,7 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         }
     )
     run = train(cfg, root / "runs" / "unet2d", progress=False)
-    evaluate_run(run, "test", progress=False)
+    evaluate_run(run, split="test", progress=False)
     return root / "runs"
 
 
@@ -166,7 +166,7 @@ def test_render_changes_with_the_choices(runs_dir: Path) -> None:
     err, _, legend_err = st.render(*args, 0.5, ["LV blood pool", "myocardium", "RV"], "error map")
     assert not np.array_equal(pic, faint) and not np.array_equal(pic, fewer)
     assert err.shape[1] < pic.shape[1] and "false positive" in legend_err  # one panel instead of two
-    cmp, metrics2, _ = st.render("unet2d", "unet2d", cid, "axial", 0, "auto (1–99 %)", 0.5, None, "overlay")
+    cmp, metrics2, _ = st.render("unet2d", "unet2d", cid, "axial", 0, preset="auto (1–99 %)", alpha=0.5, visible=None, view="overlay")
     assert cmp is not None and metrics2.count("mean Dice") == 1  # the same run is not compared with itself
     html = st.runs_html()
     assert "/runs/unet2d/report" not in html  # no report written yet

@@ -50,7 +50,7 @@ def _train(root: Path, name: str, dataset: str, builtin: dict[str, Any], epochs:
         }
     )
     run = train(cfg, root / name, progress=False)
-    evaluate_run(run, "test", progress=False)
+    evaluate_run(run, split="test", progress=False)
     if report:
         from medseg.reports.html import make_report
 

@@ -174,7 +174,7 @@ def test_classical_pixel_classifier_trains_evaluates_and_predicts(tmp_path: Path
     assert (run / "checkpoints" / "classical.npz").is_file()
     row = _history(run)[0]
     assert 0 <= float(row["val_dice"]) <= 1
-    summary = json.loads((evaluate_run(run, "test", progress=False) / "summary.json").read_text())
+    summary = json.loads((evaluate_run(run, split="test", progress=False) / "summary.json").read_text())
     assert summary["mean_dice"] is not None and summary["mean_dice"] > 0.05  # a real classifier, better than nothing
     module = load_module(run)
     case = make_builtin("phantom2d", n_patients=1, slices_per_patient=1, size=32, seed=3).cases

@@ -186,14 +186,14 @@ def test_per_class_and_tolerances() -> None:
     lab_p[2:6, 2:6] = 1
     lab_r[2:7, 2:6] = 1
     lab_r[8:10, 8:10] = 2
-    out = surface_metrics_per_class(lab_p, lab_r, [1, 2, 3], (1.0, 1.0), tolerances_mm=[0.5, 1.0, 1.0])
+    out = surface_metrics_per_class(lab_p, lab_r, [1, 2, 3], spacing=(1.0, 1.0), tolerances_mm=[0.5, 1.0, 1.0])
     assert out["hd"][0] == pytest.approx(1.0)
     assert out["nsd"][1] == 0.0 and out["hd"][1] == pytest.approx(worst_distance((12, 12)))
     assert math.isnan(out["hd"][2])
-    ml = surface_metrics_per_class(np.stack([lab_p == 1]), np.stack([lab_r == 1]), [0], (1.0, 1.0), multi_label=True)
+    ml = surface_metrics_per_class(np.stack([lab_p == 1]), np.stack([lab_r == 1]), [0], spacing=(1.0, 1.0), multi_label=True)
     assert ml["hd"][0] == out["hd"][0]
     with pytest.raises(ValueError, match="tolerances"):
-        surface_metrics_per_class(lab_p, lab_r, [1, 2], (1.0, 1.0), tolerances_mm=[1.0])
+        surface_metrics_per_class(lab_p, lab_r, [1, 2], spacing=(1.0, 1.0), tolerances_mm=[1.0])
 
 
 def test_bad_arguments() -> None:

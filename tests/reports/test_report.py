@@ -58,7 +58,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
             )
         )
         run = train(cfg, root / name, progress=False)
-        evaluate_run(run, "test", progress=False)
+        evaluate_run(run, split="test", progress=False)
         out.append(run)
     return out
 

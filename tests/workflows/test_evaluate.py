@@ -56,7 +56,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_run_writes_every_file(tiny_run: Path) -> None:
-    out = evaluate_run(tiny_run, "test", progress=False)
+    out = evaluate_run(tiny_run, split="test", progress=False)
     for name in ("metrics.csv", "summary.json", "classification_report.csv", "confusion_matrix.csv", "eval_config.yaml"):
         assert (out / name).is_file(), name
     rows = _rows(out / "metrics.csv")
@@ -91,12 +91,12 @@ def test_evaluate_run_writes_every_file(tiny_run: Path) -> None:
 
 
 def test_evaluate_run_overrides_conventions(tiny_run: Path) -> None:
-    out = evaluate_run(tiny_run, "test", progress=False, save_predictions=False, overrides=["eval.surface.enabled=false", "eval.lesions.rule=iou"])
+    out = evaluate_run(tiny_run, split="test", progress=False, save_predictions=False, overrides=["eval.surface.enabled=false", "eval.lesions.rule=iou"])
     rows = _rows(out / "metrics.csv")
     assert "hd95" not in rows[0] and "lesion_tp" in rows[0]
     assert "rule=iou" in json.loads((out / "summary.json").read_text())["conventions"]["lesions"]
     with pytest.raises(ConfigError, match="hd95_mode"):
-        evaluate_run(tiny_run, "test", progress=False, overrides=["eval.surface.hd95_mode=scipy"])
+        evaluate_run(tiny_run, split="test", progress=False, overrides=["eval.surface.hd95_mode=scipy"])
 
 
 # ---------------------------------------------------------------- folders
@@ -133,7 +133,7 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_folders_metrics_match_references(folders: tuple[Path, Path], tmp_path: Path) -> None:
     pred, ref = folders
-    out = evaluate_folders(pred, ref, ["1=organ", "2=lesion"], tmp_path / "ev", progress=False)
+    out = evaluate_folders(pred, ref, labels=["1=organ", "2=lesion"], out=tmp_path / "ev", progress=False)
     rows = _rows(out / "metrics.csv")
     assert list(rows[0])[:2] == ["case", "class"] and len(rows) == 6
     summary = json.loads((out / "summary.json").read_text())
@@ -168,7 +168,7 @@ def test_folders_mixed_formats_and_default_labels(tmp_path: Path) -> None:
     png[4:10, 4:12] = 255
     Image.fromarray(png).save(ref / "b.png")
     Image.fromarray((png > 0).astype(np.uint8)).save(pred / "b.png")
-    out = evaluate_folders(pred, ref, None, tmp_path / "ev", progress=False)
+    out = evaluate_folders(pred, ref, labels=None, out=tmp_path / "ev", progress=False)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["labels"] == {"1": "1", "2": "2"}
     rows = {(r["case"], r["class"]): r for r in _rows(out / "metrics.csv")}
@@ -182,7 +182,7 @@ def test_empty_reference_follows_policy(folders: tuple[Path, Path], tmp_path: Pa
     pred, ref = folders
     lab = np.asarray(nib.load(str(ref / "case0.nii.gz")).dataobj)
     _write_nifti(ref / "case0.nii.gz", np.zeros_like(lab), AFF)
-    out = evaluate_folders(pred, ref, ["1", "2"], tmp_path / "ev", progress=False)
+    out = evaluate_folders(pred, ref, labels=["1", "2"], out=tmp_path / "ev", progress=False)
     rows = [r for r in _rows(out / "metrics.csv") if r["case"] == "case0"]
     diag = math.sqrt(sum((n * s) ** 2 for n, s in zip(lab.shape, (0.8, 0.9, 2.5), strict=True)))
     for r in rows:
@@ -199,7 +199,7 @@ def test_empty_reference_follows_policy(folders: tuple[Path, Path], tmp_path: Pa
 
     json.loads((out / "summary.json").read_text(), parse_constant=no_constants)
     nan_cfg = EvalConfig.model_validate({"surface": {"empty_one": "nan"}})
-    out2 = evaluate_folders(pred, ref, ["1"], tmp_path / "ev2", nan_cfg, progress=False)
+    out2 = evaluate_folders(pred, ref, labels=["1"], out=tmp_path / "ev2", config=nan_cfg, progress=False)
     s2 = json.loads((out2 / "summary.json").read_text())["per_class"]["1"]["hd95"]
     assert s2["n_undefined"] == 1 and s2["n"] == 2 and math.isfinite(s2["mean"])
 
@@ -211,26 +211,26 @@ def test_different_grids_are_refused(folders: tuple[Path, Path], tmp_path: Path)
     shifted[0, 3] += 0.5
     _write_nifti(pred / "case1.nii.gz", lab, shifted)
     with pytest.raises(DatasetError, match="different grids") as e:
-        evaluate_folders(pred, ref, ["1"], tmp_path / "ev", progress=False)
+        evaluate_folders(pred, ref, labels=["1"], out=tmp_path / "ev", progress=False)
     assert "\n" not in str(e.value) and "case1" in str(e.value)
     assert not (tmp_path / "ev").exists()  # nothing half-written
     _write_nifti(pred / "case1.nii.gz", lab[:, :, :-1], AFF)
     with pytest.raises(DatasetError, match="shape"):
-        evaluate_folders(pred, ref, ["1"], tmp_path / "ev", progress=False)
+        evaluate_folders(pred, ref, labels=["1"], out=tmp_path / "ev", progress=False)
 
 
 def test_missing_prediction_and_bad_labels(folders: tuple[Path, Path], tmp_path: Path) -> None:
     pred, ref = folders
     (pred / "case2.nii.gz").unlink()
     with pytest.raises(DatasetError, match="case2"):
-        evaluate_folders(pred, ref, ["1"], tmp_path / "ev", progress=False)
+        evaluate_folders(pred, ref, labels=["1"], out=tmp_path / "ev", progress=False)
     with pytest.raises(ConfigError, match="--labels"):
         parse_labels(["liver"])
     with pytest.raises(ConfigError, match="background"):
         parse_labels(["0"])
     assert parse_labels(["1,2=t", "3"]) == {1: "1", 2: "t", 3: "3"}
     with pytest.raises(DatasetError, match="not found"):
-        evaluate_folders(tmp_path / "nope", ref, ["1"], progress=False)
+        evaluate_folders(tmp_path / "nope", ref, labels=["1"], progress=False)
 
 
 def test_bad_mask_files(tmp_path: Path) -> None:
@@ -287,7 +287,7 @@ def test_corrupt_checkpoint_is_refused(tiny_run: Path, tmp_path: Path) -> None:
     for ckpt in (run / "checkpoints").glob("*.ckpt"):
         ckpt.write_bytes(b"\x00garbage")
     with pytest.raises(RunError, match="corrupt") as e:
-        evaluate_run(run, "test", progress=False)
+        evaluate_run(run, split="test", progress=False)
     assert "\n" not in str(e.value)
     assert not (run / "eval" / "test").exists()
 
@@ -309,7 +309,7 @@ def test_score_case_multi_label_and_accumulator(tmp_path: Path) -> None:
     pred = ref.copy()
     pred[1] = False  # channel 1 missed entirely
     cfg = EvalConfig()
-    m = score_case(pred, ref, [0, 1], ["a", "b"], (2.0, 1.0, 1.0), cfg, multi_label=True)
+    m = score_case(pred, ref, [0, 1], ["a", "b"], (2.0, 1.0, 1.0), cfg=cfg, multi_label=True)
     assert m["dice"].tolist() == [1.0, 0.0] and m["hd95"][0] == 0.0 and m["nsd"][1] == 0.0
     assert m["lesion_fn"][1] == m["n_ref_lesions"][1] > 0
     acc = MetricTable(["a", "b"], ["dice", "tp", "fp", "fn", "hd95"], ["case"], ["a", "b"], True)

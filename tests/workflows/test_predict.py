@@ -262,18 +262,16 @@ def test_preprocessed_run_predicts_on_the_original_grid(tmp_path: Path) -> None:
     assert pred.shape == vol.spatial_shape
     probs = Predictor(load_module(run)).probabilities(vol)
     assert probs.shape == (4, *vol.spatial_shape)
-    summary = json.loads((evaluate_run(run, "test", progress=False) / "summary.json").read_text())
+    summary = json.loads((evaluate_run(run, split="test", progress=False) / "summary.json").read_text())
     assert summary["n_cases"] == 1
 
 
 def test_2d_model_trained_on_slices_of_volumes(tmp_path: Path) -> None:
-    cfg = config_from_dict(
-        tiny_config(data={"dataset": "phantom3d", "builtin": {"n_patients": 4, "size": 32, "depth": 8}, "slices": True, "batch_size": 4})
-    )
+    cfg = config_from_dict(tiny_config(data={"dataset": "phantom3d", "builtin": {"n_patients": 4, "size": 32, "depth": 8}, "slices": True, "batch_size": 4}))
     run = train(cfg, tmp_path / "slices", progress=False)
     module = load_module(run)
     assert module.spatial_dims == 2
     from medseg.workflows.evaluate import evaluate_run
 
-    summary = json.loads((evaluate_run(run, "test", progress=False) / "summary.json").read_text())
+    summary = json.loads((evaluate_run(run, split="test", progress=False) / "summary.json").read_text())
     assert summary["n_cases"] == 1 and summary["mean_dice"] is not None

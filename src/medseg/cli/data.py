@@ -139,7 +139,7 @@ def prepare_cmd(
         cfg = load_config(resolve_config_path(config), [*overrides, "data.preprocess.enabled=true"])
     else:
         cfg = config_from_dict({"data": {"preprocess": dict(PLAN_DEFAULTS)}}, overrides)
-    p, plan_file, cache = prepare_dataset(cfg, plan, gpu_memory_gb, cpu_cores, overwrite=overwrite, progress=progress)
+    p, plan_file, cache = prepare_dataset(cfg, plan_path=plan, gpu_memory_gb=gpu_memory_gb, cpu_cores=cpu_cores, overwrite=overwrite, progress=progress)
     t = Table(title=f"plan ({plan_file})")
     for col in ("configuration", "patch", "batch", "pooling per axis", "stages"):
         t.add_column(col)

@@ -41,14 +41,14 @@ def evaluate_cmd(
         from medseg.recipes import resolve_config_path
 
         cfg = load_config(resolve_config_path(config) if config else None, list(set_ or []))
-        result = evaluate_folders(pred, ref, labels, out, cfg.eval, progress=progress)
+        result = evaluate_folders(pred, ref, labels=labels, out=out, config=cfg.eval, progress=progress)
         title = f"{pred.name} vs {ref.name}"
     else:
         if run is None:
             raise MedsegError("nothing to evaluate", where="evaluate", fix="give a run folder, or --pred DIR --ref DIR")
         if config is not None or labels or out is not None:
             raise MedsegError("--config, --labels and --out apply to --pred/--ref", where="evaluate", fix="for a run, change settings with --set eval.…")
-        result = evaluate_run(run, split, checkpoint, progress=progress, overrides=list(set_ or []))
+        result = evaluate_run(run, split=split, checkpoint=checkpoint, progress=progress, overrides=list(set_ or []))
         title = ""
     summary = json.loads((result / "summary.json").read_text())
     t = Table(title=f"{title or summary['split']}: per class mean ± std ({summary['n_cases']} cases)")
@@ -93,7 +93,23 @@ def predict_cmd(
 
     axes: str | list[int] = tta if tta in ("none", "all") else [int(a) for a in tta.split(",") if a.strip()]
     runs = [run, *(ensemble or [])]
-    result = predict(runs, input, out, format, checkpoint, axes, overlap, probabilities, overlays, series, split, device, overwrite, progress, backend)
+    result = predict(
+        runs,
+        input,
+        out,
+        fmt=format,
+        checkpoint=checkpoint,
+        tta=axes,
+        overlap=overlap,
+        probabilities=probabilities,
+        overlays=overlays,
+        series=series,
+        split=split,
+        device=device,
+        overwrite=overwrite,
+        progress=progress,
+        backend=backend,
+    )
     console.print(f"predictions: [bold]{result}[/]")
 
 

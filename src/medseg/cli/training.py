@@ -88,11 +88,11 @@ def sweep_cmd(
     if optuna is not None:
         if ray is not None:
             raise MedsegError("--optuna and --ray go separately", where="--ray", fix="use one of them")
-        run_optuna(base, space, optuna, out, models, evaluate, progress, on_point=report)
+        run_optuna(base, space, optuna, out, models=models, evaluate=evaluate, progress=progress, on_point=report)
     elif ray is not None:
-        run_ray(base, space, out, ray, n_seeds, models, evaluate, cpus_per_trial, gpus_per_trial)
+        run_ray(base, space, out, ray, seeds=n_seeds, models=models, evaluate=evaluate, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
     else:
-        run_sweep(base, space, out, n_seeds, models, evaluate, progress, on_point=report)
+        run_sweep(base, space, out, seeds=n_seeds, models=models, evaluate=evaluate, progress=progress, on_point=report)
     console.print(f"sweep folder: [bold]{out}[/] (sweep.csv, sensitivity.png); next: medseg compare {out} or medseg report {out} --out {out}/report")
 
 

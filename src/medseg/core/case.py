@@ -48,6 +48,7 @@ class Case:
         label: np.ndarray | None,
         spacing: tuple[float, ...],
         case_id: str,
+        *,
         patient_id: str = "",
         origin: tuple[float, ...] | None = None,
         direction: np.ndarray | None = None,

@@ -89,17 +89,13 @@ def resolve_augmentation(preset: str, overrides: dict[str, dict[str, Any]] | Non
         base = table.get(name) or copy.deepcopy(_DEFAULTS[name])
         for k in params:
             if k not in _DEFAULTS[name]:
-                raise ConfigError(
-                    f"{name} has no parameter {k!r}", where=f"data.augmentation.overrides.{name}.{k}", fix=f"use {', '.join(_DEFAULTS[name])}"
-                )
+                raise ConfigError(f"{name} has no parameter {k!r}", where=f"data.augmentation.overrides.{name}.{k}", fix=f"use {', '.join(_DEFAULTS[name])}")
         base.update(params)
         table[name] = base
     return {k: v for k, v in table.items() if float(v.get("prob", 0)) > 0}
 
 
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    name: next((PRESETS[p][name] for p in ("heavy", "default", "light") if name in PRESETS[p]), {}) for name in TRANSFORMS
-}
+_DEFAULTS: dict[str, dict[str, Any]] = {name: next((PRESETS[p][name] for p in ("heavy", "default", "light") if name in PRESETS[p]), {}) for name in TRANSFORMS}
 
 
 def build_augmentation(table: dict[str, dict[str, Any]], spatial_dims: int, keys: tuple[str, ...] = ("image", "label")) -> list[Any]:
@@ -182,6 +178,7 @@ class RandRotateScaled(mt.RandomizableTransform, mt.MapTransform):
         self,
         keys: tuple[str, ...],
         spatial_dims: int,
+        *,
         rotate_prob: float = 0.2,
         rotate_range: float = 30.0,
         scale_prob: float = 0.2,

@@ -46,6 +46,7 @@ def _split_of(ds: Dataset) -> dict[str, str]:
 
 def fingerprint(
     ds: Dataset,
+    *,
     progress: bool = True,
     samples_per_case: int = 10_000,
     imbalance: float = 0.01,
@@ -168,7 +169,7 @@ def fingerprint(
         "class_fraction": fraction,
         "per_case": per_case,
     }
-    fp["warnings"] = _warnings(fp, ds, empty, imbalance, spacing_tolerance, min_size)
+    fp["warnings"] = _warnings(fp, ds, empty, imbalance, spacing_tolerance, min_size=min_size)
     return fp
 
 
@@ -176,7 +177,7 @@ def _ids(ids: list[str], k: int = 5) -> str:
     return ", ".join(ids[:k]) + (f" and {len(ids) - k} more" if len(ids) > k else "")
 
 
-def _warnings(fp: dict[str, Any], ds: Dataset, empty: list[str], imbalance: float, tol: float, min_size: int) -> list[str]:
+def _warnings(fp: dict[str, Any], ds: Dataset, empty: list[str], imbalance: float, tol: float, *, min_size: int) -> list[str]:
     out: list[str] = []
     labelled = fp["cases"]["labelled"]
     if labelled == 0:

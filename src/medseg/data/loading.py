@@ -271,7 +271,7 @@ class SegDataModule(L.LightningDataModule):
             pc = self.config.data.preprocess
             spec = resolve_spec(self.config, self.ds, self._plan)
             out = Path(pc.cache_dir) if pc.cache_dir else default_cache_dir(self.ds, spec)
-            self._cache = Cache(prepare(self.ds, spec, out, progress=self.progress), spec)
+            self._cache = Cache(prepare(self.ds, spec, out=out, progress=self.progress), spec)
         return self._cache
 
     def ids(self, stage: str) -> list[str]:
@@ -350,7 +350,14 @@ class SegDataModule(L.LightningDataModule):
         if use_sampler:
             if ps is not None:
                 self._warn_large_patch(items, ps)
-            sampler = PatchSampler(ps, d.foreground_oversample, d.class_balanced, d.slices, d.slice_axis, d.context_slices)
+            sampler = PatchSampler(
+                ps,
+                foreground_oversample=d.foreground_oversample,
+                class_balanced=d.class_balanced,
+                slices=d.slices,
+                slice_axis=d.slice_axis,
+                context_slices=d.context_slices,
+            )
         slice_index = self._slice_index(items) if d.slices else None
         return CaseItems(items, tf, sampler=sampler, slice_index=slice_index, multi_label=self.multi_label)
 
@@ -375,7 +382,7 @@ class SegDataModule(L.LightningDataModule):
         d = self.config.data
         items = self.items(stage)
         if d.slices:
-            sampler = PatchSampler(None, 0.0, slices=True, slice_axis=d.slice_axis, context_slices=d.context_slices)
+            sampler = PatchSampler(None, foreground_oversample=0.0, slices=True, slice_axis=d.slice_axis, context_slices=d.context_slices)
             ds = CaseItems(items, None, sampler=sampler, slice_index=self._slice_index(items), multi_label=self.multi_label)
             return DataLoader(ds, batch_size=d.batch_size, shuffle=False, num_workers=0)
         return DataLoader(CaseItems(items, multi_label=self.multi_label), batch_size=1, shuffle=False, num_workers=0)
@@ -385,5 +392,3 @@ class SegDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
-
-

@@ -102,7 +102,7 @@ def _fit_patch(shape: list[float], spacing: list[float], dims: int, budget_voxel
     return patch
 
 
-def _configuration(shape: list[float], spacing: list[float], dims: int, gpu_gb: float, workers: int, total_voxels: float) -> dict[str, Any]:
+def _configuration(shape: list[float], spacing: list[float], dims: int, gpu_gb: float, workers: int, *, total_voxels: float) -> dict[str, Any]:
     budget = VOXELS_PER_GB[dims] * gpu_gb
     patch = _fit_patch(shape, spacing, dims, budget)
     vox = float(np.prod(patch))
@@ -116,6 +116,7 @@ def _configuration(shape: list[float], spacing: list[float], dims: int, gpu_gb: 
 
 def make_plan(
     fp: dict[str, Any],
+    *,
     dims: int | None = None,
     gpu_memory_gb: float = 8.0,
     cpu_cores: int | None = None,
@@ -155,12 +156,12 @@ def make_plan(
     total = float(np.prod(resampled, axis=1).sum())
     confs: dict[str, Any] = {}
     if "3d" in wanted:
-        confs["3d"] = _configuration(median_shape, spacing, 3, gpu_memory_gb, workers, total)
+        confs["3d"] = _configuration(median_shape, spacing, 3, gpu_memory_gb, workers, total_voxels=total)
     if "2d" in wanted:
         inplane = [a for a in range(dims) if a != (coarse if coarse is not None else 0)] if dims == 3 else [0, 1]
         sh2 = [median_shape[a] for a in inplane]
         sp2 = [spacing[a] for a in inplane]
-        c2 = _configuration(sh2, sp2, 2, gpu_memory_gb, workers, total)  # slices together hold the same voxels
+        c2 = _configuration(sh2, sp2, 2, gpu_memory_gb, workers, total_voxels=total)  # slices together hold the same voxels
         if dims == 3:
             c2["slice_axis"] = coarse if coarse is not None else 0
         confs["2d"] = c2

@@ -43,6 +43,7 @@ class PatchSampler:
     def __init__(
         self,
         patch_size: Sequence[int] | None,
+        *,
         foreground_oversample: float = 1 / 3,
         class_balanced: bool = False,
         slices: bool = False,

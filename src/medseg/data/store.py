@@ -292,6 +292,7 @@ def write_dataset(
     root: str | Path,
     info: DatasetInfo,
     cases: Iterable[Case],
+    *,
     splits: dict[str, Any] | None = None,
     overwrite: bool = False,
     compress: bool = False,

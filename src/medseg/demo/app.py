@@ -181,15 +181,15 @@ class DemoState:
         ref = None if case.label is None else sl(case.label, lead)
         panels: list[np.ndarray] = []
         if view == "side by side":
-            panels.append(R.titled(R.upscale(R.blend(grey, ref, colors, shown, alpha, multi), sp), "ground truth"))
+            panels.append(R.titled(R.upscale(R.blend(grey, ref, colors, shown, alpha, multi=multi), sp), "ground truth"))
         for rv in others:
             pred = sl(self.prediction(rv, case_id), lead)
             if view == "side by side":
-                rgb = R.blend(grey, pred, colors, shown, alpha, multi)
+                rgb = R.blend(grey, pred, colors, shown, alpha, multi=multi)
             elif view == "overlay":
-                rgb = R.contour_overlay(grey, pred, ref, colors, shown, alpha, multi)
+                rgb = R.contour_overlay(grey, pred, ref, colors, shown, alpha=alpha, multi=multi)
             else:
-                rgb = R.error_map(grey, pred, ref, shown, alpha, multi)
+                rgb = R.error_map(grey, pred, ref, shown, alpha, multi=multi)
             panels.append(R.titled(R.upscale(rgb, sp), rv.name[:40]))
         picture = R.side_by_side(panels)
         metrics = self.metrics_html(others, case, names, fg) + "".join(f'<p class="medseg-msg">{n}</p>' for n in notes)
@@ -293,7 +293,7 @@ class DemoState:
             img = R.take_slice(img, axis, int(index))
             pred = R.take_slice(pred, axis, int(index), 1 if multi else 0)
             sp = [s for i, s in enumerate(sp) if i != axis]
-        return R.upscale(R.blend(R.window(img), pred, state["colors"], state["classes"], alpha, multi), sp)
+        return R.upscale(R.blend(R.window(img), pred, state["colors"], state["classes"], alpha, multi=multi), sp)
 
 
 def _url(part: str) -> str:
@@ -504,6 +504,7 @@ def create_server(runs_dir: str | Path, auth: tuple[str, str] | None = None, max
 
 def serve(
     runs_dir: str | Path,
+    *,
     host: str = "127.0.0.1",
     port: int = 7860,
     auth: tuple[str, str] | None = None,

@@ -107,6 +107,7 @@ class Predictor:
     def __init__(
         self,
         modules: SegModule | Sequence[SegModule],
+        *,
         tta: str | Sequence[int] | None = "none",
         overlap: float = 0.5,
         sw_batch_size: int = 4,
@@ -167,7 +168,9 @@ class Predictor:
             p = self._scores(x)[0]
             return reduce(p) if reduce is not None else p
         out_dtype = torch.int16 if not self.multi_label else torch.bool
-        return sliding_window(x, self._scores, roi, self.num_classes, self.overlap, self.sw_batch_size, reduce=reduce, out_dtype=out_dtype)
+        return sliding_window(
+            x, self._scores, roi, self.num_classes, overlap=self.overlap, sw_batch_size=self.sw_batch_size, reduce=reduce, out_dtype=out_dtype
+        )
 
     @torch.inference_mode()
     def _run(self, case: Case, reduce: Any) -> np.ndarray:

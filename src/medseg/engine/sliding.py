@@ -35,6 +35,7 @@ def sliding_window(
     predictor: Callable[[torch.Tensor], torch.Tensor],
     roi_size: Sequence[int],
     num_outputs: int,
+    *,
     overlap: float = 0.5,
     sw_batch_size: int = 4,
     mode: str = "gaussian",

@@ -287,6 +287,7 @@ def surface_metrics_per_class(
     pred: np.ndarray,
     ref: np.ndarray,
     classes: Sequence[int],
+    *,
     spacing: Sequence[float] | None = None,
     multi_label: bool = False,
     tolerances_mm: Sequence[float] | float = 1.0,

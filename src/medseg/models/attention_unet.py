@@ -60,7 +60,7 @@ class AttentionGate(nn.Module):
         ``α``: ``(B, 1, *S)`` in [0, 1].
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, gating_channels: int, inter_channels: int, conv_mapping: bool = False, norm: str = "batch"):
+    def __init__(self, spatial_dims: int, in_channels: int, gating_channels: int, inter_channels: int, *, conv_mapping: bool = False, norm: str = "batch"):
         super().__init__()
         conv = conv_nd(spatial_dims)
         self.conv_mapping = conv_mapping
@@ -101,6 +101,7 @@ class AttentionUNet(nn.Module):
         spatial_dims: int,
         in_channels: int,
         num_classes: int,
+        *,
         channels: Sequence[int] = (32, 64, 128, 256, 512),
         conv_mapping: bool = False,
         attention: bool = True,
@@ -123,7 +124,10 @@ class AttentionUNet(nn.Module):
         self.gating = nn.Sequential(conv(ch[-1], ch[-1], 1, bias=False), norm_nd(norm, spatial_dims, ch[-1]), nn.ReLU(inplace=True))
         # decoder level i (0 = top) takes the level-(i+1) features and the gated level-i skip
         self.gates = nn.ModuleList(
-            [AttentionGate(spatial_dims, ch[i], ch[i + 1], max(1, ch[i] // 2), conv_mapping, norm) if attention else nn.Identity() for i in range(len(ch) - 1)]
+            [
+                AttentionGate(spatial_dims, ch[i], ch[i + 1], max(1, ch[i] // 2), conv_mapping=conv_mapping, norm=norm) if attention else nn.Identity()
+                for i in range(len(ch) - 1)
+            ]
         )
         self.decoders = nn.ModuleList([ConvBlock(spatial_dims, ch[i] + ch[i + 1], ch[i], norm) for i in range(len(ch) - 1)])
         self.head = conv(ch[0], num_classes, 1)
@@ -153,7 +157,7 @@ class AttentionUNet(nn.Module):
 
 
 def _build(spatial_dims: int, in_channels: int, num_classes: int, channels: Sequence[int], **kw: object) -> nn.Module:
-    net = AttentionUNet(spatial_dims, in_channels, num_classes, channels, **kw)  # type: ignore[arg-type]
+    net = AttentionUNet(spatial_dims, in_channels, num_classes, channels=channels, **kw)  # type: ignore[arg-type]
     multiple = 2 ** (len(tuple(channels)) - 1)
     return PadToMultiple(net, multiple, min_size=2 * multiple if kw.get("norm") == "instance" else 0, in_channels=in_channels)
 
@@ -175,6 +179,7 @@ def attention_unet(
     spatial_dims: int,
     in_channels: int,
     num_classes: int,
+    *,
     channels: Sequence[int] = (32, 64, 128, 256, 512),
     conv_mapping: bool = False,
     attention: bool = True,
@@ -200,6 +205,7 @@ def attention_unet_convmap(
     spatial_dims: int,
     in_channels: int,
     num_classes: int,
+    *,
     channels: Sequence[int] = (32, 64, 128, 256, 512),
     n_deep_supervision: int = 0,
     norm: str = "batch",
@@ -221,6 +227,7 @@ def attention_unet_deeper(
     spatial_dims: int,
     in_channels: int,
     num_classes: int,
+    *,
     channels: Sequence[int] = (32, 64, 128, 256, 512, 1024),
     conv_mapping: bool = False,
     n_deep_supervision: int = 0,

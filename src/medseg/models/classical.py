@@ -235,6 +235,7 @@ class PixelClassifier(nn.Module):
         spatial_dims: int,
         in_channels: int,
         num_classes: int,
+        *,
         classifier: Classifier = "random_forest",
         sigmas: Sequence[float] = (1.0, 2.0, 4.0),
         max_samples: int = 200_000,
@@ -433,12 +434,12 @@ class PixelClassifier(nn.Module):
             meta["spatial_dims"],
             meta["in_channels"],
             meta["num_classes"],
-            meta["classifier"],
-            meta["sigmas"],
-            meta["max_samples"],
-            meta["seed"],
-            meta["params"],
-            meta.get("threads"),
+            classifier=meta["classifier"],
+            sigmas=meta["sigmas"],
+            max_samples=meta["max_samples"],
+            seed=meta["seed"],
+            params=meta["params"],
+            threads=meta.get("threads"),
         )
         model.multi_label = bool(meta["multi_label"])
         model.scaler = (data.pop("scaler_mean"), data.pop("scaler_scale"))
@@ -451,6 +452,7 @@ def _register(name: str, classifier: Classifier, description: str, defaults: dic
         spatial_dims: int,
         in_channels: int,
         num_classes: int,
+        *,
         sigmas: Sequence[float] = (1.0, 2.0, 4.0),
         max_samples: int = 200_000,
         seed: int = 0,
@@ -458,7 +460,17 @@ def _register(name: str, classifier: Classifier, description: str, defaults: dic
         threads: int | None = None,
     ) -> nn.Module:
         """Pixel classifier; ``params`` go to the scikit-learn estimator (defaults in the docs)."""
-        return PixelClassifier(spatial_dims, in_channels, num_classes, classifier, sigmas, max_samples, seed, {**defaults, **(params or {})}, threads)
+        return PixelClassifier(
+            spatial_dims,
+            in_channels,
+            num_classes,
+            classifier=classifier,
+            sigmas=sigmas,
+            max_samples=max_samples,
+            seed=seed,
+            params={**defaults, **(params or {})},
+            threads=threads,
+        )
 
     register_model(
         name,

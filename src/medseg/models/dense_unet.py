@@ -19,7 +19,7 @@ from medseg.models.wrappers import PadToMultiple, conv_nd, conv_transpose_nd, in
 class DenseLayer(nn.Module):
     """DenseNet-BC layer: norm → ReLU → 1×1 conv (``bn_size·k``) → norm → ReLU → 3×3 conv (``k``); output concatenated to the input."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, bn_size: int, norm: str, dropout: float):
+    def __init__(self, spatial_dims: int, in_channels: int, growth_rate: int, bn_size: int, norm: str, *, dropout: float):
         super().__init__()
         conv = conv_nd(spatial_dims)
         self.body = nn.Sequential(
@@ -37,8 +37,8 @@ class DenseLayer(nn.Module):
 
 
 class DenseBlock(nn.Sequential):
-    def __init__(self, spatial_dims: int, in_channels: int, n_layers: int, growth_rate: int, bn_size: int, norm: str, dropout: float):
-        super().__init__(*[DenseLayer(spatial_dims, in_channels + i * growth_rate, growth_rate, bn_size, norm, dropout) for i in range(n_layers)])
+    def __init__(self, spatial_dims: int, in_channels: int, n_layers: int, growth_rate: int, bn_size: int, *, norm: str, dropout: float):
+        super().__init__(*[DenseLayer(spatial_dims, in_channels + i * growth_rate, growth_rate, bn_size, norm, dropout=dropout) for i in range(n_layers)])
         self.out_channels = in_channels + n_layers * growth_rate
 
 
@@ -67,6 +67,7 @@ class DenseUNet(nn.Module):
         spatial_dims: int,
         in_channels: int,
         num_classes: int,
+        *,
         init_features: int = 32,
         growth_rate: int = 16,
         block_layers: Sequence[int] = (4, 4, 4, 4, 4),
@@ -82,7 +83,7 @@ class DenseUNet(nn.Module):
         self.blocks, self.transitions, skip_ch = nn.ModuleList(), nn.ModuleList(), []
         layers = [int(n) for n in block_layers]
         for i, n in enumerate(layers):
-            block = DenseBlock(sd, c, n, growth_rate, bn_size, norm, dropout)
+            block = DenseBlock(sd, c, n, growth_rate, bn_size, norm=norm, dropout=dropout)
             self.blocks.append(block)
             c = block.out_channels
             if i < len(layers) - 1:
@@ -132,6 +133,7 @@ def dense_unet(
     spatial_dims: int,
     in_channels: int,
     num_classes: int,
+    *,
     init_features: int = 32,
     growth_rate: int = 16,
     block_layers: Sequence[int] = (4, 4, 4, 4, 4),
@@ -141,6 +143,17 @@ def dense_unet(
     dropout: float = 0.0,
 ) -> nn.Module:
     """DenseUNet; see :class:`DenseUNet` for the arguments."""
-    net = DenseUNet(spatial_dims, in_channels, num_classes, init_features, growth_rate, block_layers, bn_size, compression, norm, dropout)
+    net = DenseUNet(
+        spatial_dims,
+        in_channels,
+        num_classes,
+        init_features=init_features,
+        growth_rate=growth_rate,
+        block_layers=block_layers,
+        bn_size=bn_size,
+        compression=compression,
+        norm=norm,
+        dropout=dropout,
+    )
     multiple = 2 ** (len(tuple(block_layers)) - 1)
     return PadToMultiple(net, multiple, min_size=2 * multiple if norm == "instance" else 0, in_channels=in_channels)

@@ -92,6 +92,7 @@ class FCN(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
+        *,
         backbone: Literal["vgg16", "alexnet"] = "vgg16",
         stride: int = 8,
         fc_channels: int = 4096,
@@ -150,8 +151,8 @@ class FCN(nn.Module):
         return resize_to(score, size)
 
 
-def _build(in_channels: int, num_classes: int, backbone: Literal["vgg16", "alexnet"], stride: int, fc_channels: int, dropout: float) -> nn.Module:
-    net = FCN(in_channels, num_classes, backbone, stride, fc_channels, dropout)
+def _build(in_channels: int, num_classes: int, backbone: Literal["vgg16", "alexnet"], stride: int, fc_channels: int, *, dropout: float) -> nn.Module:
+    net = FCN(in_channels, num_classes, backbone=backbone, stride=stride, fc_channels=fc_channels, dropout=dropout)
     return PadToMultiple(net, 32, min_size=64 if backbone == "alexnet" else 32, in_channels=in_channels)
 
 
@@ -168,7 +169,7 @@ _VGG_WEIGHTS = "a torchvision VGG-16 state dict (vgg16-*.pth from torchvision.mo
     weights=_VGG_WEIGHTS,
 )
 def fcn8s(spatial_dims: int, in_channels: int, num_classes: int, fc_channels: int = 4096, dropout: float = 0.5) -> nn.Module:
-    return _build(in_channels, num_classes, "vgg16", 8, fc_channels, dropout)
+    return _build(in_channels, num_classes, "vgg16", 8, fc_channels, dropout=dropout)
 
 
 @register_model(
@@ -181,7 +182,7 @@ def fcn8s(spatial_dims: int, in_channels: int, num_classes: int, fc_channels: in
     weights=_VGG_WEIGHTS,
 )
 def fcn32s(spatial_dims: int, in_channels: int, num_classes: int, fc_channels: int = 4096, dropout: float = 0.5) -> nn.Module:
-    return _build(in_channels, num_classes, "vgg16", 32, fc_channels, dropout)
+    return _build(in_channels, num_classes, "vgg16", 32, fc_channels, dropout=dropout)
 
 
 @register_model(
@@ -194,4 +195,4 @@ def fcn32s(spatial_dims: int, in_channels: int, num_classes: int, fc_channels: i
     weights="a torchvision AlexNet state dict (alexnet-*.pth from torchvision.models.alexnet(weights='DEFAULT').state_dict())",
 )
 def fcn_alexnet(spatial_dims: int, in_channels: int, num_classes: int, fc_channels: int = 4096, dropout: float = 0.5) -> nn.Module:
-    return _build(in_channels, num_classes, "alexnet", 32, fc_channels, dropout)
+    return _build(in_channels, num_classes, "alexnet", 32, fc_channels, dropout=dropout)

@@ -28,7 +28,7 @@ class StandardModule(nn.Sequential):
     """Convolution → instance norm → leaky ReLU (the paper's basic unit)."""
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, norm: str = "instance", slope: float = 0.01
+        self, spatial_dims: int, in_channels: int, out_channels: int, *, kernel_size: int = 3, stride: int = 1, norm: str = "instance", slope: float = 0.01
     ):
         super().__init__(
             conv_nd(spatial_dims)(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
@@ -56,7 +56,7 @@ class ContextModule(nn.Module):
 class UpsamplingModule(nn.Sequential):
     """×2 upsampling halving the channels: nearest + 3×3×3 conv (paper) or 4×4×4 transposed conv."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, mode: str, norm: str, slope: float):
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, mode: str, norm: str, *, slope: float):
         if mode == "nearest":
             super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), StandardModule(spatial_dims, in_channels, out_channels, norm=norm, slope=slope))
         elif mode == "transposed":
@@ -94,6 +94,7 @@ class ImprovedUNet(nn.Module):
         spatial_dims: int,
         in_channels: int,
         num_classes: int,
+        *,
         base_filters: int = 16,
         depth: int = 5,
         dropout: float = 0.3,
@@ -115,12 +116,12 @@ class ImprovedUNet(nn.Module):
             + [StandardModule(sd, ch[i - 1], ch[i], stride=2, norm=norm, slope=s) for i in range(1, depth)]
         )
         self.context = nn.ModuleList([ContextModule(sd, c, dropout, norm, s) for c in ch])
-        self.up = nn.ModuleList([UpsamplingModule(sd, ch[i + 1], ch[i], upsample, norm, s) for i in range(depth - 1)])
+        self.up = nn.ModuleList([UpsamplingModule(sd, ch[i + 1], ch[i], upsample, norm, slope=s) for i in range(depth - 1)])
         # localisation modules for levels 1 … depth-2 (level 0 uses one 3×3×3 module instead)
         self.localise = nn.ModuleList(
             [nn.Identity()]
             + [
-                nn.Sequential(StandardModule(sd, 2 * ch[i], ch[i], norm=norm, slope=s), StandardModule(sd, ch[i], ch[i], 1, norm=norm, slope=s))
+                nn.Sequential(StandardModule(sd, 2 * ch[i], ch[i], norm=norm, slope=s), StandardModule(sd, ch[i], ch[i], kernel_size=1, norm=norm, slope=s))
                 for i in range(1, depth - 1)
             ]
         )
@@ -164,6 +165,7 @@ def improved_unet3d(
     spatial_dims: int,
     in_channels: int,
     num_classes: int,
+    *,
     base_filters: int = 16,
     depth: int = 5,
     dropout: float = 0.3,
@@ -173,6 +175,17 @@ def improved_unet3d(
     n_deep_supervision: int = 0,
 ) -> nn.Module:
     """Improved 3D U-Net; see :class:`ImprovedUNet` for the arguments."""
-    net = ImprovedUNet(spatial_dims, in_channels, num_classes, base_filters, depth, dropout, negative_slope, upsample, norm, n_deep_supervision)
+    net = ImprovedUNet(
+        spatial_dims,
+        in_channels,
+        num_classes,
+        base_filters=base_filters,
+        depth=depth,
+        dropout=dropout,
+        negative_slope=negative_slope,
+        upsample=upsample,
+        norm=norm,
+        n_deep_supervision=n_deep_supervision,
+    )
     multiple = 2 ** (depth - 1)
     return PadToMultiple(net, multiple, min_size=2 * multiple if norm == "instance" else 0, in_channels=in_channels)

@@ -25,6 +25,7 @@ def unet(
     spatial_dims: int,
     in_channels: int,
     num_classes: int,
+    *,
     channels: Sequence[int] = (16, 32, 64, 128, 256),
     num_res_units: int = 2,
     norm: str = "instance",

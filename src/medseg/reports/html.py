@@ -96,7 +96,7 @@ def _gallery(results: list[RunResult], ds: Any, out: Path) -> str:
         cut = [(n, figures.slice_of(case.image, case.label, p, ds.info.multi_label, z)[2]) for n, p in preds]
         dice = ", ".join(f"{r.label} {p[cid]:.3f}" for r, p in zip(results, per_run, strict=True))
         title = f"{tag}: {cid}" + (f", slice {z}" if z is not None else "") + f" — mean Dice {dice}"
-        path = figures.case_panel(out / f"case_{tag}.png", title, img, ref, cut, colors, legend, ds.info.multi_label)
+        path = figures.case_panel(out / f"case_{tag}.png", title, img, ref, cut, colors=colors, legend=legend, multi_label=ds.info.multi_label)
         parts.append(f"<figure>{_img(path, f'{tag} case')}<figcaption>{html.escape(title)}</figcaption></figure>")
     return _legend(ds) + "".join(parts)
 
@@ -115,7 +115,7 @@ def _training_gifs(results: list[RunResult], ds: Any, out: Path) -> str:
             continue
         z = meta.get("slice")
         img, ref, _, _ = figures.slice_of(case.image, case.label, None, ds.info.multi_label, z) if z is not None else (case.image[0], case.label, None, None)
-        path = figures.training_gif(out / f"training_{i}.gif", img, ref, frames, colors, r.label if len(results) > 1 else "")
+        path = figures.training_gif(out / f"training_{i}.gif", img, ref, frames, colors, title=r.label if len(results) > 1 else "")
         cap = f"{r.label}: case {meta['case']}" + (f", slice {z}" if z is not None else "") + f", {len(frames)} epochs"
         figs.append(f"<figure>{_img(path, f'training sequence {r.label}')}<figcaption>{html.escape(cap)}</figcaption></figure>")
     if not figs:

@@ -95,6 +95,7 @@ def case_panel(
     image: np.ndarray,
     ref: np.ndarray,
     preds: Sequence[tuple[str, np.ndarray]],
+    *,
     colors: Sequence[Sequence[int]],
     legend: tuple[list[str], list[Sequence[int]]],
     multi_label: bool = False,
@@ -185,7 +186,7 @@ def _upscale(rgb: np.ndarray, min_size: int = 192) -> np.ndarray:
 
 
 def training_gif(
-    path: Path, image: np.ndarray, ref: np.ndarray, snapshots: Sequence[tuple[int, np.ndarray]], colors: Sequence[Sequence[int]], title: str = ""
+    path: Path, image: np.ndarray, ref: np.ndarray, snapshots: Sequence[tuple[int, np.ndarray]], colors: Sequence[Sequence[int]], *, title: str = ""
 ) -> Path:
     """Animated GIF: ground truth | prediction at each epoch, with the epoch written on the frame."""
     from PIL import Image, ImageDraw

@@ -77,7 +77,9 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~binary_erosion(mask, border_value=0)
 
 
-def blend(grey: np.ndarray, label: np.ndarray | None, colors: Sequence[Sequence[int]], classes: Sequence[int], alpha: float, multi: bool = False) -> np.ndarray:
+def blend(
+    grey: np.ndarray, label: np.ndarray | None, colors: Sequence[Sequence[int]], classes: Sequence[int], alpha: float, *, multi: bool = False
+) -> np.ndarray:
     """Class colours over a grey ``uint8`` slice at opacity ``alpha``; only ``classes`` are drawn."""
     rgb = np.repeat(grey.astype(np.float32)[..., None], 3, axis=-1)
     if label is not None and alpha > 0:
@@ -88,17 +90,17 @@ def blend(grey: np.ndarray, label: np.ndarray | None, colors: Sequence[Sequence[
 
 
 def contour_overlay(
-    grey: np.ndarray, pred: np.ndarray, ref: np.ndarray | None, colors: Sequence[Sequence[int]], classes: Sequence[int], alpha: float, multi: bool = False
+    grey: np.ndarray, pred: np.ndarray, ref: np.ndarray | None, colors: Sequence[Sequence[int]], classes: Sequence[int], *, alpha: float, multi: bool = False
 ) -> np.ndarray:
     """Prediction as filled colour, ground truth as a solid outline of the same colour."""
-    rgb = blend(grey, pred, colors, classes, alpha, multi)
+    rgb = blend(grey, pred, colors, classes, alpha, multi=multi)
     if ref is not None:
         for k, m in _masks(ref, classes, multi):
             rgb[outline(m)] = colors[k]
     return rgb
 
 
-def error_map(grey: np.ndarray, pred: np.ndarray, ref: np.ndarray | None, classes: Sequence[int], alpha: float, multi: bool = False) -> np.ndarray:
+def error_map(grey: np.ndarray, pred: np.ndarray, ref: np.ndarray | None, classes: Sequence[int], alpha: float, *, multi: bool = False) -> np.ndarray:
     """True positives, false positives and false negatives of the visible classes (:data:`ERROR_COLORS`)."""
     rgb = np.repeat(grey.astype(np.float32)[..., None], 3, axis=-1)
     if ref is None:

@@ -40,6 +40,7 @@ from medseg.workflows.scoring import MetricTable, conventions, metric_columns, s
 
 def evaluate_run(
     run_dir: str | Path,
+    *,
     split: str | None = None,
     checkpoint: str | None = None,
     progress: bool = True,
@@ -106,7 +107,7 @@ def evaluate_run(
                 with open(tmp / "predictions" / f"{cid}.npz", "wb") as fh:
                     np.savez_compressed(fh, label=pred, affine=case.affine)
             t0 = time.perf_counter()
-            m = score_case(pred, case.label, scored, names, case.spacing, cfg, ds.info.multi_label)
+            m = score_case(pred, case.label, scored, names, case.spacing, cfg=cfg, multi_label=ds.info.multi_label)
             acc.add({"case": cid, "patient": case.patient_id}, pred, case.label, m)
             t_metrics += time.perf_counter() - t0
         header = {
@@ -129,6 +130,7 @@ def evaluate_run(
 def evaluate_folders(
     pred_dir: str | Path,
     ref_dir: str | Path,
+    *,
     labels: Sequence[str] | dict[int, str] | None = None,
     out: str | Path | None = None,
     config: EvalConfig | None = None,
@@ -186,14 +188,14 @@ def evaluate_folders(
         for n in track(names_, "evaluate", enabled=progress):
             pred, paff = read_mask(preds[n])
             ref, raff = read_mask(refs[n])
-            check_mask_grid(pred, paff, ref, raff, preds[n], refs[n])
+            check_mask_grid(pred, paff, ref, raff, preds[n], rpath=refs[n])
             size = max(lut_size, int(pred.max(initial=0)) + 1, int(ref.max(initial=0)) + 1)
             lut = np.zeros(size, dtype=np.int16)
             lut[values_] = classes
             p, r = lut[pred], lut[ref]
             spacing = tuple(float(v) for v in np.linalg.norm(raff[:-1, :-1], axis=0))
             t0 = time.perf_counter()
-            m = score_case(p, r, classes, names, spacing, cfg)
+            m = score_case(p, r, classes, names, spacing, cfg=cfg)
             acc.add({"case": n}, p, r, m)
             t_metrics += time.perf_counter() - t0
         header = {

@@ -108,7 +108,7 @@ def parse_labels(items: Sequence[str] | None) -> dict[int, str] | None:
     return out
 
 
-def check_mask_grid(pred: np.ndarray, paff: np.ndarray, ref: np.ndarray, raff: np.ndarray, ppath: Path, rpath: Path) -> None:
+def check_mask_grid(pred: np.ndarray, paff: np.ndarray, ref: np.ndarray, raff: np.ndarray, ppath: Path, *, rpath: Path) -> None:
     if pred.shape != ref.shape:
         raise DatasetError(
             f"prediction and reference are on different grids: shape {pred.shape} vs {ref.shape} ({rpath.name})",

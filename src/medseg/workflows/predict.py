@@ -36,6 +36,7 @@ def predict(
     runs: Sequence[str | Path],
     input: str | Path,
     out: str | Path,
+    *,
     fmt: str = "nifti",
     checkpoint: str = "best",
     tta: str | Sequence[int] = "none",

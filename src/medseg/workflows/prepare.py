@@ -14,6 +14,7 @@ PLAN_DEFAULTS: dict[str, Any] = {"enabled": True, "orientation": "RAS", "spacing
 
 def prepare_dataset(
     config: Any,
+    *,
     plan_path: str | Path | None = None,
     gpu_memory_gb: float = 8.0,
     cpu_cores: int | None = None,
@@ -52,5 +53,5 @@ def prepare_dataset(
     spec = resolve_spec(config, ds, plan, fp)
     pc = config.data.preprocess
     out = Path(pc.cache_dir) if pc.cache_dir else default_cache_dir(ds, spec)
-    cache = prepare(ds, spec, out, overwrite=overwrite, progress=progress)
+    cache = prepare(ds, spec, out=out, overwrite=overwrite, progress=progress)
     return plan, plan_file, cache

@@ -54,6 +54,7 @@ def score_case(
     classes: Sequence[int],
     names: Sequence[str],
     spacing: Sequence[float],
+    *,
     cfg: EvalConfig,
     multi_label: bool = False,
 ) -> dict[str, np.ndarray]:
@@ -78,8 +79,8 @@ def score_case(
                 pred,
                 ref,
                 classes,
-                spacing,
-                multi_label,
+                spacing=spacing,
+                multi_label=multi_label,
                 tolerances_mm=tol,
                 percentile=s.percentile,
                 hd95_mode=s.hd95_mode,

@@ -18,6 +18,7 @@ def run_optuna(
     space: dict[str, list[Any]],
     n_trials: int,
     out: str | Path,
+    *,
     models: dict[str, dict[str, Any]] | None = None,
     evaluate: bool = True,
     progress: bool = False,
@@ -65,7 +66,7 @@ def run_optuna(
                 picked = trial.suggest_categorical(key, choices)
                 point[key] = vals[choices.index(picked)]
         cfg = point_config(base, point, models)
-        entry = run_point(cfg, out / "runs" / point_name(point), out, point, point_group(point, base), evaluate, progress)
+        entry = run_point(cfg, out / "runs" / point_name(point), out, point, point_group(point, base), evaluate=evaluate, progress=progress)
         entry["trial"] = trial.number
         record.add(entry)
         if on_point:
@@ -106,6 +107,7 @@ def run_ray(
     grid: dict[str, list[Any]],
     out: str | Path,
     address: str,
+    *,
     seeds: int = 1,
     models: dict[str, dict[str, Any]] | None = None,
     evaluate: bool = True,
@@ -152,7 +154,7 @@ def run_ray(
         def trainable(params: dict[str, Any]) -> dict[str, Any]:
             point = params["point"]
             cfg = point_config(base_, point, models_)
-            entry = run_point(cfg, out / "runs" / point_name(point), out, point, point_group(point, base_), evaluate, False)
+            entry = run_point(cfg, out / "runs" / point_name(point), out, point, point_group(point, base_), evaluate=evaluate, progress=False)
             return {"best_val_dice": entry.get("best_val_dice") or 0.0, "entry": entry}
 
         tuner = tune.Tuner(

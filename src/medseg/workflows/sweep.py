@@ -249,6 +249,7 @@ def run_point(
     sweep_dir: Path,
     point: dict[str, Any],
     group: str,
+    *,
     evaluate: bool = True,
     progress: bool = False,
     train_fn: Callable[..., Path] | None = None,
@@ -285,7 +286,7 @@ def run_point(
         if not summary_path.is_file():
             from medseg.workflows.evaluate import evaluate_run
 
-            evaluate_run(run_dir, split, progress=progress)
+            evaluate_run(run_dir, split=split, progress=progress)
         test_dice = json.loads(summary_path.read_text(encoding="utf-8")).get("mean_dice")
     best = (info.get("best_metric") or {}).get("value")
     return {
@@ -350,6 +351,7 @@ def run_sweep(
     base: dict[str, Any],
     grid: dict[str, list[Any]],
     out: str | Path,
+    *,
     seeds: int = 1,
     models: dict[str, dict[str, Any]] | None = None,
     evaluate: bool = True,
@@ -383,7 +385,7 @@ def run_sweep(
     for i, (point, cfg) in enumerate(configs):
         name = point_name(point)
         try:
-            entry = run_point(cfg, out / "runs" / name, out, point, point_group(point, base), evaluate, progress)
+            entry = run_point(cfg, out / "runs" / name, out, point, point_group(point, base), evaluate=evaluate, progress=progress)
         except TrainingError as e:  # a diverged or out-of-memory setting is a result of the sweep, not the end of it
             entry = {"name": name, "group": point_group(point, base), "point": point, "status": "failed", "action": "failed", "error": e.one_line()}
             failed.append(name)
@@ -397,5 +399,3 @@ def run_sweep(
             fix="see each run's error in sweep.json; change those settings and re-run (finished runs are skipped)",
         )
     return out
-
-

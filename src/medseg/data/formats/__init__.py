@@ -22,9 +22,7 @@ from medseg.data.formats.registry import FORMATS, FormatError, Imported, format_
 from medseg.data.store import Dataset
 
 
-def import_dataset(
-    fmt: str, path: str | Path, out: str | Path, overwrite: bool = False, seed: int = 0, progress: bool = False, **options: Any
-) -> Dataset:
+def import_dataset(fmt: str, path: str | Path, out: str | Path, *, overwrite: bool = False, seed: int = 0, progress: bool = False, **options: Any) -> Dataset:
     """Read ``path`` in format ``fmt`` and write the canonical data set folder ``out``.
 
     Args:

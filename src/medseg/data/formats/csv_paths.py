@@ -74,4 +74,6 @@ def read_csv_paths(
         raise FormatError("rows list different numbers of channel files", where=path, fix="give every case the same channels")
     n = n_files.pop()
     n_chan = n if n > 1 else n_channels_of(next(iter(groups.values()))[0])
-    return volume_dataset(path, groups, labels, n_chan, classes, modalities, name or path.stem, "csv", f"{path.name}", patients=patients)
+    return volume_dataset(
+        path, groups, labels, n_chan, classes, modalities=modalities, name=name or path.stem, fmt="csv", what=f"{path.name}", patients=patients
+    )

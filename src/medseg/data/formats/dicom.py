@@ -429,6 +429,7 @@ def _safe(s: str) -> str:
 @FORMATS.register("dicom", help="DICOM folder or zip of series (+ NIfTI mask, DICOM-SEG or RTSTRUCT labels; --to-nifti copies)")
 def read_dicom(
     path: Path,
+    *,
     series: str | None = None,
     labels: str | None = None,
     rois: str | list[str] | None = None,

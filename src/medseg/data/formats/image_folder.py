@@ -62,6 +62,7 @@ def _read_mask(path: Path) -> np.ndarray:
 @FORMATS.register("images", help="2D image folders (PNG/TIFF/JPEG, grayscale or RGB) + lossless mask folder matched by name")
 def read_image_folder(
     path: Path,
+    *,
     images_dir: str = "images",
     masks_dir: str = "masks",
     mask_suffix: str = "",

@@ -62,6 +62,7 @@ def read_slice(path: Path, width: int, height: int) -> np.ndarray:
 @FORMATS.register("kaggle-gi", help="Kaggle GI-tract PNG slices + RLE train.csv (id,class,segmentation); multi-label 3D per case-day")
 def read_kaggle_gi(
     path: Path,
+    *,
     csv_file: str = "train.csv",
     order: Order = "row",
     classes: str | list[str] | None = None,
@@ -129,13 +130,13 @@ def read_kaggle_gi(
 
     def cases() -> Iterator[Case]:
         for day_id in sorted(groups, key=_natural):
-            yield _case_day(day_id, groups[day_id], pngs, names, order, slice_thickness, csv_path)
+            yield _case_day(day_id, groups[day_id], pngs, names, order, thickness=slice_thickness, csv_path=csv_path)
 
     return Imported(info=info, cases=cases())
 
 
 def _case_day(
-    day_id: str, slices: dict[int, dict[str, tuple[str, int]]], pngs: dict[str, Path], names: list[str], order: Order, thickness: float, csv_path: Path
+    day_id: str, slices: dict[int, dict[str, tuple[str, int]]], pngs: dict[str, Path], names: list[str], order: Order, *, thickness: float, csv_path: Path
 ) -> Case:
     numbers = sorted(slices)
     first = pngs[f"{day_id}_slice_{numbers[0]:04d}"]

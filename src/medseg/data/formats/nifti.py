@@ -74,6 +74,7 @@ def n_channels_of(path: Path) -> int:
 @FORMATS.register("nifti", help="folders of NIfTI/NRRD/MHA volumes: images/ + labels/ matched by name (_0000, _0001 = channels)")
 def read_nifti_folders(
     path: Path,
+    *,
     images_dir: str = "images",
     labels_dir: str = "labels",
     classes: str | list[str] | None = None,
@@ -105,7 +106,7 @@ def read_nifti_folders(
             raise FormatError(f"label {orphans[0]!r} matches no image", where=labels[orphans[0]], fix="name labels like their images (without _0000)")
     n_files = check_channels(groups, img_dir)
     n_chan = n_files if n_files > 1 else n_channels_of(next(iter(groups.values()))[0])
-    return volume_dataset(path, groups, labels, n_chan, classes, modalities, name or path.name, "nifti", "image/label folders")
+    return volume_dataset(path, groups, labels, n_chan, classes, modalities=modalities, name=name or path.name, fmt="nifti", what="image/label folders")
 
 
 def volume_dataset(
@@ -114,6 +115,7 @@ def volume_dataset(
     labels: dict[str, Path],
     n_chan: int,
     classes: str | list[str] | None,
+    *,
     modalities: str | list[str] | None,
     name: str,
     fmt: str,

@@ -55,6 +55,7 @@ def check_cache(path: str | Path, spec: PreprocessSpec) -> dict[str, Any] | None
 def prepare(
     ds: Any,
     spec: PreprocessSpec,
+    *,
     out: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,

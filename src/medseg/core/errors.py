@@ -62,3 +62,7 @@ class DependencyError(MedsegError):
 
 class TrainingError(MedsegError):
     """Training cannot go on (diverged loss, out of memory, incompatible resume)."""
+
+
+class FormatError(DatasetError):
+    """Input in a published format is malformed, inconsistent or unsupported."""

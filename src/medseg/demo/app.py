@@ -19,11 +19,8 @@ from __future__ import annotations
 import html
 import ipaddress
 import logging
-import math
 import os
-import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,15 +29,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np
 
 from medseg.core.errors import MedsegError
-from medseg.demo.runs import DemoError, RunsFolder, RunView, safe_path
-from medseg.demo.uploads import UPLOAD_SUFFIXES, Upload, predict_upload, read_upload
+from medseg.demo.runs import DemoError, safe_path
+from medseg.demo.state import NONE, DemoState
+from medseg.demo.uploads import UPLOAD_SUFFIXES
 from medseg.viz import render as R
 
 log = logging.getLogger("medseg.demo")
-NONE = "(none)"
 CSS = """
 #case-image img, #upload-image img { image-rendering: pixelated; }
 .medseg-legend { font-size: 0.9em; padding: 4px 0; }
@@ -69,237 +65,6 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     if not sep or not user or not password:
         raise DemoError("expected USER:PASSWORD", where="--auth", fix="e.g. --auth alice:s3cret")
     return user, password
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return html.escape(str(v))
-
-
-class DemoState:
-    """Server-side state shared by all sessions: the runs, and small caches of cases and predictions.
-
-    Args:
-        runs_dir: the runs folder.
-        max_upload_mb: upload size limit.
-    """
-
-    def __init__(self, runs_dir: str | Path, max_upload_mb: float = 512):
-        self.runs = RunsFolder(runs_dir)
-        self.max_bytes = int(max_upload_mb * 2**20)
-        self.out_dir = Path(tempfile.mkdtemp(prefix="medseg-demo-"))
-        self._cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _cached(self, key: tuple[str, ...], make: Callable[[], Any], size: int = 16) -> Any:
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        value = make()
-        with self._lock:
-            self._cache[key] = value
-            while len(self._cache) > size:
-                self._cache.popitem(last=False)
-        return value
-
-    def case(self, run: RunView, case_id: str) -> Any:
-        return self._cached(("case", str(run.dataset.root), case_id), lambda: run.dataset.load_case(case_id))
-
-    def prediction(self, run: RunView, case_id: str) -> np.ndarray:
-        return self._cached(("pred", run.name, case_id), lambda: run.prediction(self.case(run, case_id)))
-
-    # ------------------------------------------------------------------ the Cases tab
-
-    def case_choices(self, run_name: str | None) -> list[tuple[str, str]]:
-        if not run_name:
-            return []
-        run = self.runs.get(run_name)
-        return [(f"{cid}  (Dice {_fmt(run.case_dice(cid), 2)})" if run.metrics else cid, cid) for cid in run.case_ids]
-
-    def classes(self, run_name: str | None) -> tuple[list[str], list[tuple[int, int, int]], list[int], bool]:
-        """Class names, colours, scored class indices and the multi-label flag of a run's data set."""
-        info = self.runs.get(run_name).dataset.info
-        return info.class_names, [tuple(c.color) for c in info.classes], info.foreground, info.multi_label
-
-    def slice_setup(self, run_name: str | None, case_id: str | None, plane: str) -> tuple[int, int, bool]:
-        """(number of slices, best slice, is 3D) along ``plane`` for one case."""
-        if not run_name or not case_id:
-            return 1, 0, False
-        run = self.runs.get(run_name)
-        case = self.case(run, case_id)
-        if case.ndim == 2:
-            return 1, 0, False
-        axis = R.plane_axes(case.affine)[plane]
-        best = 0
-        if case.label is not None:
-            from medseg.viz.overlay import best_slice
-
-            best = best_slice(case.label, axis=axis, multi_label=case.multi_label)
-        return case.spatial_shape[axis], best, True
-
-    def render(
-        self,
-        run_a: str | None,
-        run_b: str | None,
-        case_id: str | None,
-        plane: str,
-        index: float,
-        preset: str,
-        alpha: float,
-        visible: list[str] | None,
-        view: str,
-    ) -> tuple[np.ndarray | None, str, str]:
-        """The picture, the metrics HTML and the legend HTML for the current choices."""
-        if not run_a or not case_id:
-            return None, "<p>Pick a run and a case.</p>", ""
-        run = self.runs.get(run_a)
-        names, colors, fg, multi = self.classes(run_a)
-        shown = [k for k in fg if visible is None or names[k] in visible]
-        case = self.case(run, case_id)
-        others: list[RunView] = [run]
-        notes: list[str] = []
-        if run_b and run_b not in (NONE, run_a):
-            rb = self.runs.get(run_b)
-            if Path(rb.dataset.root).resolve() != Path(run.dataset.root).resolve():
-                notes.append(f"{html.escape(run_b)} was trained on another data set; not shown.")
-            else:
-                others.append(rb)
-        if case.ndim == 3:
-            axis = R.plane_axes(case.affine)[plane]
-            idx = int(index)
-            sl = lambda a, lead: R.take_slice(a, axis, idx, lead)  # noqa: E731
-            sp = [s for i, s in enumerate(case.spacing) if i != axis]
-        else:
-            sl = lambda a, lead: a  # noqa: E731
-            sp = list(case.spacing)
-        grey = R.window(sl(case.image, 1)[0], preset)
-        lead = 1 if multi else 0
-        ref = None if case.label is None else sl(case.label, lead)
-        panels: list[np.ndarray] = []
-        if view == "side by side":
-            panels.append(R.titled(R.upscale(R.blend(grey, ref, colors, shown, alpha, multi=multi), sp), "ground truth"))
-        for rv in others:
-            pred = sl(self.prediction(rv, case_id), lead)
-            if view == "side by side":
-                rgb = R.blend(grey, pred, colors, shown, alpha, multi=multi)
-            elif view == "overlay":
-                rgb = R.contour_overlay(grey, pred, ref, colors, shown, alpha=alpha, multi=multi)
-            else:
-                rgb = R.error_map(grey, pred, ref, shown, alpha, multi=multi)
-            panels.append(R.titled(R.upscale(rgb, sp), rv.name[:40]))
-        picture = R.side_by_side(panels)
-        metrics = self.metrics_html(others, case, names, fg) + "".join(f'<p class="medseg-msg">{n}</p>' for n in notes)
-        return picture, metrics, R.legend_html(names, colors, shown, view)
-
-    def metrics_html(self, runs: list[RunView], case: Any, names: list[str], fg: list[int]) -> str:
-        parts = [f"<h4>case {html.escape(case.case_id)}</h4>"]
-        for rv in runs:
-            m = rv.metrics.get(case.case_id, {})
-            has_time = any("time_saved_s" in v for v in m.values())
-            head = "<tr><th>class</th><th>Dice</th><th>HD95 (mm)</th>" + ("<th>time saved (s)</th>" if has_time else "") + "</tr>"
-            rows = []
-            for k in fg:
-                v = m.get(names[k], {})
-                cells = [html.escape(names[k]), _fmt(v.get("dice")), _fmt(v.get("hd95"), 2)]
-                if has_time:
-                    cells.append(_fmt(v.get("time_saved_s"), 0))
-                rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            loss = rv.case_loss(case) if case.label is not None else math.nan
-            parts.append(
-                f"<p><b>{html.escape(rv.name)}</b> — mean Dice {_fmt(rv.case_dice(case.case_id))}, loss {_fmt(loss, 4)}"
-                + ("" if m else " (run not evaluated on the test split: <code>medseg evaluate RUN</code>)")
-                + "</p>"
-            )
-            parts.append(f'<table class="medseg-metrics">{head}{"".join(rows)}</table>')
-        return "".join(parts)
-
-    # ------------------------------------------------------------------ the Runs tab
-
-    def runs_html(self) -> str:
-        self.runs.refresh()
-        rows = self.runs.table()
-        if not rows:
-            return f"<p>No runs in {html.escape(str(self.runs.root))}. Train one: <code>medseg quickstart</code>.</p>"
-        classes: list[str] = []
-        for r in rows:
-            classes += [c for c in r["per_class_dice"] if c not in classes]
-        head = [
-            "run",
-            "data set",
-            "model",
-            "parameters",
-            "epochs",
-            "train time (s)",
-            "best val",
-            "test mean Dice",
-            *[f"Dice {c}" for c in classes],
-            "s / case",
-            "files",
-        ]
-        body = []
-        for r in rows:
-            links = []
-            for key, label in (("report", "report"), ("curves", "curves")):
-                if r[key]:
-                    href = "/runs/" + "/".join(_url(p) for p in f"{r['path']}/{r[key]}".strip("/").split("/"))
-                    links.append(f'<a href="{href}" target="_blank">{label}</a>')
-            params = f"{r['parameters']:,}" if isinstance(r["parameters"], int) else _fmt(r["parameters"])
-            cells = [
-                html.escape(r["run"]),
-                html.escape(str(r["dataset"])),
-                html.escape(str(r["model"])),
-                params,
-                _fmt(r["epochs"]),
-                _fmt(r["train_time_s"], 1),
-                _fmt(r["best_val"]),
-                _fmt(r["mean_dice"]),
-                *[_fmt(r["per_class_dice"].get(c)) for c in classes],
-                _fmt(r["seconds_per_case"], 3),
-                " · ".join(links) or "—",
-            ]
-            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-        return f'<table class="medseg-runs" id="runs-table"><tr>{th}</tr>{"".join(body)}</table>'
-
-    # ------------------------------------------------------------------ the Upload tab
-
-    def predict(self, path: str | None, run_name: str | None, progress: Callable[[float, str], None] | None = None) -> tuple[dict[str, Any], Path]:
-        """Read, predict and write the mask of one upload; returns the view state and the mask file."""
-        if not path:
-            raise DemoError("no file uploaded", where="upload", fix="choose a file first")
-        if not run_name:
-            raise DemoError("no run chosen", where="upload", fix="pick a run")
-        up: Upload = read_upload(path, self.max_bytes)
-        run = self.runs.get(run_name)
-        pred, _ = predict_upload(up.case, run.module(), progress)
-        folder = Path(tempfile.mkdtemp(prefix="mask-", dir=self.out_dir))
-        mask_path = up.write_mask(pred, folder)
-        _, colors, fg, multi = self.classes(run_name)
-        state = {"image": up.case.image[0], "pred": pred, "affine": up.case.affine, "spacing": up.case.spacing, "colors": colors, "classes": fg, "multi": multi}
-        return state, mask_path
-
-    @staticmethod
-    def upload_picture(state: dict[str, Any] | None, index: float, alpha: float) -> np.ndarray | None:
-        if not state:
-            return None
-        img, pred, multi = state["image"], state["pred"], state["multi"]
-        sp = list(state["spacing"])
-        if img.ndim == 3:
-            axis = R.plane_axes(state["affine"])["axial"]
-            img = R.take_slice(img, axis, int(index))
-            pred = R.take_slice(pred, axis, int(index), 1 if multi else 0)
-            sp = [s for i, s in enumerate(sp) if i != axis]
-        return R.upscale(R.blend(R.window(img), pred, state["colors"], state["classes"], alpha, multi=multi), sp)
-
-
-def _url(part: str) -> str:
-    from urllib.parse import quote
-
-    return quote(part)
 
 
 def _message(e: BaseException) -> str:

@@ -229,7 +229,7 @@ def _read_png(path: Path, name: str) -> Upload:
 def _read_dicom_zip(path: Path, name: str, max_bytes: int | None) -> Upload:
     import pydicom
 
-    from medseg.data.formats.dicom import build_series, read_series_pixels
+    from medseg.io.dicom import build_series, read_series_pixels
 
     with zipfile.ZipFile(path) as zf:
         members = [m for m in zf.infolist() if not m.is_dir()]

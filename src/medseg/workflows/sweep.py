@@ -25,7 +25,6 @@ Search modes:
   the study lives in ``OUT/optuna.db`` so an interrupted search continues;
 * Ray Tune (``--ray ADDRESS``): the same points as trials on a Ray cluster (``local`` starts one on
   this machine); every node must see ``OUT`` (a shared file system).
-
 Hyperparameters are chosen on the validation split only; the test split is for the final comparison.
 """
 

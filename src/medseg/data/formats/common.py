@@ -12,9 +12,7 @@ import numpy as np
 from medseg.core.atomic import atomic_dir
 from medseg.core.case import Case
 from medseg.data.formats.registry import FormatError
-
-#: ITK (LPS) ↔ NIfTI/medseg (RAS) flip of the first two world axes.
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from medseg.io.geometry import LPS_TO_RAS
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 

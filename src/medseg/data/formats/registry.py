@@ -8,13 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medseg.core.case import Case
-from medseg.core.errors import DatasetError
+from medseg.core.errors import FormatError
 from medseg.core.registry import Registry
 from medseg.data.store import Dataset, DatasetInfo
-
-
-class FormatError(DatasetError):
-    """Input in a published format is malformed, inconsistent or unsupported."""
 
 
 @dataclass

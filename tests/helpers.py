@@ -33,7 +33,7 @@ def tiny_config(**sections: Any) -> dict[str, Any]:
         "name": "tiny",
         "data": {"dataset": "phantom2d", "builtin": {"n_patients": 6, "slices_per_patient": 2, "size": 32}, "batch_size": 4},
         "model": {"name": "unet", "params": {"channels": [8, 16], "num_res_units": 0}},
-        "train": {"epochs": 1, "lr": 3e-3, "device": "cpu"},
+        "train": {"epochs": 1, "lr": 3e-3, "device": "cpu", "iterations_per_epoch": None},
     }
     for key, value in sections.items():
         cfg.setdefault(key, {}).update(value) if isinstance(value, dict) else cfg.__setitem__(key, value)

@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from medseg.cli import app
-from medseg.config import Config, config_from_dict, load_config, resolve_device
+from medseg.config import RECIPES_DIR, Config, config_from_dict, load_config, resolve_device
 from medseg.core.errors import ConfigError
 
 
@@ -89,3 +89,26 @@ def test_cli_config_prints_resolved_yaml() -> None:
     result = CliRunner().invoke(app, ["config", "quickstart", "--set", "train.lr=0.5"])
     assert result.exit_code == 0
     assert yaml.safe_load(result.output)["train"]["lr"] == 0.5
+
+
+def test_config_error_comes_before_torch_and_names_the_override(tmp_path: Path) -> None:
+    """A typo in --set is reported without importing torch, names the override, and leaves no run folder."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        f"sys.argv = ['medseg', 'train', 'quickstart', '--set', 'train.lrr=1', '--out', {str(tmp_path / 'run')!r}]\n"
+        "from medseg.cli import app\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    print('EXIT', e.code, 'torch' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "EXIT 2 False" in r.stdout, r.stdout + r.stderr
+    assert "--set train.lrr=1: unknown key 'train.lrr' — fix: did you mean train.lr" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipe_names_load_from_python() -> None:
+    assert load_config("quickstart").name == load_config(RECIPES_DIR / "quickstart.yaml").name
+    with pytest.raises(ConfigError, match=r"config file not found — fix: give a YAML file or a recipe name \(quickstart"):
+        load_config("no-such-recipe")

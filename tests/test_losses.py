@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from monai.losses import DiceLoss
@@ -76,12 +78,13 @@ def test_bad_loss_name_and_argument() -> None:
         build_loss("dice", False, gamma=2)
 
 
-def _lrs(**kw: object) -> list[float]:
+def _lrs(steps_per_epoch: int = 1, **kw: object) -> list[float]:
     t = TrainConfig(lr=1.0, epochs=10, **kw)
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], t)
-    sched = build_scheduler(opt, t)["scheduler"]
+    total = 10 * steps_per_epoch
+    sched = build_scheduler(opt, t, total_steps=lambda: total, steps_per_epoch=steps_per_epoch)["scheduler"]
     out = []
-    for _ in range(10):
+    for _ in range(total):
         out.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
@@ -94,10 +97,18 @@ def test_schedules() -> None:
     cos = _lrs(scheduler="cosine", warmup_epochs=2, min_lr=0.1)
     assert cos[0] < cos[1] < cos[2] == pytest.approx(1.0) and cos[-1] < 0.2 and min(cos) >= 0.1
     poly = _lrs(scheduler="poly", poly_power=1.0)
-    assert poly == pytest.approx([1 - e / 10 for e in range(10)])
+    assert poly == pytest.approx([1 - e / 9 for e in range(10)])  # the last step is at the floor: the run ends annealed
+    assert _lrs(scheduler="cosine", min_lr=0.1)[-1] == pytest.approx(0.1)
+    # per optimiser step: exponential and step decay keep epoch granularity, cosine moves every step
+    per_step = _lrs(steps_per_epoch=3, scheduler="exponential", lr_gamma=0.5)
+    assert per_step[:7] == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5, 0.25])
+    fine = _lrs(steps_per_epoch=3, scheduler="cosine")
+    assert all(a > b for a, b in itertools.pairwise(fine)) and fine[-1] == pytest.approx(0.0)
+    one = [torch.nn.Parameter(torch.zeros(1))]
     t = TrainConfig(scheduler="plateau")
-    assert build_scheduler(build_optimizer([torch.nn.Parameter(torch.zeros(1))], t), t)["monitor"] == "val/loss"
-    assert build_scheduler(build_optimizer([torch.nn.Parameter(torch.zeros(1))], TrainConfig(scheduler="none")), TrainConfig(scheduler="none")) is None
+    assert build_scheduler(build_optimizer(one, t), t, total_steps=lambda: 10, steps_per_epoch=1)["monitor"] == "val/loss"
+    none = TrainConfig(scheduler="none")
+    assert build_scheduler(build_optimizer(one, none), none, total_steps=lambda: 10, steps_per_epoch=1) is None
 
 
 def test_sgd_is_nesterov() -> None:

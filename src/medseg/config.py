@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medseg.core.atomic import write_text
 from medseg.core.errors import ConfigError
 
+#: the recipes shipped with the package (``configs/`` at the repository root links here)
+RECIPES_DIR = Path(__file__).parent / "configs"
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -115,7 +118,14 @@ class TrainConfig(_Section):
     """Optimisation, schedule, precision, devices, stopping and records."""
 
     epochs: int = Field(30, gt=0)
-    iterations_per_epoch: int | None = Field(None, ge=1, description="batches per epoch (sampled with replacement); null = one pass over train")
+    iterations_per_epoch: int | Literal["auto"] | None = Field(
+        "auto", description="batches per epoch (drawn with replacement); null = one pass over train; auto = one pass, more to reach min_iterations"
+    )
+    min_iterations: int = Field(500, ge=0, description="auto iterations_per_epoch: the whole training makes at least this many optimiser steps")
+    iterations: int | None = Field(None, ge=1, description="total optimiser steps (replaces epochs: epochs = iterations / iterations_per_epoch)")
+    time_budget: str | None = Field(
+        None, description="wall-clock training budget (e.g. 90s, 10m, 1.5h): the number of epochs and the learning-rate schedule are fitted to it"
+    )
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
@@ -151,6 +161,20 @@ class TrainConfig(_Section):
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
     loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])
     snapshot_case: str | None = Field(None, description="validation case whose prediction is saved every epoch (default: the first)")
+
+    @field_validator("iterations_per_epoch")
+    @classmethod
+    def _positive_iterations(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("iterations_per_epoch must be >= 1, 'auto' or null")
+        return v
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
 
     @field_validator("max_time")
     @classmethod
@@ -253,6 +277,30 @@ class Config(_Section):
         return write_text(path, self.to_yaml())
 
 
+def parse_duration(text: str | float) -> float:
+    """Seconds from ``90``, ``90s``, ``10m``, ``1.5h`` or ``HH:MM:SS``; raises ``ValueError`` on anything else."""
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        t = str(text).strip().lower()
+        units = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+        if ":" in t:
+            parts = t.split(":")
+            if len(parts) != 3 or not all(p.replace(".", "", 1).isdigit() for p in parts):
+                raise ValueError(f"a duration is 90s, 10m, 1.5h or HH:MM:SS, got {text!r}")
+            value = float(parts[0]) * 3600 + float(parts[1]) * 60 + float(parts[2])
+        else:
+            unit = next((u for u in ("min", "s", "m", "h") if t.endswith(u)), "")
+            number = t[: len(t) - len(unit)] if unit else t
+            try:
+                value = float(number) * units.get(unit, 1.0)
+            except ValueError:
+                raise ValueError(f"a duration is 90s, 10m, 1.5h or HH:MM:SS, got {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"a duration must be positive, got {text!r}")
+    return value
+
+
 def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, f in model.model_fields.items():
@@ -310,22 +358,33 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
-    raw = apply_overrides(copy.deepcopy(dict(raw or {})), list(overrides or []))
+    """Validate a config mapping with ``--set`` overrides; an error names the override when the bad value came from one."""
+    overrides = list(overrides or [])
+    raw = apply_overrides(copy.deepcopy(dict(raw or {})), overrides)
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
+        bad_key = ".".join(str(p) for p in e.errors()[0]["loc"] if not str(p).startswith("function-"))
+        for text in reversed(overrides):  # the last override of a key is the one in force
+            key = ".".join(parse_override(text)[0])
+            if bad_key == key or bad_key.startswith(key + ".") or key.startswith(bad_key + "."):
+                raise _format_error(e, f"--set {text}") from None
         raise _format_error(e, source) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load and validate a YAML config (or the defaults when ``path`` is None) with overrides."""
+    """Load and validate a YAML config — a path, or the name of a shipped recipe such as ``"quickstart"`` — (or the
+    defaults when ``path`` is None) with overrides."""
     raw: dict[str, Any] = {}
     source = "config"
     if path is not None:
         p = Path(path)
+        if not p.is_file() and (RECIPES_DIR / f"{path}.yaml").is_file():
+            p = RECIPES_DIR / f"{path}.yaml"
         source = str(p)
         if not p.is_file():
-            raise ConfigError("config file not found", where=p, fix="give a YAML file (see configs/ for recipes)")
+            names = ", ".join(sorted(r.stem for r in RECIPES_DIR.glob("*.yaml")))
+            raise ConfigError("config file not found", where=p, fix=f"give a YAML file or a recipe name ({names})")
         try:
             raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:

@@ -9,10 +9,8 @@ from typing import Any
 
 import yaml
 
-from medseg.config import config_from_dict
+from medseg.config import RECIPES_DIR, config_from_dict
 from medseg.core.errors import ConfigError
-
-RECIPES_DIR = Path(__file__).parent / "configs"
 
 
 def list_recipes() -> list[str]:

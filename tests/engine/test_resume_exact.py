@@ -34,6 +34,7 @@ SETS = [
     "train.warmup_epochs=0",
     "data.batch_size=2",
     "train.epochs=12",
+    "train.iterations_per_epoch=null",
 ]
 COMPARED = ("epoch", "step", "train_loss", "val_loss", "val_dice", "lr")
 

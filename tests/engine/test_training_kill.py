@@ -23,6 +23,7 @@ SETS = [
     "train.device=cpu",
     "data.batch_size=2",
     "train.epochs=60",
+    "train.iterations_per_epoch=null",
 ]
 
 

@@ -27,21 +27,24 @@ def train_cmd(
 ) -> None:
     """Train a model; leaves a run folder with config, checkpoints, history and curves."""
     from medseg.config import load_config
-    from medseg.engine.train import train
     from medseg.recipes import resolve_config_path
 
     flags = {"device": device, "devices": devices, "num_nodes": num_nodes, "strategy": strategy, "max_time": max_time}
     overrides = list(set_ or []) + [f"train.{k}={v}" for k, v in flags.items() if v is not None]
+    # the config is validated before torch is imported: a typo is reported in a fraction of a second
     if resume is not None:
         if out is not None and Path(out) != resume:
             raise MedsegError("--out and --resume name different folders", where="--out", fix="give only --resume RUN")
-        source = resolve_config_path(config) if config else resume / "config.yaml"
-        run = train(load_config(source, overrides), resume, progress=progress, resume=True)
+        cfg = load_config(resolve_config_path(config) if config else resume / "config.yaml", overrides)
+        run_dir = resume
     else:
         if config is None:
             raise MedsegError("no config given", where="CONFIG", fix="give a YAML file or recipe name, e.g. `medseg train quickstart`")
         cfg = load_config(resolve_config_path(config), overrides)
-        run = train(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, progress=progress)
+        run_dir = out or Path("runs") / cfg.name
+    from medseg.engine.train import train
+
+    run = train(cfg, run_dir, overwrite=overwrite, progress=progress, resume=resume is not None)
     console.print(f"run folder: [bold]{run}[/]")
 
 

@@ -232,6 +232,9 @@ class SegDataModule(L.LightningDataModule):
         self.splits = splits
         self.progress = progress
         self._items: dict[str, Sequence[dict[str, Any]]] = {}
+        #: training batches per epoch (``None`` = one pass); ``medseg.engine.length.resolve_length`` sets it
+        ipe = config.train.iterations_per_epoch
+        self.batches_per_epoch: int | None = ipe if isinstance(ipe, int) else None
         self._cache: Any = None
         self._plan: dict[str, Any] | None = None
         if config.data.plan:
@@ -364,7 +367,7 @@ class SegDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         d = self.config.data
         ds = self.train_dataset()
-        iters = self.config.train.iterations_per_epoch
+        iters = self.batches_per_epoch
         sampler = RandomSampler(ds, replacement=True, num_samples=iters * d.batch_size) if iters else None
         workers = self._workers()
         return DataLoader(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -39,31 +40,36 @@ def build_optimizer(params: Any, t: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, t: TrainConfig) -> dict[str, Any] | None:
-    """Per-epoch schedule with optional linear warm-up (plateau: on ``val/loss``)."""
+def build_scheduler(opt: torch.optim.Optimizer, t: TrainConfig, *, total_steps: Callable[[], int], steps_per_epoch: int) -> dict[str, Any] | None:
+    """The learning-rate schedule, per optimiser step, with an optional linear warm-up (plateau: per epoch on ``val/loss``).
+
+    ``total_steps`` is read at every step, so a time budget can stretch or shrink the schedule while it runs
+    (:class:`medseg.engine.length.TimeBudget`); cosine and poly reach ``min_lr`` at the last step.
+    """
     if t.scheduler == "none" and not t.warmup_epochs:
         return None
     if t.scheduler == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr)
         return {"scheduler": sched, "interval": "epoch", "monitor": "val/loss", "frequency": t.val_every, "strict": False}
-    w, n, floor = t.warmup_epochs, t.epochs, t.min_lr / t.lr
+    spe = max(1, steps_per_epoch)
+    w, floor = t.warmup_epochs * spe, t.min_lr / t.lr
 
-    def factor(epoch: int) -> float:
-        if epoch < w:
-            return (epoch + 1) / (w + 1)
-        e = epoch - w
-        span = max(1, n - w)
+    def factor(step: int) -> float:
+        if step < w:
+            return (step + 1) / (w + 1)
+        e = step - w
+        span = max(1, total_steps() - w - 1)
         if t.scheduler == "cosine":
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(e, span) / span))
         if t.scheduler == "poly":
             return floor + (1 - floor) * (1 - min(e, span) / span) ** t.poly_power
         if t.scheduler == "exponential":
-            return t.lr_gamma**e
+            return t.lr_gamma ** (e // spe)
         if t.scheduler == "step":
-            return t.lr_gamma ** (e // t.step_size)
+            return t.lr_gamma ** ((e // spe) // t.step_size)
         return 1.0
 
-    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "epoch"}
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}
 
 
 class SegModule(L.LightningModule):
@@ -89,6 +95,9 @@ class SegModule(L.LightningModule):
         self.loss_fn = build_loss(t.loss, multi_label, t.deep_supervision_weights, **t.loss_params)
         self.scored = list(range(len(class_names))) if multi_label else list(range(1, len(class_names)))
         self._dice: dict[str, list[np.ndarray]] = {}
+        #: optimiser steps the learning-rate schedule spans and per epoch (set by ``train`` from the resolved length)
+        self.schedule_total = max(1, t.epochs)
+        self.steps_per_epoch = 1
         self._channels_last = False
         self.__dict__["_forward"] = torch.compile(self.net) if t.compile else self.net  # not a submodule: state-dict keys stay those of net
 
@@ -170,5 +179,5 @@ class SegModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt = build_optimizer(self.parameters(), self.cfg.train)
-        sched = build_scheduler(opt, self.cfg.train)
+        sched = build_scheduler(opt, self.cfg.train, total_steps=lambda: self.schedule_total, steps_per_epoch=self.steps_per_epoch)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

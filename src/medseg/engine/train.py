@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from medseg.data.loading import SegDataModule
 from medseg.data.source import open_dataset, resolve_splits
 from medseg.engine.callbacks import AtomicCheckpointIO, History, LastCheckpoint, ProgressBar, RNGState, Snapshots
 from medseg.engine.classical import fit_classical
+from medseg.engine.length import TimeBudget, resolve_length, warn_if_short
 from medseg.engine.module import SegModule
 from medseg.models import MODELS, count_parameters
 from medseg.runs import CONFIG_FILE, PREPROCESS_FILE, prepare_run_dir, read_run, update_run
@@ -34,6 +36,8 @@ from medseg.runs import CONFIG_FILE, PREPROCESS_FILE, prepare_run_dir, read_run,
 RESUMABLE_CHANGES = {
     "name",
     "train.epochs",
+    "train.iterations",
+    "train.time_budget",
     "train.max_time",
     "train.early_stop_patience",
     "train.device",
@@ -161,6 +165,13 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     module = SegModule(config.dump(), dm.spatial_dims, dm.in_channels, info.class_names, info.multi_label)
     if config.data.preprocess.enabled and rank == 0:  # build the cache now, and keep its recipe for inference
         write_json(run_dir / PREPROCESS_FILE, dm.cache.spec.to_dict())
+    length = resolve_length(config.train, len(dm.train_dataset()), config.data.batch_size)
+    dm.batches_per_epoch = length.batches_per_epoch
+    module.schedule_total = length.total_steps
+    module.steps_per_epoch = max(1, length.steps_per_epoch // config.train.accumulate_grad_batches)
+    short = warn_if_short(length)
+    if short and rank == 0 and MODELS.meta(config.model.name).get("training") != "fit":
+        warnings.warn(short, stacklevel=2)
     device = resolve_device(config.train.device)
     if rank == 0:
         update_run(
@@ -175,6 +186,12 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
             device=device,
             n_train=len(dm.ids("train")),
             n_val=len(dm.ids("val")),
+            length={
+                "epochs": None if length.budget_s else length.epochs,
+                "batches_per_epoch": length.batches_per_epoch or length.one_pass,
+                "optimizer_steps": None if length.budget_s else length.total_steps,
+                "time_budget_s": length.budget_s,
+            },
             **({} if resume else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}),
         )
     ckpt = ModelCheckpoint(
@@ -190,7 +207,10 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     history = History(run_dir)
     # order matters: LastCheckpoint saves after History has added the epoch's row
     last = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
-    callbacks: list[Callback] = [ckpt, history, Snapshots(run_dir, config.train.snapshot_case), RNGState(), last]
+    callbacks: list[Callback] = [ckpt, history, Snapshots(run_dir, config.train.snapshot_case), RNGState()]
+    if length.budget_s is not None:  # before LastCheckpoint: the checkpoint carries the updated plan
+        callbacks.append(TimeBudget(length))
+    callbacks.append(last)
     if config.train.early_stop_patience:
         callbacks.append(EarlyStopping(monitor="val/dice", mode="max", patience=config.train.early_stop_patience, check_on_train_epoch_end=False))
     if progress:
@@ -201,7 +221,8 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        max_epochs=t.epochs,
+        max_epochs=length.epochs,
+        max_steps=length.max_steps,
         max_time=t.max_time,
         precision=t.precision,
         deterministic=t.deterministic,
@@ -269,5 +290,3 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
 def _best_epoch(history: History) -> int | None:
     scored = [r for r in history.rows if "val_dice" in r and not math.isnan(r["val_dice"])]
     return int(max(scored, key=lambda r: r["val_dice"])["epoch"]) if scored else None
-
-

@@ -96,7 +96,18 @@ def test_cli_pipeline_and_errors(tmp_path: Path) -> None:
     r = runner.invoke(app, ["inspect", str(ds_dir)])
     assert r.exit_code == 0 and "LV blood pool" in r.output and "10" in r.output
     run = tmp_path / "run"
-    args = ["--set", f"data.dataset={ds_dir}", "--set", "train.epochs=1", "--set", "model.params.channels=[4,8]", "--set", "model.params.num_res_units=0"]
+    args = [
+        "--set",
+        f"data.dataset={ds_dir}",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.iterations_per_epoch=null",
+        "--set",
+        "model.params.channels=[4,8]",
+        "--set",
+        "model.params.num_res_units=0",
+    ]
     r = runner.invoke(app, ["train", "quickstart", "--out", str(run), "--no-progress", *args])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["train", "quickstart", "--out", str(run), "--no-progress", *args])
@@ -112,7 +123,7 @@ def test_cli_pipeline_and_errors(tmp_path: Path) -> None:
 
 
 def test_quickstart_command_small(tmp_path: Path) -> None:
-    over = ["data.builtin={n_patients: 5, slices_per_patient: 2, size: 32}", "train.epochs=1", "model.params.channels=[4,8]"]
+    over = ["data.builtin={n_patients: 5, slices_per_patient: 2, size: 32}", "train.epochs=1", "train.iterations_per_epoch=null", "model.params.channels=[4,8]"]
     args = [x for o in over for x in ("--set", o)]
     r = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "qs"), "--no-progress", *args])
     assert r.exit_code == 0, r.output

@@ -34,7 +34,7 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "cache_dir": str(root / ".cache"),
             },
             "model": {"name": "unet", "params": {"channels": [8, 16], "num_res_units": 0}},
-            "train": {"epochs": 1, "device": "cpu"},
+            "train": {"epochs": 1, "device": "cpu", "iterations_per_epoch": None},
         }
     )
     run = train(cfg, root / "runs" / "unet2d", progress=False)

@@ -46,7 +46,7 @@ def _train(root: Path, name: str, dataset: str, builtin: dict[str, Any], epochs:
             "name": name,
             "data": {"dataset": dataset, "builtin": builtin, "batch_size": 4, "cache_dir": str(root / ".cache")},
             "model": {"name": "unet", "params": {"channels": [8, 16], "num_res_units": 0}},
-            "train": {"epochs": epochs, "lr": 1e-2, "device": "cpu"},
+            "train": {"epochs": epochs, "lr": 1e-2, "device": "cpu", "iterations_per_epoch": None},
         }
     )
     run = train(cfg, root / name, progress=False)

@@ -141,6 +141,7 @@ def test_ddp_two_cpu_processes_same_layout(tmp_path: Path) -> None:
         "data.builtin={n_patients: 6, slices_per_patient: 2, size: 32}",
         "model.params={channels: [8, 16], num_res_units: 0}",
         "train.epochs=1",
+        "train.iterations_per_epoch=null",
         "train.device=cpu",
         "data.batch_size=2",
     ]

@@ -25,7 +25,14 @@ FAST = {"quickstart_cnn_vs_transformer", "attention_unet_variants", "sunnybrook_
 
 
 def _stand_in(name: str, cache: Path) -> list[str]:
-    common = [f"data.cache_dir={cache}", "train.epochs=1", "train.device=cpu", "train.precision='32'", "train.accumulate_grad_batches=1"]
+    common = [
+        f"data.cache_dir={cache}",
+        "train.epochs=1",
+        "train.iterations_per_epoch=null",
+        "train.device=cpu",
+        "train.precision='32'",
+        "train.accumulate_grad_batches=1",
+    ]
     common += ["train.early_stop_patience=null", "data.batch_size=2", "eval.surface.enabled=false", "data.split.ratios=[0.6,0.2,0.2]"]
     if name in STAND_IN_3D:
         return [*common, "data.dataset=phantom3d", "data.builtin={n_patients: 5, size: 32, depth: 16}", "data.patch_size=[16,32,32]"]

@@ -49,7 +49,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "batch_size": 4,
             },
             "model": {"params": {"channels": [8, 16], "num_res_units": 0}},
-            "train": {"epochs": 1, "device": "cpu", "threads": 1},
+            "train": {"epochs": 1, "device": "cpu", "threads": 1, "iterations_per_epoch": None},
         }
     )
     return train(cfg, tmp / "run", progress=False)

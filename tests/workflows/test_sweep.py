@@ -112,7 +112,18 @@ def test_sweep_resumes_after_an_interruption(tmp_path: Path, monkeypatch: pytest
 
 def test_sweep_command_and_compare_of_the_sweep(tmp_path: Path) -> None:
     ds_args = ["--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.builtin={n_patients: 6, slices_per_patient: 2, size: 32}"]
-    tiny = ["--set", "train.epochs=1", "--set", "model.params.channels=[4,8]", "--set", "train.device=cpu", "--set", "eval.surface.enabled=false"]
+    tiny = [
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.iterations_per_epoch=null",
+        "--set",
+        "model.params.channels=[4,8]",
+        "--set",
+        "train.device=cpu",
+        "--set",
+        "eval.surface.enabled=false",
+    ]
     out = tmp_path / "sw"
     r = CliRunner().invoke(app, ["sweep", "quickstart", "--grid", "train.lr=1e-3,3e-3", "--out", str(out), *ds_args, *tiny])
     assert r.exit_code == 0, r.output

@@ -13,6 +13,7 @@ import pytest
 from medseg.demo.runs import DemoError, RunsFolder, safe_path
 from medseg.demo.uploads import adapt_channels, predict_upload, read_upload
 from medseg.viz import render as R
+from medseg.viz.overlay import FN_COLOR, FP_COLOR, WRONG_COLOR
 
 # ---------------------------------------------------------------- a tiny evaluated run, made once
 
@@ -115,18 +116,22 @@ def test_blend_respects_visibility_and_opacity() -> None:
     assert (none == 100).all()
 
 
-def test_error_map_colours_tp_fp_fn() -> None:
+def test_error_map_colours_fp_fn_wrong_class() -> None:
     grey = np.zeros((4, 4), np.uint8)
     ref = np.zeros((4, 4), np.int16)
     pred = np.zeros((4, 4), np.int16)
-    ref[0, :2] = 1  # (0,0) TP, (0,1) FN
+    ref[0, :2] = 1  # (0,0) right, (0,1) FN
     pred[0, 0] = 1
     pred[3, 3] = 1  # FP
-    rgb = R.error_map(grey, pred, ref, [1], 1.0)
-    assert tuple(rgb[0, 0]) == R.ERROR_COLORS["TP"]
-    assert tuple(rgb[0, 1]) == R.ERROR_COLORS["FN"]
-    assert tuple(rgb[3, 3]) == R.ERROR_COLORS["FP"]
-    assert tuple(rgb[2, 2]) == (0, 0, 0)
+    ref[2, 0], pred[2, 0] = 1, 2  # wrong class
+    ref[2, 1], pred[2, 1] = 2, 1  # wrong class too, with both classes looked at
+    rgb = R.error_map(grey, pred, ref, [1, 2], 1.0)
+    assert tuple(rgb[0, 0]) == (0, 0, 0)  # correct voxels stay grey
+    assert tuple(rgb[0, 1]) == FN_COLOR and tuple(rgb[3, 3]) == FP_COLOR and tuple(rgb[2, 0]) == tuple(rgb[2, 1]) == WRONG_COLOR
+    only1 = R.error_map(grey, pred, ref, [1], 1.0)
+    assert tuple(only1[2, 0]) == FN_COLOR and tuple(only1[2, 1]) == FP_COLOR  # the other class is not looked at
+    half = R.error_map(np.full((4, 4), 100, np.uint8), pred, ref, [1], 0.5)
+    assert tuple(half[3, 3]) == (178, 50, 178)  # 0.5 · 100 + 0.5 · (255, 0, 255), rounded
 
 
 def test_upscale_keeps_the_physical_aspect() -> None:
@@ -360,9 +365,12 @@ def test_multi_label_rendering() -> None:
     rgb = R.blend(grey, ref, colors, [0, 1], 1.0, multi=True)
     assert tuple(rgb[0, 0]) == (255, 0, 0) and tuple(rgb[3, 0]) == (0, 0, 255)
     err = R.error_map(grey, pred, ref, [1], 1.0, multi=True)
-    assert tuple(err[2, 0]) == R.ERROR_COLORS["TP"] and tuple(err[5, 0]) == R.ERROR_COLORS["FP"]
+    assert tuple(err[2, 0]) == (0, 0, 0) and tuple(err[5, 0]) == FP_COLOR
     only0 = R.error_map(grey, pred, ref, [0], 1.0, multi=True)
-    assert tuple(only0[0, 0]) == R.ERROR_COLORS["FN"] and tuple(only0[5, 0]) == (0, 0, 0)
+    assert tuple(only0[0, 0]) == FN_COLOR and tuple(only0[5, 0]) == (0, 0, 0)
+    both = R.error_map(grey, pred, ref, [0, 1], 1.0, multi=True)
+    assert tuple(both[4, 0]) == FP_COLOR and tuple(both[0, 0]) == FN_COLOR  # row 4: channel 1 only predicted
+    assert tuple(R.error_map(grey, ref[::-1], ref, [0, 1], 1.0, multi=True)[0, 0]) == WRONG_COLOR  # channels swapped: FP in one, FN in the other
 
 
 def test_uploads_are_queued_with_bounded_concurrency_and_size_limit(runs_dir: Path, tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from medseg.config import config_from_dict
 from medseg.core.errors import RunError
 from medseg.engine.train import train
 from medseg.reports.html import make_comparison_report, make_report
-from medseg.viz.figures import FN_COLOR, FP_COLOR, WRONG_COLOR, error_map
+from medseg.viz.figures import error_map
+from medseg.viz.overlay import FN_COLOR, FP_COLOR, WRONG_COLOR
 from medseg.workflows.evaluate import evaluate_run
 
 CHROMIUM = "/usr/bin/chromium"

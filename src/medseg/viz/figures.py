@@ -1,8 +1,9 @@
 """Report figures: per-class Dice bars, box plots, case galleries with error maps, training GIFs, data set views.
 
 Every function writes one PNG (or GIF) atomically and returns its path. Class colours come from
-the data set (``dataset.json``; red / green / blue by default) so they agree everywhere; errors use
-colours no class default uses: false positives magenta, false negatives yellow, a wrong class orange.
+the data set (``dataset.json``; red / green / blue by default) so they agree everywhere; error maps use
+the scheme of :mod:`medseg.viz.overlay` (shared with the demo): false positives magenta, false negatives
+yellow, a wrong class orange.
 """
 
 from __future__ import annotations
@@ -21,12 +22,7 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from medseg.core.atomic import atomic_path
-from medseg.viz.overlay import best_slice, overlay, to_uint8
-
-FP_COLOR = (255, 0, 255)
-FN_COLOR = (255, 230, 0)
-WRONG_COLOR = (255, 140, 0)
-ERROR_LEGEND = [("false positive", FP_COLOR), ("false negative", FN_COLOR), ("wrong class", WRONG_COLOR)]
+from medseg.viz.overlay import ERROR_LEGEND, best_slice, error_masks, overlay, paint_errors, to_uint8
 
 
 def _save(fig: Any, path: Path, dpi: int = 90) -> Path:
@@ -41,7 +37,8 @@ def _rgb(c: Sequence[int]) -> tuple[float, float, float]:
 
 
 def error_map(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, multi_label: bool = False) -> np.ndarray:
-    """RGB error map over a dimmed grey image: FP magenta, FN yellow, wrong class orange.
+    """RGB error map over a dimmed grey image in the one error scheme of :mod:`medseg.viz.overlay`:
+    false positives magenta, false negatives yellow, wrong class orange.
 
     Args:
         image: 2D image.
@@ -50,19 +47,7 @@ def error_map(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, multi_label:
     """
     grey = to_uint8(image).astype(np.float32) * 0.5
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    if multi_label:
-        p, r = pred.astype(bool), ref.astype(bool)
-        fp = (p & ~r).any(0)
-        fn = (r & ~p).any(0)
-        wrong = fp & fn
-    else:
-        diff = pred != ref
-        wrong = diff & (pred > 0) & (ref > 0)
-        fp = diff & (pred > 0) & ~wrong
-        fn = diff & (ref > 0) & ~wrong
-    for mask, color in ((fp, FP_COLOR), (fn, FN_COLOR), (wrong, WRONG_COLOR)):
-        rgb[mask] = color
-    return rgb.astype(np.uint8)
+    return paint_errors(rgb, error_masks(pred, ref, None, multi_label))
 
 
 def slice_of(case_image: np.ndarray, label: np.ndarray, pred: np.ndarray | None, multi_label: bool, z: int | None = None) -> tuple:

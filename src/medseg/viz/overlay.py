@@ -43,3 +43,52 @@ def best_slice(label: np.ndarray, axis: int = 0, multi_label: bool = False) -> i
     fg = label.any(axis=0) if multi_label else label > 0
     other = tuple(a for a in range(fg.ndim) if a != axis)
     return int(np.argmax(fg.sum(axis=other)))
+
+
+# ---------------------------------------------------------------- error maps (report and demo)
+
+#: The one error-map colour scheme (report figures, demo, their legends): colours no default class
+#: colour uses (classes are red / green / blue by default). Correct voxels are not coloured.
+FP_COLOR = (255, 0, 255)  # magenta: predicted, not in the reference
+FN_COLOR = (255, 230, 0)  # yellow: in the reference, missed
+WRONG_COLOR = (255, 140, 0)  # orange: a foreground class predicted as another foreground class
+ERROR_COLORS = {"false positive": FP_COLOR, "false negative": FN_COLOR, "wrong class": WRONG_COLOR}
+ERROR_LEGEND = list(ERROR_COLORS.items())
+
+
+def error_masks(
+    pred: np.ndarray, ref: np.ndarray, classes: Sequence[int] | None = None, multi_label: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False positive, false negative and wrong-class masks of a 2D slice.
+
+    Args:
+        pred, ref: 2D class maps, or ``(K, H, W)`` boolean stacks when ``multi_label``.
+        classes: the classes (channels) looked at; default every foreground class (every channel).
+        multi_label: channel stacks: a voxel with a false positive in one channel and a false
+            negative in another is "wrong class".
+
+    Returns:
+        ``(fp, fn, wrong)``, disjoint boolean masks: ``fp`` — a looked-at class predicted where the
+        reference holds none of them; ``fn`` — a looked-at class of the reference predicted as none of
+        them; ``wrong`` — both hold a looked-at class, but not the same.
+    """
+    if multi_label:
+        ks = list(range(pred.shape[0])) if classes is None else list(classes)
+        p, r = pred[ks].astype(bool), ref[ks].astype(bool)
+        fp_any, fn_any = (p & ~r).any(0), (r & ~p).any(0)
+        wrong = fp_any & fn_any
+        return fp_any & ~wrong, fn_any & ~wrong, wrong
+    p_in = pred > 0 if classes is None else np.isin(pred, list(classes))
+    r_in = ref > 0 if classes is None else np.isin(ref, list(classes))
+    diff = pred != ref
+    wrong = diff & p_in & r_in
+    return diff & p_in & ~wrong, diff & r_in & ~wrong, wrong
+
+
+def paint_errors(rgb: np.ndarray, masks: tuple[np.ndarray, np.ndarray, np.ndarray], alpha: float = 1.0) -> np.ndarray:
+    """Blend the error colours (:data:`ERROR_COLORS`) into an ``(H, W, 3)`` image at opacity ``alpha``."""
+    out = rgb.astype(np.float32, copy=True)
+    for mask, color in zip(masks, (FP_COLOR, FN_COLOR, WRONG_COLOR), strict=True):
+        if mask.any():
+            out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, dtype=np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medseg.viz.overlay import ERROR_LEGEND, error_masks, paint_errors
+
 #: Window/level presets: name → (width, level) in the image's units (Hounsfield units for CT); ``None``: 1–99 % percentiles.
 WINDOWS: dict[str, tuple[float, float] | None] = {
     "auto (1–99 %)": None,
@@ -21,8 +23,6 @@ WINDOWS: dict[str, tuple[float, float] | None] = {
     "CT liver (W150 L30)": (150.0, 30.0),
 }
 VIEWS = ("side by side", "overlay", "error map")
-#: Error-map colours: true positive, false positive, false negative.
-ERROR_COLORS = {"TP": (0, 200, 0), "FP": (255, 40, 40), "FN": (40, 120, 255)}
 PLANES = ("axial", "coronal", "sagittal")
 
 
@@ -101,22 +101,13 @@ def contour_overlay(
 
 
 def error_map(grey: np.ndarray, pred: np.ndarray, ref: np.ndarray | None, classes: Sequence[int], alpha: float, *, multi: bool = False) -> np.ndarray:
-    """True positives, false positives and false negatives of the visible classes (:data:`ERROR_COLORS`)."""
+    """Errors of the visible classes over a grey ``uint8`` slice, in the report's scheme
+    (:data:`medseg.viz.overlay.ERROR_COLORS`: false positive magenta, false negative yellow, wrong class
+    orange) at opacity ``alpha`` (at least 0.15, so errors never vanish); correct voxels stay grey."""
     rgb = np.repeat(grey.astype(np.float32)[..., None], 3, axis=-1)
     if ref is None:
         return rgb.astype(np.uint8)
-    tp = np.zeros(grey.shape, bool)
-    fp = np.zeros(grey.shape, bool)
-    fn = np.zeros(grey.shape, bool)
-    for (_, p), (_, r) in zip(_masks(pred, classes, multi), _masks(ref, classes, multi), strict=True):
-        tp |= p & r
-        fp |= p & ~r
-        fn |= r & ~p
-    a = max(alpha, 0.15)
-    for m, name in ((tp, "TP"), (fp & ~tp, "FP"), (fn & ~tp & ~fp, "FN")):
-        if m.any():
-            rgb[m] = (1 - a) * rgb[m] + a * np.asarray(ERROR_COLORS[name], dtype=np.float32)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    return paint_errors(rgb, error_masks(pred, ref, classes, multi), max(alpha, 0.15))
 
 
 def upscale(rgb: np.ndarray, spacing: Sequence[float] = (1.0, 1.0), min_size: int = 320, max_size: int = 768) -> np.ndarray:
@@ -157,8 +148,7 @@ def side_by_side(panels: Sequence[np.ndarray], gap: int = 6) -> np.ndarray:
 def legend_html(names: Sequence[str], colors: Sequence[Sequence[int]], classes: Sequence[int], view: str = "side by side") -> str:
     """Colour swatches with class names (or the error-map colours in that view)."""
     if view == "error map":
-        items = [(n, ERROR_COLORS[n]) for n in ("TP", "FP", "FN")]
-        items = [("true positive" if n == "TP" else "false positive" if n == "FP" else "false negative", c) for n, c in items]
+        items = list(ERROR_LEGEND)
     else:
         items = [(names[k], tuple(colors[k])) for k in classes]
     spans = [
@@ -166,7 +156,7 @@ def legend_html(names: Sequence[str], colors: Sequence[Sequence[int]], classes: 
         f'background:rgb{tuple(int(v) for v in c)};border:1px solid #444;vertical-align:middle"></span> {_esc(n)}</span>'
         for n, c in items
     ]
-    note = " — ground truth drawn as outlines" if view == "overlay" else ""
+    note = " — ground truth drawn as outlines" if view == "overlay" else " — correct voxels are not coloured" if view == "error map" else ""
     return f'<div class="medseg-legend">{"".join(spans)}{note}</div>'
 
 

@@ -243,6 +243,7 @@ class EvalConfig(_Section):
     surface: SurfaceConfig = Field(default_factory=SurfaceConfig)
     time_saved: TimeSavedConfig = Field(default_factory=TimeSavedConfig)
     lesions: LesionConfig = Field(default_factory=LesionConfig)
+    loss: bool = Field(True, description="runs: also compute the run's loss on each case, the test loss (one more forward pass per case)")
     reference: list[ReferenceResult] = Field(default_factory=list, description="published numbers shown beside the runs by `medseg compare`")
 
     @field_validator("reference", mode="before")

@@ -9,8 +9,8 @@ Layout::
       preprocess.json    the preprocessing recipe (when data.preprocess is enabled), inverted by predictions
       checkpoints/       best.ckpt, last.ckpt (written to a temp file and renamed)
       logs/metrics.csv   every logged value (Lightning CSV logger)
-      history.csv        one row per epoch: losses, Dice per class, lr, epoch time
-      curves.png         loss and Dice curves, refreshed every epoch
+      history.csv        one row per epoch: losses, Dice per class, pixel accuracy, lr, epoch time
+      curves.png         loss, Dice and pixel accuracy curves, refreshed every epoch
       eval/<split>/      metrics.csv, summary.json, predictions/ (``medseg evaluate``)
       report/index.html  self-contained report (``medseg report``)
 """

@@ -175,6 +175,16 @@ def test_classical_pixel_classifier_trains_evaluates_and_predicts(tmp_path: Path
     assert (run / "checkpoints" / "classical.npz").is_file()
     row = _history(run)[0]
     assert 0 <= float(row["val_dice"]) <= 1
+    from medseg.data.splits import load_splits, select
+    from medseg.data.store import load_dataset
+
+    ds = load_dataset(json.loads((run / "run.json").read_text())["dataset"])
+    predictor = Predictor(load_module(run))
+    right = total = 0
+    for cid in select(load_splits(run / "splits.json", ds.patients), "val", None):
+        case = ds.load_case(cid)
+        right, total = right + int((predictor.predict(case) == case.label).sum()), total + case.label.size
+    assert float(row["val_pixel_accuracy"]) == pytest.approx(right / total)  # pooled over the validation voxels
     summary = json.loads((evaluate_run(run, split="test", progress=False) / "summary.json").read_text())
     assert summary["mean_dice"] is not None and summary["mean_dice"] > 0.05  # a real classifier, better than nothing
     module = load_module(run)

@@ -117,6 +117,9 @@ def test_run_report_has_every_section_and_renders(runs: list[Path], tmp_path: Pa
     for name in ("curves.png", "class_dice.png", "boxplots.png", "case_best.png", "case_median.png", "case_worst.png", "training_0.gif", "dataset_samples.png"):
         assert (index.parent / name).is_file(), name
     assert "data:image/gif;base64" in text and "reference: paper" in text and "false positive" in text and "LV blood pool" in text
+    summary = json.loads((runs[0] / "eval" / "test" / "summary.json").read_text())
+    assert "<th>test loss</th>" in text and f"<td>{summary['loss']['mean']:.4f}</td>" in text  # the study table
+    assert f"<td>{summary['pixel_accuracy']:.3f}</td>" in text and "<th>weighted F1</th>" in text
     assert not re.search(r"src=['\"](?!data:)", text)  # self-contained: no file or network references
     from PIL import Image
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from medseg.cli import app
 from medseg.core.errors import RunError
 from medseg.metrics.paired import bootstrap_ci, paired_stats, wilcoxon_p
-from medseg.reports.tables import display_table, write_comparison
+from medseg.reports.tables import display_table, study_table, write_comparison
 from medseg.workflows.compare import compare_runs
 
 CLASSES = ["liver", "tumour"]
@@ -125,6 +126,7 @@ def test_table_rows_reference_and_files(tmp_path: Path) -> None:
     assert "| cnn | unet |" in md and "reference: paper" in md and "Paired statistics" in md
     by_patient = compare_runs([a, b], with_macs=False, by="patient")
     assert next(p for p in by_patient.paired if p["class"] == "mean")["n"] == 6
+    assert study_table(cmp) == ([], []) and "Loss, pixel accuracy" not in md  # evaluations written before these numbers
 
 
 def test_small_test_set_warns(tmp_path: Path) -> None:
@@ -168,3 +170,56 @@ def test_compare_command(tmp_path: Path) -> None:
     assert float(mean["p_wilcoxon"]) == 1.0 and float(mean["ci_low"]) <= 0 <= float(mean["ci_high"])
     r = CliRunner().invoke(app, ["compare", str(a), "--by", "lesion"])
     assert r.exit_code == 2 and "unknown paired unit" in r.output
+
+
+def _evaluated_folders_run(root: Path, name: str, ref: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> Path:
+    """A run folder whose test evaluation is `evaluate_folders` on hand-made masks."""
+    import nibabel as nib
+
+    from medseg.workflows.evaluate import evaluate_folders
+
+    run = root / name
+    for kind, masks in (("ref", ref), ("pred", pred)):
+        (root / f"{name}_{kind}").mkdir(parents=True)
+        for cid, m in masks.items():
+            nib.save(nib.Nifti1Image(m.astype(np.uint8), np.diag([1.0, 0.8, 0.8, 1.0])), str(root / f"{name}_{kind}" / f"{cid}.nii.gz"))
+    evaluate_folders(root / f"{name}_pred", root / f"{name}_ref", labels=["1=LV"], out=run / "eval" / "test", progress=False)
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": name, "model": {"name": "unet"}}))
+    (run / "run.json").write_text(json.dumps({"status": "finished", "dataset": "/data/sunnybrook"}))
+    return run
+
+
+def test_study_metrics_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The imbalance trap side by side (Dice 0 at 98 % pixel accuracy), pixel-level macro and weighted
+    P/R/F1 with the background, and time saved per class, against numbers worked out by hand."""
+    ref = {}
+    for cid in ("c1", "c2"):
+        lab = np.zeros((4, 10, 10), np.uint8)
+        lab[1:3, 4:6, 4:6] = 1  # 8 of 400 voxels (2 %), on slices 1 and 2
+        ref[cid] = lab
+    missed = _evaluated_folders_run(tmp_path, "missed", ref, {c: np.zeros_like(v) for c, v in ref.items()})
+    exact = _evaluated_folders_run(tmp_path, "exact", ref, ref)
+    cmp = compare_runs([missed, exact], with_macs=False)
+    m, e = cmp.rows
+    assert m["mean_dice"] == 0.0 and m["pixel_accuracy"] == pytest.approx(784 / 800) == pytest.approx(0.98)
+    f1_bg = 2 * 0.98 / 1.98  # background: precision 784/800, recall 1; LV: 0, 0, 0 (nothing predicted)
+    assert (m["macro_precision"], m["macro_recall"], m["macro_f1"]) == pytest.approx((0.49, 0.5, f1_bg / 2))
+    assert (m["weighted_precision"], m["weighted_recall"], m["weighted_f1"]) == pytest.approx((0.98 * 0.98, 0.98, 0.98 * f1_bg))  # supports 784, 16
+    assert m["time_saved_s_LV"] == -20.0 and e["time_saved_s_LV"] == 60.0  # 2 slices per case: fail 2 × 10 s, pass 2 × 30 s
+    assert e["mean_dice"] == 1.0 and e["pixel_accuracy"] == 1.0 and e["macro_f1"] == 1.0 and e["weighted_f1"] == 1.0
+    assert math.isnan(m["test_loss"])  # folders of masks have no loss
+    header, rows = display_table(cmp)
+    sh, srows = study_table(cmp)
+    assert rows[0][header.index("mean Dice")] == "0.000 ± 0.000"
+    assert sh == ["run", "mean Dice", "pixel accuracy", "macro P", "macro R", "macro F1", "weighted P", "weighted R", "weighted F1", "time saved LV (s)"]
+    assert srows[0] == ["missed", "0.000", "0.980", "0.490", "0.500", "0.495", "0.960", "0.980", "0.970", "-20"]
+    out = write_comparison(cmp, tmp_path / "cmp")
+    md = (out / "comparison.md").read_text()
+    assert "| missed | 0.000 | 0.980 | 0.490 |" in md and "| test loss |" not in md
+    saved = json.loads((out / "comparison.json").read_text())["rows"][0]
+    assert saved["pixel_accuracy"] == pytest.approx(0.98) and saved["test_loss"] is None
+    from medseg.cli.app import console
+
+    monkeypatch.setattr(console, "width", 400)
+    res = CliRunner().invoke(app, ["compare", str(missed), str(exact), "--no-macs"])
+    assert res.exit_code == 0 and re.search(r"│ missed +│ 0\.000 +│ 0\.980 +│ 0\.490 +│", res.output), res.output

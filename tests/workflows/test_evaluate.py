@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 from medseg.cli import app
 from medseg.config import EvalConfig, config_from_dict
 from medseg.core.errors import ConfigError, DatasetError
-from medseg.metrics.summary import METRIC_COLUMNS
 from medseg.metrics.surface import surface_metrics
 from medseg.workflows.evaluate import evaluate_folders, evaluate_run
 from medseg.workflows.masks import parse_labels, read_mask
+from medseg.workflows.scoring import metric_columns
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 
@@ -60,7 +60,7 @@ def test_evaluate_run_writes_every_file(tiny_run: Path) -> None:
     for name in ("metrics.csv", "summary.json", "classification_report.csv", "confusion_matrix.csv", "eval_config.yaml"):
         assert (out / name).is_file(), name
     rows = _rows(out / "metrics.csv")
-    assert list(rows[0]) == ["case", "patient", "class", *METRIC_COLUMNS]
+    assert list(rows[0]) == ["case", "patient", "class", *metric_columns(EvalConfig())]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["classes"] == sorted({r["class"] for r in rows}, key=summary["classes"].index)
     assert len(rows) == summary["n_cases"] * len(summary["classes"])
@@ -88,6 +88,40 @@ def test_evaluate_run_writes_every_file(tiny_run: Path) -> None:
             break
     else:
         pytest.fail("no case with both masks non-empty")
+
+
+def test_test_loss_and_pixel_accuracy_of_a_run(tiny_run: Path) -> None:
+    """The test loss is the run's loss function on each case (computed here from the logits directly),
+    pixel accuracy the share of voxels of the right class (counted here on the saved predictions)."""
+    import torch
+
+    from medseg.data.loading import label_to_target, normalize_image
+    from medseg.data.store import load_dataset
+    from medseg.engine.inferer import load_module
+    from medseg.workflows.compare import compare_runs
+
+    out = evaluate_run(tiny_run, split="test", progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    module = load_module(tiny_run, "best", "cpu")
+    ds = load_dataset(json.loads((tiny_run / "run.json").read_text())["dataset"])
+    losses, right, total = {}, 0, 0
+    for cid in summary["per_case_mean_dice"]:
+        case = ds.load_case(cid)
+        with torch.no_grad():
+            logits = module.predict_logits(torch.as_tensor(normalize_image(case.image))[None])
+            losses[cid] = float(module.loss_fn(logits, torch.as_tensor(label_to_target(case))[None]))
+        with np.load(out / "predictions" / f"{cid}.npz") as z:
+            right += int((z["label"] == case.label).sum())
+        total += case.label.size
+    assert summary["loss"]["name"] == "dice_ce" and summary["loss"]["n"] == len(losses) == summary["n_cases"]
+    assert summary["loss"]["per_case"] == pytest.approx(losses, rel=1e-4)
+    assert summary["loss"]["mean"] == pytest.approx(np.mean(list(losses.values())), rel=1e-4)
+    assert summary["pixel_accuracy"] == pytest.approx(right / total, abs=1e-12)
+    row = compare_runs([tiny_run], with_macs=False).rows[0]
+    assert row["test_loss"] == summary["loss"]["mean"] and row["pixel_accuracy"] == summary["pixel_accuracy"]
+    assert row["macro_f1"] == summary["classification_report"]["macro avg"]["f1"]
+    out = evaluate_run(tiny_run, split="test", progress=False, save_predictions=False, overrides=["eval.loss=false"])
+    assert "loss" not in json.loads((out / "summary.json").read_text())
 
 
 def test_evaluate_run_overrides_conventions(tiny_run: Path) -> None:

@@ -31,6 +31,7 @@ def evaluate_cmd(
     eval.* config fields, e.g. --set eval.surface.hd95_mode=monai; see docs/metrics.md.
     """
     import json
+    import math
 
     from medseg.workflows.evaluate import evaluate_folders, evaluate_run
 
@@ -50,23 +51,29 @@ def evaluate_cmd(
             raise MedsegError("--config, --labels and --out apply to --pred/--ref", where="evaluate", fix="for a run, change settings with --set eval.…")
         result = evaluate_run(run, split=split, checkpoint=checkpoint, progress=progress, overrides=list(set_ or []))
         title = ""
+    from medseg.metrics.registry import METRICS
+
     summary = json.loads((result / "summary.json").read_text())
     t = Table(title=f"{title or summary['split']}: per class mean ± std ({summary['n_cases']} cases)")
     t.add_column("class")
-    shown = [m for m in ("dice", "hd95", "assd", "nsd") if m in summary["columns"]]
-    for m in shown:
-        t.add_column(m.upper() if m != "dice" else "Dice", justify="right")
+    shown = METRICS.shown("cli", summary["columns"])
+    for c in shown:
+        t.add_column(c.label, justify="right")
 
-    def fmt(e: dict[str, Any]) -> str:
+    def fmt(e: dict[str, Any], digits: int) -> str:
         if e["mean"] is None or isinstance(e["mean"], str):
             return "n/a" if e["mean"] is None else str(e["mean"])
-        return f"{e['mean']:.3f}" + ("" if e["std"] is None else f" ± {e['std']:.3f}") + (f" ({e['n_undefined']} n/a)" if e["n_undefined"] else "")
+        std = "" if e["std"] is None else f" ± {e['std']:.{digits}f}"
+        return f"{e['mean']:.{digits}f}{std}" + (f" ({e['n_undefined']} n/a)" if e["n_undefined"] else "")
 
     for name, e in summary["per_class"].items():
-        t.add_row(name, *[fmt(e[m]) for m in shown])
+        t.add_row(name, *[fmt(e[c.name], c.digits) for c in shown])
     console.print(t)
     md = summary["mean_dice"]
     console.print(f"mean Dice {'n/a' if md is None else f'{md:.3f}'}  →  {result}")
+    scores = [f"{sc.label} {sc.format(v)}" for sc in METRICS.scores if not math.isnan(v := sc.value(summary))]
+    if scores:
+        console.print(", ".join(scores), highlight=False)
 
 
 @command("predict")
@@ -157,7 +164,7 @@ def compare_cmd(
     cases both runs were scored on: runs scored on different case sets are restricted to the
     intersection, with a warning. See docs/comparison.md.
     """
-    from medseg.reports.tables import display_table, paired_table, write_comparison
+    from medseg.reports.tables import display_table, paired_table, study_table, write_comparison
     from medseg.workflows.compare import compare_runs
 
     cmp = compare_runs(list(runs), split, by, with_macs=macs)
@@ -177,6 +184,14 @@ def compare_cmd(
             if raw["class"] == "mean":
                 pt.add_row(*r)
         console.print(pt)
+    sh, srows = study_table(cmp)
+    if srows:
+        st = Table(title="Loss, pixel accuracy, pixel-level averages (background included), time saved per case")
+        for h in sh:
+            st.add_column(h, overflow="fold")
+        for r in srows:
+            st.add_row(*r)
+        console.print(st)
     for w in cmp.warnings:
         console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if out is not None:

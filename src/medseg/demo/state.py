@@ -15,6 +15,7 @@ import numpy as np
 
 from medseg.demo.runs import DemoError, RunsFolder, RunView
 from medseg.demo.uploads import Upload, predict_upload, read_upload
+from medseg.metrics.registry import METRICS
 from medseg.viz import render as R
 
 
@@ -146,16 +147,15 @@ class DemoState:
         parts = [f"<h4>case {html.escape(case.case_id)}</h4>"]
         for rv in runs:
             m = rv.metrics.get(case.case_id, {})
-            has_time = any("time_saved_s" in v for v in m.values())
-            head = "<tr><th>class</th><th>Dice</th><th>HD95 (mm)</th>" + ("<th>time saved (s)</th>" if has_time else "") + "</tr>"
+            cols = METRICS.shown("demo", [k for v in m.values() for k in v]) if m else METRICS.shown("demo", ["dice", "hd95"])
+            head = "<tr><th>class</th>" + "".join(f"<th>{html.escape(c.heading)}</th>" for c in cols) + "</tr>"
             rows = []
             for k in fg:
                 v = m.get(names[k], {})
-                cells = [html.escape(names[k]), format_number(v.get("dice")), format_number(v.get("hd95"), 2)]
-                if has_time:
-                    cells.append(format_number(v.get("time_saved_s"), 0))
+                cells = [html.escape(names[k]), *[format_number(v.get(c.name), c.digits) for c in cols]]
                 rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            loss = rv.case_loss(case) if case.label is not None else math.nan
+            saved = ((rv.summary.get("loss") or {}).get("per_case") or {}).get(case.case_id)  # the test loss `medseg evaluate` recorded
+            loss = float(saved) if isinstance(saved, int | float) else rv.case_loss(case) if case.label is not None else math.nan
             parts.append(
                 f"<p><b>{html.escape(rv.name)}</b> — mean Dice {format_number(rv.case_dice(case.case_id))}, loss {format_number(loss, 4)}"
                 + ("" if m else " (run not evaluated on the test split: <code>medseg evaluate RUN</code>)")

@@ -23,7 +23,7 @@ def fit_classical(module: SegModule, dm: SegDataModule, run_dir: Path) -> dict[s
     Returns:
         The history row (epoch 0): fit time and validation Dice per class.
     """
-    from medseg.metrics.overlap import confusion_counts, metrics_from_counts
+    from medseg.metrics.overlap import confusion_counts, correct_voxels, metrics_from_counts
 
     items = list(dm.items("train"))
     shapes = {tuple(np.asarray(it["image"]).shape) for it in items}
@@ -42,12 +42,15 @@ def fit_classical(module: SegModule, dm: SegDataModule, run_dir: Path) -> dict[s
     ckpt_dir.mkdir(exist_ok=True)
     saved = module.net.save(ckpt_dir / "classical.npz")
     dice = []
+    right = total = 0
     with torch.no_grad():
         for it in dm.items("val"):
             logits = module.predict_logits(torch.as_tensor(np.asarray(it["image"]))[None])
             pred = logits_to_labels(logits, module.multi_label)[0].numpy()
             ref = np.asarray(it["label"]) > 0.5 if module.multi_label else np.asarray(it["label"])[0]
             dice.append(metrics_from_counts(confusion_counts(pred, ref, module.scored, module.multi_label))["dice"])
+            r, n = correct_voxels(pred, ref)
+            right, total = right + r, total + n
     with np.errstate(all="ignore"):
         per_class = np.nan_to_num(np.nanmean(np.stack(dice), axis=0), nan=0.0)
     ckpt = {"hyper_parameters": dict(module.hparams), "state_dict": {}, "epoch": 0, "global_step": 0, "classical": saved.name}
@@ -56,6 +59,7 @@ def fit_classical(module: SegModule, dm: SegDataModule, run_dir: Path) -> dict[s
             torch.save(ckpt, tmp)
     row: dict[str, float] = {"epoch": 0, "step": 0, "train_loss": math.nan, "val_dice": float(per_class.mean())}
     row |= {f"val_dice_{module.class_names[k]}": float(v) for k, v in zip(module.scored, per_class, strict=True)}
+    row["val_pixel_accuracy"] = right / total if total else math.nan
     row |= {
         "lr": math.nan,
         "train_time_s": fit_s,

@@ -14,7 +14,7 @@ from monai.inferers import sliding_window_inference
 from medseg.config import Config, TrainConfig
 from medseg.core.errors import TrainingError
 from medseg.losses import build_loss
-from medseg.metrics.overlap import confusion_counts, metrics_from_counts
+from medseg.metrics.overlap import confusion_counts, correct_voxels, metrics_from_counts
 from medseg.models import create_model
 
 
@@ -95,6 +95,7 @@ class SegModule(L.LightningModule):
         self.loss_fn = build_loss(t.loss, multi_label, t.deep_supervision_weights, **t.loss_params)
         self.scored = list(range(len(class_names))) if multi_label else list(range(1, len(class_names)))
         self._dice: dict[str, list[np.ndarray]] = {}
+        self._accuracy: dict[str, list[int]] = {}  # stage → [voxels right, voxels]
         #: optimiser steps the learning-rate schedule spans and per epoch (set by ``train`` from the resolved length)
         self.schedule_total = max(1, t.epochs)
         self.steps_per_epoch = 1
@@ -143,6 +144,10 @@ class SegModule(L.LightningModule):
             ref = (y > 0.5 if self.multi_label else y[:, 0]).cpu().numpy()
             for p, r in zip(pred, ref, strict=True):
                 self._dice.setdefault(stage, []).append(metrics_from_counts(confusion_counts(p, r, self.scored, self.multi_label))["dice"])
+                right, total = correct_voxels(p, r)
+                acc = self._accuracy.setdefault(stage, [0, 0])
+                acc[0] += right
+                acc[1] += total
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -155,6 +160,13 @@ class SegModule(L.LightningModule):
         return self._step(batch, "test")
 
     def _log_dice(self, stage: str) -> None:
+        """Mean Dice and Dice per class over the stage's cases, and the pixel accuracy pooled over its voxels."""
+        right, total = self._accuracy.pop(stage, [0, 0])
+        counts = torch.tensor([right, total], dtype=torch.float64, device=self.device)
+        if self.trainer.world_size > 1:
+            counts = self.all_gather(counts).reshape(-1, 2).sum(0)
+        if counts[1] > 0:
+            self.log(f"{stage}/pixel_accuracy", float(counts[0] / counts[1]))
         values = self._dice.pop(stage, [])
         local = torch.as_tensor(np.stack(values) if values else np.zeros((0, len(self.scored))), dtype=torch.float64, device=self.device)
         if self.trainer.world_size > 1:  # every process scored different cases: pool them

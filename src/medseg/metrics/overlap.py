@@ -39,6 +39,18 @@ def confusion_counts(pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], 
     return out
 
 
+def correct_voxels(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int]:
+    """Voxels whose predicted class is the reference class, and how many voxels there are.
+
+    Pixel accuracy is ``right / total``; pooled over cases, sum both first. For multi-label boolean
+    stacks ``(K, ...)`` every voxel × channel decision counts. Background voxels count like any
+    other, which is why accuracy stays high when a small structure is missed entirely.
+    """
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
+    return int(np.count_nonzero(pred == ref)), int(ref.size)
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.maximum(den, 1), np.nan)

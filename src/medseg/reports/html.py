@@ -31,7 +31,8 @@ import numpy as np
 from medseg.core.atomic import write_text
 from medseg.core.errors import RunError
 from medseg.data.splits import load_splits, select
-from medseg.reports.tables import TABLE_NOTE, display_table, html_table, paired_table, write_comparison
+from medseg.metrics.registry import METRICS
+from medseg.reports.tables import STUDY_NOTE, TABLE_NOTE, display_table, html_table, paired_table, study_table, write_comparison
 from medseg.runs import RunResult, run_dataset
 from medseg.viz import figures
 from medseg.viz.plots import plot_curves
@@ -197,27 +198,31 @@ def build_report(cmp: Comparison, out: Path, title: str) -> Path:
         "<p>" + "<br>".join(html.escape(x) for x in lines) + f"</p><p class='note'>data set {html.escape(ds.info.name)} ({html.escape(str(ds.root))})</p>"
     )
     header, rows = display_table(cmp)
+    present = [c for r in results for c in (r.rows[0] if r.rows else {})]
+    shown = METRICS.shown("per_class", present)
     per_class = []
     for r in results:
         for cls in r.classes:
             e = r.summary["per_class"][cls]
 
-            def fmt(m: str, e: dict[str, Any] = e) -> str:
+            def fmt(m: str, digits: int, e: dict[str, Any] = e) -> str:
                 v = e.get(m) or {}
                 if v.get("mean") is None or isinstance(v.get("mean"), str):
                     return "n/a" if v.get("mean") is None else str(v["mean"])
-                return f"{v['mean']:.3f}" + ("" if v.get("std") is None else f" ± {v['std']:.3f}")
+                return f"{v['mean']:.{digits}f}" + ("" if v.get("std") is None else f" ± {v['std']:.{digits}f}")
 
-            per_class.append(
-                [r.label, cls, *[fmt(m) for m in ("dice", "iou", "precision", "recall", "hd95", "assd", "nsd")], str((e.get("dice") or {}).get("n", ""))]
-            )
-    pc_header = ["run", "class", "Dice", "IoU", "precision", "recall", "HD95 (mm)", "ASSD (mm)", "NSD", "n"]
+            per_class.append([r.label, cls, *[fmt(c.name, c.digits) for c in shown], str((e.get("dice") or {}).get("n", ""))])
+    pc_header = ["run", "class", *[c.heading for c in shown], "n"]
+    sh, srows = study_table(cmp)
+    study = f"<h3>Loss, pixel accuracy, pixel-level averages, time saved</h3>{html_table(sh, srows, 'study')}<p class='note'>{html.escape(STUDY_NOTE)}</p>"
     parts.append(
         _section(
             "summary",
             f"Results on the {cmp.split} split",
             html_table(header, rows)
-            + f"<p class='note'>{html.escape(TABLE_NOTE)}</p><h3>Per class (mean ± std over cases)</h3>"
+            + f"<p class='note'>{html.escape(TABLE_NOTE)}</p>"
+            + (study if srows else "")
+            + "<h3>Per class (mean ± std over cases)</h3>"
             + html_table(pc_header, per_class, "perclass"),
         )
     )
@@ -250,8 +255,15 @@ def build_report(cmp: Comparison, out: Path, title: str) -> Path:
         [x for x in refs if x[1]],
     )
     parts.append(_section("class-dice", "Dice per class", _img(bars, "per-class Dice")))
-    metrics = [m for m in ("dice", "hd95", "assd", "precision", "recall") if results[0].rows and m in results[0].rows[0]]
-    box = figures.metric_boxplots(out / "boxplots.png", [(r.label, r.rows) for r in results], results[0].classes, metrics)
+    boxes = METRICS.shown("boxplot", list(results[0].rows[0]) if results[0].rows else [])
+    box = figures.metric_boxplots(
+        out / "boxplots.png",
+        [(r.label, r.rows) for r in results],
+        results[0].classes,
+        [c.name for c in boxes],
+        titles={c.name: c.label for c in boxes},
+        limits={c.name: c.limits for c in boxes if c.limits},
+    )
     parts.append(_section("boxplots", "Per-case metrics", _img(box, "box plots of per-case metrics")))
     parts.append(_section("gallery", "Cases: best, median, worst", _gallery(results, ds, out)))
     parts.append(_section("training", "Prediction across training epochs", _training_gifs(results, ds, out)))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.core.atomic import write_json, write_text
+from medseg.metrics.registry import METRICS
 from medseg.workflows.compare import Comparison
 
 
@@ -38,7 +39,8 @@ def display_table(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
     classes: list[str] = []
     for r in cmp.runs:
         classes += [c for c in r.classes if c not in classes]
-    header = ["run", "model", "params", "MACs", "mean Dice", *[f"Dice {c}" for c in classes], "HD95", "ASSD", "precision", "recall"]
+    shown = METRICS.shown("compare")
+    header = ["run", "model", "params", "MACs", "mean Dice", *[f"Dice {c}" for c in classes], *[c.label for c in shown]]
     header += ["train time", "epochs to best", "train samples/s", "latency/case", "latency/slice", "peak memory", "sensitivity"]
     out = []
     for row in [*cmp.rows, *cmp.references]:
@@ -53,7 +55,7 @@ def display_table(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
 
         line = [row["run"], row["model"], _count(row.get("parameters")), _count(row.get("macs"))]
         line += [pm("mean_dice"), *[pm(f"dice_{c}") for c in classes]]
-        line += [_f(row.get("hd95"), 2), _f(row.get("assd"), 2), _f(row.get("precision")), _f(row.get("recall"))]
+        line += [c.format(row.get(c.name)) for c in shown]
         if is_ref:
             line += [""] * 7
         else:
@@ -70,6 +72,34 @@ def display_table(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
             ]
         out.append(line)
     return header, out
+
+
+def study_table(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
+    """What the reference studies report beside Dice, one row per run (mean Dice repeated): the test loss, pixel accuracy,
+    pixel-level macro and weighted precision / recall / F1 (background included), and the registered
+    per-class columns (time saved per class). Columns no run has a value for are left out."""
+    classes: list[str] = []
+    for r in cmp.runs:
+        classes += [c for c in r.classes if c not in classes]
+    cols: list[tuple[str, str, Any]] = [(s.name, s.label, s.format) for s in METRICS.scores]
+    for col in METRICS.shown("compare_per_class"):
+        cols += [(f"{col.name}_{c}", f"{col.label} {c}" + (f" ({col.unit})" if col.unit else ""), col.format) for c in classes]
+
+    def known(v: Any) -> bool:
+        return isinstance(v, int | float) and not math.isnan(v)
+
+    cols = [c for c in cols if any(known(r.get(c[0])) for r in cmp.rows)]
+    if not cols:
+        return [], []
+    header = ["run", "mean Dice", *[label for _, label, _ in cols]]  # Dice beside pixel accuracy: the imbalance trap in one glance
+    return header, [[r["run"], _f(r.get("mean_dice")), *[fmt(r.get(key)) for key, _, fmt in cols]] for r in cmp.rows]
+
+
+STUDY_NOTE = (
+    "test loss: the run's own loss function on the evaluated cases (mean over cases); pixel accuracy: voxels of the right class over all "
+    "voxels, background included; macro / weighted P, R, F1: pixel-level precision, recall and F1 averaged over the classes with the "
+    "background (weighted by each class's voxels); time saved: mean per case."
+)
 
 
 def paired_table(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
@@ -147,7 +177,10 @@ def write_comparison(cmp: Comparison, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     header, rows = display_table(cmp)
     ph, prows = paired_table(cmp)
+    sh, srows = study_table(cmp)
     md = [f"# Comparison on the {cmp.split} split\n", markdown(header, rows), f"\n{TABLE_NOTE}\n"]
+    if srows:
+        md += ["\n## Loss, pixel accuracy, pixel-level averages, time saved\n", markdown(sh, srows), f"\n{STUDY_NOTE}\n"]
     if prows:
         md += [f"\n## Paired statistics (per {cmp.by}, Dice b − a, bootstrap 95 % CI, Wilcoxon signed-rank)\n", markdown(ph, prows)]
     if cmp.warnings:
@@ -157,6 +190,9 @@ def write_comparison(cmp: Comparison, out: str | Path) -> Path:
     write_text(out / "paired.csv", _paired_csv(cmp))
     page = [f"<!doctype html><html><head><meta charset='utf-8'><title>medseg comparison</title><style>{TABLE_CSS}</style></head><body>"]
     page.append(f"<h1>Comparison on the {html.escape(cmp.split)} split</h1>" + html_table(header, rows) + f"<p class='note'>{html.escape(TABLE_NOTE)}</p>")
+    if srows:
+        note = f"<p class='note'>{html.escape(STUDY_NOTE)}</p>"
+        page.append(f"<h2>Loss, pixel accuracy, pixel-level averages, time saved</h2>{html_table(sh, srows, 'study')}{note}")
     if prows:
         page.append(f"<h2>Paired statistics (per {cmp.by})</h2>" + html_table(ph, prows, "paired"))
     if cmp.warnings:

@@ -133,8 +133,23 @@ def per_class_dice_bars(
     return _save(fig, path)
 
 
-def metric_boxplots(path: Path, runs: Sequence[tuple[str, list[dict[str, Any]]]], classes: Sequence[str], metrics: Sequence[str]) -> Path:
-    """Box plots of per-case metrics: one panel per metric, boxes per class (and per run side by side)."""
+def metric_boxplots(
+    path: Path,
+    runs: Sequence[tuple[str, list[dict[str, Any]]]],
+    classes: Sequence[str],
+    metrics: Sequence[str],
+    *,
+    titles: dict[str, str] | None = None,
+    limits: dict[str, tuple[float, float]] | None = None,
+) -> Path:
+    """Box plots of per-case metrics: one panel per metric, boxes per class (and per run side by side).
+
+    Args:
+        titles: panel title per metric (default: the metric's name).
+        limits: y range per metric (e.g. ``(0, 1)`` for ratios); others follow the data.
+    """
+    titles = titles or {}
+    limits = limits or {}
     metrics = [m for m in metrics if any(m in r for _, rows in runs for r in rows[:1])]
     fig, axes = plt.subplots(1, max(len(metrics), 1), figsize=(3.4 * max(len(metrics), 1) + 0.8 * max(len(runs) - 1, 0) * len(classes), 3.6), squeeze=False)
     cmap = plt.get_cmap("tab10")
@@ -152,9 +167,11 @@ def metric_boxplots(path: Path, runs: Sequence[tuple[str, list[dict[str, Any]]]]
         for patch, c in zip(bp["boxes"], cols, strict=True):
             patch.set_facecolor((*c[:3], 0.45))
         ax.set_xticks(range(len(classes)), classes, rotation=15, fontsize=8)
-        ax.set_title(m.upper() if m in ("hd95", "assd", "nsd") else m.capitalize(), fontsize=10)
-        if m in ("dice", "iou", "precision", "recall", "nsd"):
-            ax.set_ylim(-0.03, 1.03)
+        ax.set_title(titles.get(m, m), fontsize=10)
+        if m in limits:
+            lo, hi = limits[m]
+            pad = 0.03 * (hi - lo)
+            ax.set_ylim(lo - pad, hi + pad)
         ax.grid(axis="y", alpha=0.3)
     if len(runs) > 1:
         handles = [Patch(color=(*cmap(i % 10)[:3], 0.45), label=name) for i, (name, _) in enumerate(runs)]
@@ -243,7 +260,7 @@ def class_stats_plot(path: Path, voxels: dict[str, dict[str, int]], colors: dict
 
 
 def multi_curves(path: Path, runs: Sequence[tuple[str, list[dict[str, float]]]]) -> Path:
-    """Training and validation loss, and validation Dice, of several runs on shared axes."""
+    """Training and validation loss, and validation Dice and pixel accuracy, of several runs on shared axes."""
     fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(10, 3.8))
     cmap = plt.get_cmap("tab10")
     for i, (name, rows) in enumerate(runs):
@@ -253,11 +270,12 @@ def multi_curves(path: Path, runs: Sequence[tuple[str, list[dict[str, float]]]])
             pts = [(e, r[key]) for e, r in zip(ep, rows, strict=True) if isinstance(r.get(key), float) and math.isfinite(r[key])]
             if pts:
                 ax_l.plot(*zip(*pts, strict=True), ls=ls, color=c, label=f"{name} ({'train' if key == 'train_loss' else 'val'})")
-        pts = [(e, r["val_dice"]) for e, r in zip(ep, rows, strict=True) if isinstance(r.get("val_dice"), float) and math.isfinite(r["val_dice"])]
-        if pts:
-            ax_d.plot(*zip(*pts, strict=True), marker="o", ms=3, color=c, label=name)
+        for key, ls, label in (("val_dice", "-", name), ("val_pixel_accuracy", ":", f"{name} (pixel accuracy)")):
+            pts = [(e, r[key]) for e, r in zip(ep, rows, strict=True) if isinstance(r.get(key), float) and math.isfinite(r[key])]
+            if pts:
+                ax_d.plot(*zip(*pts, strict=True), marker="o", ms=3, ls=ls, color=c, label=label)
     ax_l.set(xlabel="epoch", ylabel="loss", title="Loss (solid: train, dashed: validation)")
-    ax_d.set(xlabel="epoch", ylabel="Dice", title="Validation mean Dice", ylim=(0, 1))
+    ax_d.set(xlabel="epoch", ylabel="Dice / accuracy", title="Validation mean Dice (solid), pixel accuracy (dotted)", ylim=(0, 1.02))
     for ax in (ax_l, ax_d):
         ax.grid(alpha=0.3)
         if ax.get_lines():

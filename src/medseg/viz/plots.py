@@ -17,25 +17,39 @@ import matplotlib.pyplot as plt
 from medseg.core.atomic import atomic_path
 
 
+def curve_series(rows: Sequence[dict[str, float]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """The lines of :func:`plot_curves` as ``{panel: {label: [(epoch, value), ...]}}`` (epochs from 1).
+
+    Panels: ``loss`` (train, validation) and ``validation`` (mean Dice, Dice per class and the pixel
+    accuracy, on one 0–1 axis so that a high accuracy beside a low Dice — the imbalance trap of a small
+    structure on a large background — shows at a glance).
+    """
+    ep = [int(r["epoch"]) + 1 for r in rows]
+
+    def points(key: str) -> list[tuple[int, float]]:
+        return [(e, float(r[key])) for e, r in zip(ep, rows, strict=True) if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+
+    loss = {label: points(key) for key, label in (("train_loss", "train"), ("val_loss", "validation"))}
+    dice_keys = sorted({k for r in rows for k in r if k.startswith("val_dice")})
+    val = {"mean Dice" if key == "val_dice" else key.removeprefix("val_dice_"): points(key) for key in dice_keys}
+    val["pixel accuracy"] = points("val_pixel_accuracy")
+    return {"loss": {k: v for k, v in loss.items() if v}, "validation": {k: v for k, v in val.items() if v}}
+
+
 def plot_curves(rows: Sequence[dict[str, float]], path: str | Path) -> Path:
-    """Loss (left) and validation Dice per class (right) against epoch."""
+    """Loss (left); validation Dice per class and pixel accuracy (right) against epoch (see :func:`curve_series`)."""
+    series = curve_series(rows)
     fig, (ax_l, ax_d) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ep = [r["epoch"] + 1 for r in rows]
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        pts = [(e, r[key]) for e, r in zip(ep, rows, strict=True) if key in r and not math.isnan(r[key])]
-        if pts:
-            ax_l.plot(*zip(*pts, strict=True), marker="o", ms=3, label=label)
+    for label, pts in series["loss"].items():
+        ax_l.plot(*zip(*pts, strict=True), marker="o", ms=3, label=label)
     ax_l.set(xlabel="epoch", ylabel="loss", title="Loss")
     if ax_l.get_lines():
         ax_l.legend()
-    dice_keys = sorted({k for r in rows for k in r if k.startswith("val_dice")})
-    for key in dice_keys:
-        pts = [(e, r[key]) for e, r in zip(ep, rows, strict=True) if key in r]
-        if pts:
-            lw = 2.5 if key == "val_dice" else 1.2
-            ax_d.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=lw, label="mean" if key == "val_dice" else key.removeprefix("val_dice_"))
-    ax_d.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
-    if dice_keys:
+    for label, pts in series["validation"].items():
+        style = {"lw": 2.5} if label == "mean Dice" else {"lw": 2.0, "ls": "--", "color": "black"} if label == "pixel accuracy" else {"lw": 1.2}
+        ax_d.plot(*zip(*pts, strict=True), marker="o", ms=3, label=label, **style)
+    ax_d.set(xlabel="epoch", ylabel="Dice / accuracy", title="Validation Dice and pixel accuracy", ylim=(0, 1.02))
+    if series["validation"]:
         ax_d.legend(fontsize=8)
     for ax in (ax_l, ax_d):
         ax.grid(alpha=0.3)

@@ -27,6 +27,7 @@ import numpy as np
 
 from medseg.core.errors import ConfigError, RunError
 from medseg.metrics.paired import ALPHA, paired_stats
+from medseg.metrics.registry import METRICS
 from medseg.runs import RunResult, expand_runs, load_result
 
 #: Below this many paired cases (or patients) a warning says the test set is too small to tell.
@@ -134,8 +135,13 @@ def table_row(result: RunResult, with_macs: bool = True) -> dict[str, Any]:
         mean, std = _mean_std(s["per_class"][cls].get("dice"))
         row[f"dice_{cls}"] = mean
         row[f"dice_{cls}_std"] = std
-    for metric in ("hd95", "assd", "precision", "recall"):
-        row[metric] = _macro(s, metric)
+    for col in METRICS.shown("compare"):  # macro means of the registered metrics the table shows
+        row[col.name] = _macro(s, col.name)
+    for col in METRICS.shown("compare_per_class"):
+        for cls in result.classes:
+            row[f"{col.name}_{cls}"] = _mean_std(s["per_class"][cls].get(col.name))[0]
+    for score in METRICS.scores:  # run-level: test loss, pixel accuracy, pixel-level P/R/F1 averages
+        row[score.name] = score.value(s)
     row["train_time_s"] = info.get("train_time_s", math.nan)
     row["epochs_run"] = info.get("epochs_run", math.nan)
     best = info.get("best_epoch")
@@ -176,9 +182,9 @@ def _reference_rows(results: list[RunResult]) -> list[dict[str, Any]]:
             row["mean_dice"] = math.nan if ref.dice is None else ref.dice
             for cls, v in ref.class_dice.items():
                 row[f"dice_{cls}"] = v
-            for metric in ("hd95", "assd", "precision", "recall"):
-                v = getattr(ref, metric)
-                row[metric] = math.nan if v is None else v
+            for col in METRICS.shown("compare"):
+                v = getattr(ref, col.name, None)
+                row[col.name] = math.nan if v is None else v
             seen[ref.name] = row
     return list(seen.values())
 

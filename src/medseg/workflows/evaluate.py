@@ -11,7 +11,8 @@ Output folder (written atomically)::
 
     metrics.csv                 case, class, every metric (one row per case × scored class)
     summary.json                mean ± std per class, macro and voxel-weighted means, pooled counts,
-                                lesion and time-saved totals, classification report, conventions
+                                lesion and time-saved totals, pixel accuracy, classification report,
+                                conventions; runs: the test loss (the run's loss per case, mean ± std)
     classification_report.csv   pixel-level precision / recall / F1 / support per class + averages
     confusion_matrix.csv        voxel counts, rows = reference, columns = prediction
     eval_config.yaml            the evaluation settings used (metric modes, tolerances, policies)
@@ -62,6 +63,7 @@ def evaluate_run(
     Returns:
         The evaluation folder.
     """
+    from medseg.engine.case_loss import probability_loss
     from medseg.engine.inferer import Predictor, load_module
 
     run_dir = Path(run_dir)
@@ -91,7 +93,7 @@ def evaluate_run(
     predictor = Predictor(module)
     scored = ds.info.foreground
     names = [ds.info.class_names[k] for k in scored]
-    acc = MetricTable(names, metric_columns(cfg), ["case", "patient"], ds.info.class_names, ds.info.multi_label)
+    acc = MetricTable(names, metric_columns(cfg), ["case", "patient"], ds.info.class_names, ds.info.multi_label, loss_name=config.train.loss)
     out = run_dir / "eval" / split
     t_total = 0.0
     t_metrics = 0.0
@@ -106,6 +108,8 @@ def evaluate_run(
             if save_predictions:
                 with open(tmp / "predictions" / f"{cid}.npz", "wb") as fh:
                     np.savez_compressed(fh, label=pred, affine=case.affine)
+            if cfg.loss:  # the test loss: the run's loss function on this case (not counted in the latency)
+                acc.losses[cid] = probability_loss(module, predictor.probabilities(case), case)
             t0 = time.perf_counter()
             m = score_case(pred, case.label, scored, names, case.spacing, cfg=cfg, multi_label=ds.info.multi_label)
             acc.add({"case": cid, "patient": case.patient_id}, pred, case.label, m)

@@ -15,37 +15,19 @@ import yaml
 
 from medseg.config import EvalConfig
 from medseg.core.atomic import write_json, write_text
-from medseg.core.errors import ConfigError
-from medseg.metrics.clinical import time_saved
-from medseg.metrics.lesions import LESION_METRICS, lesion_counts_per_class
 from medseg.metrics.overlap import (
     classification_report,
     classification_report_from_counts,
     confusion_counts,
     confusion_matrix,
-    metrics_from_counts,
 )
-from medseg.metrics.summary import OVERLAP_COLUMNS, TIME_COLUMNS, summarize
-from medseg.metrics.surface import SURFACE_METRICS, surface_metrics_per_class
+from medseg.metrics.registry import METRICS, CaseMasks
+from medseg.metrics.summary import json_float, summarize
 
 
 def metric_columns(cfg: EvalConfig) -> list[str]:
-    """The ``metrics.csv`` columns produced under ``cfg``."""
-    cols = list(OVERLAP_COLUMNS)
-    if cfg.surface.enabled:
-        cols += SURFACE_METRICS
-    if cfg.time_saved.enabled:
-        cols += TIME_COLUMNS
-    if cfg.lesions.enabled:
-        cols += LESION_METRICS
-    return cols
-
-
-def _per_class_setting(values: dict[str, float], default: float, names: Sequence[str], field_name: str) -> list[float]:
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown class names {unknown}; the classes are {list(names)}", where=field_name, fix="use the class names of the data set")
-    return [float(values.get(n, default)) for n in names]
+    """The ``metrics.csv`` columns produced under ``cfg``: those of every enabled registered metric, in order."""
+    return [c.name for c in METRICS.columns(cfg)]
 
 
 def score_case(
@@ -58,7 +40,7 @@ def score_case(
     cfg: EvalConfig,
     multi_label: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Every enabled metric of one case, as arrays of length ``len(classes)``.
+    """Every enabled registered metric of one case, as arrays of length ``len(classes)``.
 
     Args:
         pred, ref: label maps of class indices, or boolean stacks ``(K, ...)`` when ``multi_label``.
@@ -68,38 +50,12 @@ def score_case(
         cfg: the evaluation settings.
         multi_label: whether inputs are channel stacks.
     """
-    counts = confusion_counts(pred, ref, classes, multi_label)
-    out = metrics_from_counts(counts, float(np.prod(spacing)))
-    out.update(tp=counts[:, 0].astype(float), fp=counts[:, 1].astype(float), fn=counts[:, 2].astype(float))
-    if cfg.surface.enabled:
-        s = cfg.surface
-        tol = _per_class_setting(s.class_tolerance_mm, s.tolerance_mm, names, "eval.surface.class_tolerance_mm")
-        out.update(
-            surface_metrics_per_class(
-                pred,
-                ref,
-                classes,
-                spacing=spacing,
-                multi_label=multi_label,
-                tolerances_mm=tol,
-                percentile=s.percentile,
-                hd95_mode=s.hd95_mode,
-                assd_mode=s.assd_mode,
-                nsd_mode=s.nsd_mode,
-                empty_both=s.empty_both,
-                empty_one=s.empty_one,
-            )
-        )
-    if cfg.time_saved.enabled:
-        t = cfg.time_saved
-        draw = _per_class_setting(t.class_draw_seconds, t.draw_seconds, names, "eval.time_saved.class_draw_seconds")
-        axis = min(t.slice_axis, len(spacing) - 1)
-        res = time_saved(pred, ref, classes, multi_label, dice_threshold=t.dice_threshold, draw_seconds=draw, check_seconds=t.check_seconds, slice_axis=axis)
-        out.update({k: v.astype(float) for k, v in res.items()})
-    if cfg.lesions.enabled:
-        lz = cfg.lesions
-        res = lesion_counts_per_class(pred, ref, classes, multi_label, rule=lz.rule, iou_threshold=lz.iou_threshold, connectivity=lz.connectivity)
-        out.update({k: v.astype(float) for k, v in res.items()})
+    if pred.shape != ref.shape:
+        raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
+    masks = CaseMasks(pred, ref, list(classes), list(names), tuple(float(s) for s in spacing), multi_label)
+    out: dict[str, np.ndarray] = {}
+    for metric in METRICS.enabled(cfg):
+        out.update(metric.score(masks, cfg))
     return out
 
 
@@ -124,7 +80,13 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 @dataclass
 class MetricTable:
-    """Rows and pixel-level counts gathered case by case."""
+    """Rows, pixel-level counts and (runs only) the loss of each case, gathered case by case.
+
+    ``summary.json`` gets, besides the registered metrics' summaries, ``pixel_accuracy`` (voxels whose
+    predicted class is the reference class, over all voxels and cases, background included; for
+    multi-label data, voxel × channel decisions), the classification report and, when losses were
+    added, ``loss``: the mean, std and ``n`` over cases of the run's loss and its value per case.
+    """
 
     names: list[str]
     columns: list[str]
@@ -134,6 +96,8 @@ class MetricTable:
     rows: list[dict[str, Any]] = field(default_factory=list)
     matrix: np.ndarray | None = None
     ml_counts: np.ndarray | None = None
+    losses: dict[str, float] = field(default_factory=dict)
+    loss_name: str = ""
 
     def add(self, ids: dict[str, str], pred: np.ndarray, ref: np.ndarray, m: dict[str, np.ndarray]) -> None:
         for i, name in enumerate(self.names):
@@ -153,10 +117,12 @@ class MetricTable:
         if self.multi_label:
             counts = self.ml_counts if self.ml_counts is not None else np.zeros((len(self.all_names), 4), dtype=np.int64)
             report = classification_report_from_counts(counts, self.all_names)
+            right, total = float(counts[:, 0].sum() + counts[:, 3].sum()), float(counts.sum())  # voxel × channel decisions
             write_text(tmp / "confusion_matrix.csv", _csv(["class", "tp", "fp", "fn", "tn"], [[n, *map(int, counts[i])] for i, n in enumerate(self.all_names)]))
         else:
             mat = self.matrix if self.matrix is not None else np.zeros((len(self.all_names),) * 2, dtype=np.int64)
             report = classification_report(mat, self.all_names)
+            right, total = float(np.trace(mat)), float(mat.sum())
             write_text(
                 tmp / "confusion_matrix.csv", _csv(["reference \\ prediction", *self.all_names], [[n, *map(int, mat[i])] for i, n in enumerate(self.all_names)])
             )
@@ -171,33 +137,28 @@ class MetricTable:
             "columns": self.columns,
             "conventions": conventions(cfg),
             **summarize(self.rows, self.names, self.columns),
+            "pixel_accuracy": right / total if total else None,
             "classification_report": report,
         }
+        if self.losses:
+            values = np.array(list(self.losses.values()), dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            summary["loss"] = {
+                "name": self.loss_name,
+                "mean": float(finite.mean()) if finite.size else None,
+                "std": float(finite.std()) if finite.size else None,
+                "n": int(finite.size),
+                "per_case": {c: json_float(v) for c, v in self.losses.items()},
+            }
         write_json(tmp / "summary.json", summary)
         write_text(tmp / "eval_config.yaml", yaml.safe_dump({"eval": cfg.model_dump(mode="json"), "source": source}, sort_keys=False, allow_unicode=True))
         return summary
 
 
 def conventions(cfg: EvalConfig) -> dict[str, str]:
-    """One line per convention in force (recorded in ``summary.json``; see docs/metrics.md)."""
-    s = cfg.surface
-    out = {
-        "overlap_empty": "class absent from prediction and reference: Dice/IoU/precision/recall/F1 undefined (NaN), "
-        "left out of means and counted as n_undefined; "
-        "present in only one: 0",
-        "volumes": "mm³ (mm² in 2D) from the voxel spacing",
-    }
-    if s.enabled:
-        out |= {
-            "surface": f"hd95_mode={s.hd95_mode}, assd_mode={s.assd_mode}, nsd_mode={s.nsd_mode}, percentile={s.percentile:g}, tolerance_mm={s.tolerance_mm:g}",
-            "surface_empty_both": "NaN, left out of means" if s.empty_both == "nan" else "best value: distances 0, NSD 1",
-            "surface_empty_one": {"worst": "distances = image diagonal in mm", "inf": "distances = inf", "nan": "distances NaN, left out of means"}[s.empty_one]
-            + "; NSD 0",
-        }
-    if cfg.time_saved.enabled:
-        t = cfg.time_saved
-        out["time_saved"] = f"per slice × class: Dice ≥ {t.dice_threshold:g} saves {t.draw_seconds:g} s, below costs {t.check_seconds:g} s, absent from both: 0"
-    if cfg.lesions.enabled:
-        lz = cfg.lesions
-        out["lesions"] = f"rule={lz.rule}" + (f" (IoU ≥ {lz.iou_threshold:g})" if lz.rule == "iou" else "") + f", connectivity={lz.connectivity}"
+    """One line per convention in force, from every enabled metric (recorded in ``summary.json``; see docs/metrics.md)."""
+    out: dict[str, str] = {}
+    for metric in METRICS.enabled(cfg):
+        if metric.conventions is not None:
+            out |= metric.conventions(cfg)
     return out

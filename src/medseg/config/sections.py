@@ -1,33 +1,17 @@
-"""Typed run configuration: YAML in, validated, overridable from the CLI, saved resolved.
-
-A config has four sections — ``data``, ``model``, ``train``, ``eval`` — each a pydantic model
-whose fields are the hyperparameters. ``load_config(path, overrides=["train.lr=3e-4"])`` returns
-a validated :class:`Config`; any problem raises :class:`~medseg.core.errors.ConfigError` naming the
-field. The resolved config saved in a run folder is enough to rebuild the run.
-"""
+"""The data, model and train sections of a config (pydantic models whose fields are the hyperparameters)."""
 
 from __future__ import annotations
 
-import copy
-import difflib
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from medseg.core.atomic import write_text
-from medseg.core.errors import ConfigError
-
-#: the recipes shipped with the package (``configs/`` at the repository root links here)
-RECIPES_DIR = Path(__file__).parent / "configs"
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     """How cases are divided into train/val/test (always grouped by patient)."""
 
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -44,7 +28,7 @@ class SplitConfig(_Section):
         return v
 
 
-class PreprocessConfig(_Section):
+class PreprocessConfig(Section):
     """Geometry and intensity preprocessing, cached once per plan (``medseg prepare``); see docs/pipeline.md.
 
     With ``enabled: false`` (the default) each case is z-scored on its own grid in memory, nothing is cached.
@@ -71,14 +55,14 @@ class PreprocessConfig(_Section):
         return v
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(Section):
     """Augmentation preset plus per-transform overrides, e.g. ``{rotate: {prob: 0.5, range: 15}, elastic: {prob: 0}}``."""
 
     preset: Literal["none", "light", "default", "heavy"] | None = Field(None, description="null = data.augment")
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description="transform name → its parameters (see docs/pipeline.md)")
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Which data set, how it is split, and how batches are drawn."""
 
     dataset: str = Field("phantom2d", description="a built-in data set name or a data set folder")
@@ -107,14 +91,14 @@ class DataConfig(_Section):
         return v
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """The network: a registered name plus its keyword arguments (see `medseg models`)."""
 
     name: str = "unet"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Optimisation, schedule, precision, devices, stopping and records."""
 
     epochs: int = Field(30, gt=0)
@@ -187,97 +171,6 @@ class TrainConfig(_Section):
         return v
 
 
-class SurfaceConfig(_Section):
-    """Surface distances (HD, HD95, ASSD, NSD); conventions in docs/metrics.md."""
-
-    enabled: bool = True
-    tolerance_mm: float = Field(1.0, ge=0, description="NSD tolerance τ in mm")
-    class_tolerance_mm: dict[str, float] = Field(default_factory=dict, description="τ per class name, overriding tolerance_mm")
-    percentile: float = Field(95.0, ge=0, le=100, description="robust Hausdorff percentile")
-    hd95_mode: Literal["medpy", "monai", "deepmind"] = "medpy"
-    assd_mode: Literal["medpy", "monai", "deepmind"] = "medpy"
-    nsd_mode: Literal["monai", "deepmind"] = "deepmind"
-    empty_both: Literal["nan", "best"] = Field("nan", description="both masks empty: undefined (left out of means) or best score")
-    empty_one: Literal["worst", "inf", "nan"] = Field("worst", description="one mask empty: distance = image diagonal, inf or undefined")
-
-
-class TimeSavedConfig(_Section):
-    """Reader time saved per slice (reference study 000); the model is in docs/metrics.md."""
-
-    enabled: bool = True
-    dice_threshold: float = Field(0.8, ge=0, le=1, description="slice Dice at or above which the mask is accepted")
-    draw_seconds: float = Field(30.0, ge=0, description="time to draw one class on one slice")
-    check_seconds: float = Field(10.0, ge=0, description="time lost checking a rejected mask")
-    class_draw_seconds: dict[str, float] = Field(default_factory=dict, description="draw_seconds per class name")
-    slice_axis: int = Field(0, ge=0, le=2, description="spatial axis cut into slices (3D)")
-
-
-class LesionConfig(_Section):
-    """Lesion-wise detection counts (connected components)."""
-
-    enabled: bool = True
-    rule: Literal["overlap", "iou"] = "overlap"
-    iou_threshold: float = Field(0.1, ge=0, le=1)
-    connectivity: Literal["face", "full"] = "full"
-
-
-class ReferenceResult(_Section):
-    """Published numbers to compare against (a paper's table); shown as an extra row by ``medseg compare``."""
-
-    name: str = Field(description="the source, e.g. 'Oktay et al. 2018, Table 2'")
-    dice: float | None = Field(None, description="mean Dice over the foreground classes")
-    class_dice: dict[str, float] = Field(default_factory=dict, description="Dice per class name")
-    precision: float | None = None
-    recall: float | None = None
-    hd95: float | None = Field(None, description="mm")
-    assd: float | None = Field(None, description="mm (surface-to-surface distance)")
-    parameters: int | None = None
-    note: str = ""
-
-
-class EvalConfig(_Section):
-    """What ``medseg evaluate`` scores, and how (metric conventions in docs/metrics.md)."""
-
-    split: Literal["train", "val", "test"] = "test"
-    checkpoint: Literal["best", "last"] = "best"
-    surface: SurfaceConfig = Field(default_factory=SurfaceConfig)
-    time_saved: TimeSavedConfig = Field(default_factory=TimeSavedConfig)
-    lesions: LesionConfig = Field(default_factory=LesionConfig)
-    loss: bool = Field(True, description="runs: also compute the run's loss on each case, the test loss (one more forward pass per case)")
-    reference: list[ReferenceResult] = Field(default_factory=list, description="published numbers shown beside the runs by `medseg compare`")
-
-    @field_validator("reference", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, dict) else v
-
-
-class Config(_Section):
-    """A whole run: the four sections and a name."""
-
-    name: str = "run"
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-
-    @model_validator(mode="after")
-    def _fold_needs_folds(self) -> Config:
-        s = self.data.split
-        if s.fold is not None and s.n_folds and s.fold >= s.n_folds:
-            raise ValueError(f"data.split.fold={s.fold} but only {s.n_folds} folds")
-        return self
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.dump(), sort_keys=False)
-
-    def save(self, path: str | Path) -> Path:
-        return write_text(path, self.to_yaml())
-
-
 def parse_duration(text: str | float) -> float:
     """Seconds from ``90``, ``90s``, ``10m``, ``1.5h`` or ``HH:MM:SS``; raises ``ValueError`` on anything else."""
     if isinstance(text, int | float):
@@ -300,110 +193,3 @@ def parse_duration(text: str | float) -> float:
     if not value > 0:
         raise ValueError(f"a duration must be positive, got {text!r}")
     return value
-
-
-def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys = []
-    for name, f in model.model_fields.items():
-        keys.append(prefix + name)
-        ann = f.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys += valid_keys(ann, prefix + name + ".")
-    return keys
-
-
-def _format_error(e: ValidationError, source: str) -> ConfigError:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-    if err["type"] == "extra_forbidden":
-        close = difflib.get_close_matches(loc, valid_keys(Config), n=3, cutoff=0.6)
-        fix = f"did you mean {', '.join(close)}?" if close else "remove it (`medseg config` prints every valid key)"
-        return ConfigError(f"unknown key '{loc}'", where=source, fix=fix)
-    msg = err["msg"].removeprefix("Value error, ")
-    got = err.get("input")
-    got_s = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-    return ConfigError(f"field '{loc or 'config'}': {msg}{got_s}", where=source, fix=f"correct '{loc or 'the config'}'")
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=3e-4"`` → ``(["train", "lr"], 0.0003)``; the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not KEY=VALUE", where="--set", fix="write e.g. --set train.lr=3e-4")
-    key, _, value = text.partition("=")
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError(f"override {text!r} has no key", where="--set", fix="write e.g. --set train.lr=3e-4")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
-    return parts, parsed
-
-
-def set_dotted(raw: dict[str, Any], parts: list[str], value: Any) -> None:
-    """Set ``raw[parts[0]][parts[1]]... = value``, creating the intermediate mappings."""
-    node = raw
-    for p in parts[:-1]:
-        nxt = node.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[p] = nxt
-        node = nxt
-    node[parts[-1]] = value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        set_dotted(raw, *parse_override(text))
-    return raw
-
-
-def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "config") -> Config:
-    """Validate a config mapping with ``--set`` overrides; an error names the override when the bad value came from one."""
-    overrides = list(overrides or [])
-    raw = apply_overrides(copy.deepcopy(dict(raw or {})), overrides)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        bad_key = ".".join(str(p) for p in e.errors()[0]["loc"] if not str(p).startswith("function-"))
-        for text in reversed(overrides):  # the last override of a key is the one in force
-            key = ".".join(parse_override(text)[0])
-            if bad_key == key or bad_key.startswith(key + ".") or key.startswith(bad_key + "."):
-                raise _format_error(e, f"--set {text}") from None
-        raise _format_error(e, source) from None
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load and validate a YAML config — a path, or the name of a shipped recipe such as ``"quickstart"`` — (or the
-    defaults when ``path`` is None) with overrides."""
-    raw: dict[str, Any] = {}
-    source = "config"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file() and (RECIPES_DIR / f"{path}.yaml").is_file():
-            p = RECIPES_DIR / f"{path}.yaml"
-        source = str(p)
-        if not p.is_file():
-            names = ", ".join(sorted(r.stem for r in RECIPES_DIR.glob("*.yaml")))
-            raise ConfigError("config file not found", where=p, fix=f"give a YAML file or a recipe name ({names})")
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"invalid YAML ({str(e).splitlines()[0]})", where=p, fix="repair the YAML syntax") from None
-        if not isinstance(raw, dict):
-            raise ConfigError("expected a mapping of sections (data, model, train, eval)", where=p, fix="see configs/quickstart.yaml")
-    return config_from_dict(raw, overrides, source)
-
-
-def resolve_device(name: str = "auto") -> str:
-    """``auto`` → the best available of cuda, mps, cpu; an explicit device must exist."""
-    import torch
-
-    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("CUDA was requested but no CUDA device is available", where="train.device", fix="use --device cpu or auto")
-    if name == "mps" and not mps:
-        raise ConfigError("MPS was requested but is not available", where="train.device", fix="use --device cpu or auto")
-    return name

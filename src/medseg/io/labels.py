@@ -23,7 +23,7 @@ BINARY_TOPS = (255, 65535)
 
 def warn(where: Any, problem: str, assumed: str) -> None:
     """One warning naming the file, the problem and what was assumed (shown once per file and problem)."""
-    warnings.warn(MedsegWarning(f"{where}: {problem} — assumed {assumed}"), stacklevel=3)
+    warnings.warn(MedsegWarning(f"{where}: {problem} — assumed {assumed}"), stacklevel=2)  # one place: shown once per file
 
 
 def check_voxels(arr: np.ndarray, where: Any) -> np.ndarray:

@@ -78,7 +78,7 @@ def read_file(path: str | Path) -> tuple[Case, Source]:
     arr, affine, src = read_array(path)
     spatial = len(src.shape)
     image = arr[None] if arr.ndim == spatial else np.moveaxis(arr, -1, 0)
-    case = Case(image=image, label=None, affine=affine, case_id=src.name, meta={"source": str(path), "source_kind": src.kind})
+    case = Case(image=image, label=None, affine=affine, case_id=src.name, meta={"source": str(path)})
     return case, src
 
 

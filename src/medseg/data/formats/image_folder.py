@@ -95,11 +95,13 @@ def read_image_folder(
         raise FormatError("no images found", where=img_dir, fix="PNG, TIFF, JPEG or BMP files are read")
     first = _read(next(iter(images.values())))
     n_chan = 1 if first.ndim == 2 or grayscale else 3
-    max_label = 0
+    max_label, top_mask = 0, mask_dir
     stored = ValueConvention()
     for p in masks.values():
-        max_label = max(max_label, int(_read_mask(p, stored).max(initial=0)))
-    names = default_classes(max_label + 1, parse_names(classes), where=mask_dir)
+        top = int(_read_mask(p, stored).max(initial=0))
+        if top > max_label:
+            max_label, top_mask = top, p
+    names = default_classes(max_label + 1, parse_names(classes), where=top_mask)
     info = DatasetInfo(
         name=name or path.name,
         description=f"Imported from image folders {images_dir}/ + {masks_dir}/",
@@ -129,12 +131,6 @@ def read_image_folder(
                 lab = _read_mask(masks[stem])
                 if lab.shape != img.shape[1:]:
                     raise FormatError(f"mask is {lab.shape} but the image is {img.shape[1:]}", where=masks[stem], fix="masks must have the image's size")
-                if int(lab.max(initial=0)) >= len(names):
-                    raise FormatError(
-                        f"mask value {int(lab.max())} has no class (classes: {', '.join(names)})",
-                        where=masks[stem],
-                        fix="add the class name to --option classes",
-                    )
             yield Case.from_spacing(img.astype(np.float32), lab, spacing=(spacing, spacing), case_id=stem, meta={"source": str(p)})
 
     return Imported(info=info, cases=cases())

@@ -202,3 +202,28 @@ def test_masks_keep_the_0_255_convention_of_the_data_set(tmp_path: Path) -> None
         labels = Predictor(load_module(trained)).predict(Case(np.asarray(im, dtype=np.float32)[None], None, np.eye(3), "t"))
     assert set(np.unique(got).tolist()) <= {0, 255}
     np.testing.assert_array_equal(got, labels.astype(np.int64) * 255)
+
+
+def test_evaluate_matches_masks_of_one_grid_stored_in_other_axis_orders(volume: np.ndarray, tmp_path: Path) -> None:
+    """A NIfTI prediction (x fastest) scored against an NRRD reference (read as z, y, x): same grid, Dice 1."""
+    from medseg.io import read_image, write_mask
+    from medseg.workflows.evaluate import evaluate_folders
+
+    ref_img = oblique_itk(tmp_path / "scan.nrrd", volume)
+    mask = (sitk.GetArrayFromImage(ref_img) > np.median(volume)).astype(np.uint8)
+    (tmp_path / "ref").mkdir()
+    lab = sitk.GetImageFromArray(mask)
+    lab.CopyInformation(ref_img)
+    sitk.WriteImage(lab, str(tmp_path / "ref" / "scan.nrrd"))
+    _, source = read_image(tmp_path / "scan.nrrd")
+    write_mask(mask, source, tmp_path / "pred", fmt="nifti")
+    assert nib.load(str(tmp_path / "pred" / "scan.nii.gz")).shape == ZYX[::-1]  # stored in the other axis order
+    summary = json.loads(
+        (evaluate_folders(tmp_path / "pred", tmp_path / "ref", labels=["1"], out=tmp_path / "ev", progress=False) / "summary.json").read_text()
+    )
+    assert summary["per_class"]["1"]["dice"]["mean"] == 1.0
+    # the same voxels on a transposed grid are not the reference's grid
+    bad = nib.load(str(tmp_path / "pred" / "scan.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asarray(bad.dataobj), bad.affine[:, [1, 0, 2, 3]]), str(tmp_path / "pred" / "scan.nii.gz"))
+    code = CliRunner().invoke(app, ["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--labels", "1", "--no-progress"])
+    assert code.exit_code == 2 and "different grids" in code.output

@@ -79,7 +79,7 @@ def evaluate_cmd(
 @command("predict")
 def predict_cmd(
     run: Annotated[Path, typer.Argument(help="run folder")],
-    input: Annotated[Path, typer.Argument(help="image/volume file, folder of files, DICOM folder or zip, or a data set folder")],
+    input: Annotated[Path, typer.Argument(help="image file (NIfTI, NRRD, MHA, PNG, TIFF…), folder of files, DICOM folder, zip or file, or a data set folder")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (written atomically)")],
     ensemble: Annotated[list[Path] | None, typer.Option(help="more runs (folds) to average with RUN (repeatable)")] = None,
     format: Annotated[

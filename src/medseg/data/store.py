@@ -3,7 +3,7 @@
 Layout::
 
     my_dataset/
-      dataset.json     name, dims, modality per channel, classes (name, colour), multi-label flag, cases
+      dataset.json     name, dims, modality per channel, classes (name, colour), multi-label flag, mask value convention, cases
       cases/<id>.npz   image (float32, C×[D×]H×W), label, affine (float64), meta (JSON)
       splits.json      patient-grouped train/val/test (and folds), see ``medseg.data.splits``
 

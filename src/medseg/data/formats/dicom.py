@@ -3,7 +3,7 @@
 Layout::
 
     path/                          (or path.zip)
-      patient01/ct/IM0001.dcm …    one series per folder (several series in one folder need --option series=UID)
+      patient01/ct/IM0001.dcm …    one series per folder (several series in one folder need --series UID)
       patient01/rtstruct.dcm       RTSTRUCT or DICOM-SEG referencing that series (optional)
       patient02/…
 

@@ -42,7 +42,7 @@ def read_array(path: str | Path, *, label: bool = False) -> tuple[np.ndarray, np
         The array (channels last: a 4D NIfTI, an ITK vector image, an RGB picture), the affine of
         its spatial axes, and the :class:`Source` (its ``shape`` is the spatial shape).
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     suffix = image_suffix(path)
     kind = kind_of(suffix)
     if kind is None:

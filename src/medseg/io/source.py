@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,16 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 def image_suffix(path: str | Path) -> str | None:
     """The image suffix of ``path`` in lower case (``.nii.gz``, ``.nrrd``, ``.png`` …), or ``None``."""
-    name = Path(path).name.lower()
+    name = os.path.basename(os.fspath(path)).lower()  # no Path(): this runs once per slice of an import
     return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), None)
 
 
 def image_stem(path: str | Path) -> str:
     """The file name without its image suffix (``case_01.nii.gz`` → ``case_01``)."""
-    suf = image_suffix(path) or next((s for s in DICOM_SUFFIXES if Path(path).name.lower().endswith(s)), None)
-    name = Path(path).name
-    return name[: -len(suf)] if suf else Path(path).stem
+    name = os.path.basename(os.fspath(path))
+    low = name.lower()
+    suf = next((s for s in (*IMAGE_SUFFIXES, *DICOM_SUFFIXES) if low.endswith(s)), None)
+    return name[: -len(suf)] if suf else os.path.splitext(name)[0]
 
 
 def kind_of(suffix: str | None) -> str | None:

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from medseg.cli import app
 from medseg.config import EvalConfig, config_from_dict
 from medseg.core.errors import ConfigError, DatasetError
+from medseg.io import read_mask
 from medseg.metrics.surface import surface_metrics
 from medseg.workflows.evaluate import evaluate_folders, evaluate_run
-from medseg.workflows.masks import parse_labels, read_mask
+from medseg.workflows.masks import parse_labels
 from medseg.workflows.scoring import metric_columns
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
@@ -270,11 +271,14 @@ def test_missing_prediction_and_bad_labels(folders: tuple[Path, Path], tmp_path:
 def test_bad_mask_files(tmp_path: Path) -> None:
     bad = tmp_path / "x.nii.gz"
     bad.write_bytes(b"not a nifti")
-    with pytest.raises(DatasetError, match="unreadable"):
+    with pytest.raises(DatasetError, match="cannot read") as e:
         read_mask(bad)
+    assert "x.nii.gz" in str(e.value) and "\n" not in str(e.value)
     rgb = tmp_path / "c.png"
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(rgb)
-    with pytest.raises(DatasetError, match="channels"):
+    colour = np.zeros((4, 4, 3), np.uint8)
+    colour[1, 1] = (255, 0, 0)
+    Image.fromarray(colour).save(rgb)
+    with pytest.raises(DatasetError, match="colour"):
         read_mask(rgb)
     prob = tmp_path / "p.nii.gz"
     nib.save(nib.Nifti1Image(np.full((3, 3, 3), 0.4, np.float32), np.eye(4)), str(prob))

@@ -17,10 +17,11 @@ from helpers import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import MedsegError, ModelError
-from medseg.engine.export import read_inputs
 from medseg.engine.inferer import Predictor, apply_postprocessing, decide_postprocessing, load_module, tta_axes
 from medseg.engine.sliding import sliding_window
 from medseg.engine.train import train
+from medseg.io import read_images, read_volume
+from medseg.io.geometry import axis_order
 from medseg.workflows.predict import predict
 
 
@@ -141,17 +142,16 @@ def test_nrrd_prediction_copies_spacing_origin_direction(run2d: Path, tmp_path: 
 def test_real_dicom_round_trip(run2d: Path, tmp_path: Path, name: str) -> None:
     from pydicom.data import get_testdata_file
 
-    from medseg.data.formats.common import read_volume
-
     folder = tmp_path / "series"
     folder.mkdir()
     (folder / name).write_bytes(Path(get_testdata_file(name)).read_bytes())
-    (case,) = list(read_inputs(folder))
-    out = predict([run2d], folder, tmp_path / "pred", progress=False)
+    ((case, _),) = list(read_images(folder))
+    out = predict([run2d], folder, tmp_path / "pred", fmt="nifti", progress=False)
     (mask_file,) = out.glob("*.nii.gz")
     arr, aff = read_volume(mask_file, label=True)
-    assert arr.shape == case.spatial_shape
-    np.testing.assert_allclose(aff, case.affine, atol=1e-5)  # NIfTI stores the affine in float32
+    # written (column, row, slice) as DICOM converters do: the same grid with the axes permuted
+    assert arr.shape == case.spatial_shape[::-1]
+    assert axis_order(arr.shape, aff, case.spatial_shape, case.affine, atol=1e-5) == (2, 1, 0)  # NIfTI stores the affine in float32
     seg = predict([run2d], folder, tmp_path / "seg", fmt="dicom-seg", progress=False)
     import pydicom
 
@@ -169,8 +169,7 @@ def test_png_in_png_out(run2d: Path, tmp_path: Path) -> None:
 
 
 def test_dataset_split_and_rle_csv(tmp_path: Path) -> None:
-    from test_training import multilabel_dataset
-
+    from helpers import multilabel_dataset
     from medseg.data.splits import make_splits, save_splits
     from medseg.data.store import load_dataset
 

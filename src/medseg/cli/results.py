@@ -79,10 +79,13 @@ def evaluate_cmd(
 @command("predict")
 def predict_cmd(
     run: Annotated[Path, typer.Argument(help="run folder")],
-    input: Annotated[Path, typer.Argument(help="image/volume file, folder of files, DICOM folder or zip, or a data set folder")],
+    input: Annotated[Path, typer.Argument(help="image file (NIfTI, NRRD, MHA, PNG, TIFF…), folder of files, DICOM folder, zip or file, or a data set folder")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (written atomically)")],
     ensemble: Annotated[list[Path] | None, typer.Option(help="more runs (folds) to average with RUN (repeatable)")] = None,
-    format: Annotated[str, typer.Option("--format", "-f", help="nifti | nrrd | png | rle-csv | dicom-seg")] = "nifti",
+    format: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="default: like each input (DICOM → dicom-seg); or nifti|nrrd|mha|mhd|gipl|png|tiff|bmp|dicom-seg|rle-csv"),
+    ] = None,
     checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
     tta: Annotated[str, typer.Option(help="test-time mirroring: none | all | axes like 0,1")] = "none",
     overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.5,
@@ -95,7 +98,7 @@ def predict_cmd(
     overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
     progress: bool = True,
 ) -> None:
-    """Predict masks for new images, written on each input's exact grid."""
+    """Predict masks for new images, each written like its input: its format, its exact voxel grid."""
     from medseg.workflows.predict import predict
 
     axes: str | list[int] = tta if tta in ("none", "all") else [int(a) for a in tta.split(",") if a.strip()]

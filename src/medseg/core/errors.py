@@ -66,3 +66,7 @@ class TrainingError(MedsegError):
 
 class FormatError(DatasetError):
     """Input in a published format is malformed, inconsistent or unsupported."""
+
+
+class MedsegWarning(UserWarning):
+    """Input that was read with an assumption a person should know about (named, with what was assumed)."""

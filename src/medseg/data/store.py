@@ -3,7 +3,7 @@
 Layout::
 
     my_dataset/
-      dataset.json     name, dims, modality per channel, classes (name, colour), multi-label flag, cases
+      dataset.json     name, dims, modality per channel, classes (name, colour), multi-label flag, mask value convention, cases
       cases/<id>.npz   image (float32, C×[D×]H×W), label, affine (float64), meta (JSON)
       splits.json      patient-grouped train/val/test (and folds), see ``medseg.data.splits``
 
@@ -77,6 +77,11 @@ class DatasetInfo(BaseModel):
     modalities: list[str] = Field(min_length=1)
     classes: list[ClassInfo] = Field(min_length=1)
     multi_label: bool = False
+    mask_values: list[int] | None = Field(
+        None,
+        description="the value the imported mask files stored for each class (index = class) when it was not the class index, "
+        "e.g. [0, 255] for 0/255 PNG masks; predicted masks are written with it",
+    )
     cases: list[CaseEntry] = Field(default_factory=list)
     source: dict[str, Any] = Field(default_factory=dict)
 

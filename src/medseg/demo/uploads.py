@@ -1,16 +1,14 @@
 """Single uploaded images for the demo: read one file into a ``Case``, predict it, write the mask on its grid.
 
-``medseg.data.formats`` imports whole data sets (folders, many cases); the demo needs one file at a
-time and, to hand the mask back on the input's exact grid, the original header. So this module
-reads NIfTI with nibabel and NRRD/MHA with SimpleITK itself (same affine conventions as
-``medseg.data.formats.common.read_volume``), and a zipped DICOM series with the DICOM importer's
-``build_series``/``read_series_pixels``. Every failure becomes one ``DemoError`` line.
+Reading and writing go through ``medseg.io`` (the same readers and writers as ``medseg predict``):
+a NIfTI mask reuses the upload's header, an NRRD/MHA mask its geometry, a picture comes back as
+a picture of the same size, and a DICOM series (zipped, or one ``.dcm`` slice) as NIfTI on the
+series' grid. This module adds the demo's own checks (type, size, voxel count, finite values)
+and turns every failure into one ``DemoError`` line that names the upload, never a server path.
 """
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +17,16 @@ from typing import Any
 import numpy as np
 
 from medseg.core.case import Case
+from medseg.core.errors import MedsegError
 from medseg.demo.runs import DemoError
+from medseg.io import Source, read_image, write_mask
 from medseg.viz.render import plane_axes
 
 #: accepted upload suffixes (lower case)
-UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".zip", ".png")
+UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".zip", ".dcm", ".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 #: refuse volumes larger than this many voxels (a small compressed file can hold a huge array)
 MAX_VOXELS = 256 * 1024 * 1024
-#: ITK (LPS) ↔ RAS flip of the first two world axes
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_FIX = "upload a NIfTI (.nii/.nii.gz), NRRD, MHA, PNG or a .zip of one DICOM series"
+_FIX = "upload a NIfTI (.nii/.nii.gz), NRRD, MHA, PNG/TIFF picture, a .dcm slice or a .zip of one DICOM series"
 
 
 def upload_suffix(path: str | Path) -> str | None:
@@ -43,66 +41,33 @@ class Upload:
 
     Args:
         case: the image as a ``Case`` (no label).
-        kind: ``nifti`` | ``itk`` | ``dicom`` | ``png``.
+        kind: ``nifti`` | ``itk`` | ``dicom`` | ``raster``.
         name: the upload's file name without suffix.
         suffix: the upload's suffix.
-        source: the nibabel image, SimpleITK image or nothing, used when writing the mask.
+        source: what ``medseg.io`` needs to write the mask like the upload.
     """
 
     case: Case
     kind: str
     name: str
     suffix: str
-    source: Any = field(default=None, repr=False)
+    source: Source | None = field(default=None, repr=False)
 
     def write_mask(self, mask: np.ndarray, folder: str | Path) -> Path:
-        """Write ``mask`` (on ``case``'s grid) next to nothing else in ``folder``, in a format matching the input.
+        """Write ``mask`` (on ``case``'s grid) into ``folder`` as ``<name>_mask<suffix>``, like the upload.
 
-        NIfTI → NIfTI with the input's affine and header; NRRD/MHA → the same format with the input's
-        origin, spacing and direction; a DICOM series → NIfTI with the series' affine; PNG → PNG of
-        class indices. Multi-label masks become a last channel axis (PNG: one bit per class).
+        NIfTI → NIfTI with the upload's header; NRRD/MHA/GIPL → the same format and geometry;
+        PNG/TIFF/BMP/JPEG → a PNG/TIFF/BMP of class indices (multi-label: one bit per class);
+        a DICOM series → NIfTI on the series' grid.
         """
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        multi = mask.ndim == self.case.ndim + 1
-        if self.kind == "png":
-            from PIL import Image
-
-            arr = np.tensordot(1 << np.arange(mask.shape[0]), mask.astype(np.uint16), axes=1) if multi else mask
-            if arr.max(initial=0) > 255:
-                raise DemoError("the mask holds values above 255", where=self.name, fix="upload a NIfTI to get this model's mask")
-            out = folder / f"{self.name}_mask.png"
-            Image.fromarray(arr.astype(np.uint8)).save(out)
-            return out
-        data = np.moveaxis(mask, 0, -1).astype(np.uint8) if multi else mask.astype(np.uint8 if mask.max(initial=0) < 256 else np.int16)
-        if self.kind == "itk":
-            import SimpleITK as sitk
-
-            img = sitk.GetImageFromArray(data, isVector=False) if not multi else sitk.GetImageFromArray(data, isVector=True)
-            img.SetSpacing(self.source.GetSpacing())
-            img.SetOrigin(self.source.GetOrigin())
-            img.SetDirection(self.source.GetDirection())
-            out = folder / f"{self.name}_mask{self.suffix}"
-            sitk.WriteImage(img, str(out), useCompression=True)
-            return out
-        import nibabel as nib
-
-        if self.kind == "nifti":
-            hdr = self.source.header.copy()
-            hdr.set_data_dtype(data.dtype)
-            hdr.set_slope_inter(1.0, 0.0)
-            img = nib.Nifti1Image(data, self.source.affine, header=hdr)
-        else:
-            affine = self.case.affine
-            if affine.shape == (3, 3):
-                affine = np.eye(4)
-                affine[:2, :2], affine[:2, 3] = self.case.affine[:2, :2], self.case.affine[:2, 2]
-            img = nib.Nifti1Image(data, affine)
-            img.set_qform(affine, code=1)
-            img.set_sform(affine, code=1)
-        out = folder / f"{self.name}_mask.nii.gz"
-        nib.save(img, str(out))
-        return out
+        assert self.source is not None
+        src = self.source
+        fmt = "nifti" if src.kind == "dicom" else None
+        out = Path(folder) / Source(**{**src.__dict__, "name": f"{self.name}_mask"}).file_name(fmt or src.format)
+        try:
+            return write_mask(mask, src, out, fmt=fmt)
+        except MedsegError as e:
+            raise DemoError(e.problem, where=self.name, fix=e.fix) from None
 
 
 def _check_array(arr: np.ndarray, where: str) -> np.ndarray:
@@ -110,32 +75,10 @@ def _check_array(arr: np.ndarray, where: str) -> np.ndarray:
         raise DemoError("the image is empty", where=where, fix=_FIX)
     if arr.size > MAX_VOXELS:
         raise DemoError(f"the image has {arr.size:,} voxels, more than the demo's limit of {MAX_VOXELS:,}", where=where, fix="crop or downsample it first")
-    if arr.dtype.kind not in "biuf":
-        raise DemoError(f"the image has an unsupported data type ({arr.dtype})", where=where, fix=_FIX)
     arr = np.asarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         raise DemoError("the image holds NaN or infinite values", where=where, fix="replace them before uploading")
     return arr
-
-
-def _affine_2d(aff4: np.ndarray) -> np.ndarray:
-    out = np.eye(3)
-    out[:2, :2] = aff4[:2, :2]
-    out[:2, 2] = aff4[:2, 3]
-    return out
-
-
-def _spatial_case(arr: np.ndarray, affine4: np.ndarray, name: str, channels_last: bool) -> Case:
-    """A case from an array with 2 or 3 spatial axes (and optionally a trailing channel axis)."""
-    if channels_last and arr.ndim == 4:
-        image = np.moveaxis(arr, -1, 0)
-    elif arr.ndim in (2, 3):
-        image = arr[None]
-    else:
-        raise DemoError(f"the image has {arr.ndim} dimensions", where=name, fix="upload a 2D or 3D image (4D only with channels last)")
-    if image.ndim == 3:
-        return Case(image=image, label=None, affine=_affine_2d(affine4), case_id=name)
-    return Case(image=image, label=None, affine=affine4, case_id=name)
 
 
 def read_upload(path: str | Path, max_bytes: int | None = None) -> Upload:
@@ -143,13 +86,13 @@ def read_upload(path: str | Path, max_bytes: int | None = None) -> Upload:
 
     Args:
         path: the uploaded file (its name decides the type: see :data:`UPLOAD_SUFFIXES`).
-        max_bytes: refuse files larger than this.
+        max_bytes: refuse files larger than this (a zip may expand to four times as much).
 
     Returns:
         The upload with its ``Case``.
 
     Raises:
-        DemoError: wrong type, too large, unreadable or inconsistent (one line, never a traceback).
+        DemoError: wrong type, too large, unreadable or inconsistent (one line naming the upload, never a traceback).
     """
     path = Path(path)
     suffix = upload_suffix(path)
@@ -163,104 +106,16 @@ def read_upload(path: str | Path, max_bytes: int | None = None) -> Upload:
         raise DemoError(f"the file is {size / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.0f} MB", where=shown, fix="upload a smaller file")
     name = path.name[: -len(suffix)] or "upload"
     try:
-        if suffix in (".nii", ".nii.gz"):
-            return _read_nifti(path, name, suffix)
-        if suffix in (".nrrd", ".mha"):
-            return _read_itk(path, name, suffix)
-        if suffix == ".png":
-            return _read_png(path, name)
-        return _read_dicom_zip(path, name, max_bytes)
-    except DemoError:
-        raise
-    except Exception as e:  # readers raise many exception types on corrupt input
+        case, src = read_image(path, max_bytes=4 * (max_bytes or 512 * 2**20))
+    except MedsegError as e:
+        problem = e.problem if e.problem.startswith("cannot read") or "series" in e.problem else f"cannot read the file ({e.problem})"
+        raise DemoError(problem, where=shown, fix=e.fix or _FIX) from None
+    except Exception as e:  # a reader library failing in a way medseg.io did not foresee
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise DemoError(f"cannot read the file ({type(e).__name__}: {msg})", where=shown, fix=_FIX) from None
-
-
-def _read_nifti(path: Path, name: str, suffix: str) -> Upload:
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    arr = _check_array(np.asanyarray(img.dataobj), path.name)
-    aff = np.asarray(img.affine, dtype=np.float64)
-    if not np.isfinite(aff).all() or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
-        raise DemoError("the NIfTI header holds an invalid affine", where=path.name, fix="repair the header (qform/sform)")
-    return Upload(_spatial_case(arr, aff, name, channels_last=True), "nifti", name, suffix, img)
-
-
-def _read_itk(path: Path, name: str, suffix: str) -> Upload:
-    import SimpleITK as sitk
-
-    img = sitk.ReadImage(str(path))
-    n = img.GetDimension()
-    if n not in (2, 3):
-        raise DemoError(f"the image has {n} dimensions", where=path.name, fix="upload a 2D or 3D image")
-    arr = _check_array(sitk.GetArrayFromImage(img), path.name)
-    spacing = np.asarray(img.GetSpacing())[::-1]
-    direction = np.asarray(img.GetDirection()).reshape(n, n)[:, ::-1]
-    aff = np.eye(4)
-    aff[:n, :n] = direction * spacing[None, :]
-    aff[:n, 3] = np.asarray(img.GetOrigin())
-    if n == 3:
-        aff = _LPS_TO_RAS @ aff
-    channels_last = img.GetNumberOfComponentsPerPixel() > 1
-    if n == 2 and channels_last:
-        image = np.moveaxis(arr, -1, 0)
-        case = Case(image=image, label=None, affine=_affine_2d(aff), case_id=name)
-    elif n == 2:
-        case = Case(image=arr[None], label=None, affine=_affine_2d(aff), case_id=name)
-    else:
-        case = _spatial_case(arr, aff, name, channels_last)
-    return Upload(case, "itk", name, suffix, img)
-
-
-def _read_png(path: Path, name: str) -> Upload:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "P", "CMYK", "YCbCr", "1"):
-            im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "YCbCr") else "L")
-        arr = _check_array(np.asarray(im), path.name)
-    image = np.moveaxis(arr, -1, 0) if arr.ndim == 3 else arr[None]
-    return Upload(Case(image=image, label=None, affine=np.eye(3), case_id=name), "png", name, ".png")
-
-
-def _read_dicom_zip(path: Path, name: str, max_bytes: int | None) -> Upload:
-    import pydicom
-
-    from medseg.io.dicom import build_series, read_series_pixels
-
-    with zipfile.ZipFile(path) as zf:
-        members = [m for m in zf.infolist() if not m.is_dir()]
-        total = sum(m.file_size for m in members)
-        limit = 4 * (max_bytes or 512 * 2**20)
-        if total > limit:
-            raise DemoError(f"the zip expands to {total / 2**20:.0f} MB", where=path.name, fix="upload a smaller series")
-        with tempfile.TemporaryDirectory(prefix="medseg-demo-dicom-") as tmp:
-            items: dict[str, list[tuple[Path, Any]]] = {}
-            for i, m in enumerate(members):
-                base = m.filename.rsplit("/", 1)[-1]
-                if base.startswith(".") or base.lower().endswith((".txt", ".json", ".xml", ".md", ".png", ".jpg")):
-                    continue
-                dest = Path(tmp) / f"{i:06d}.dcm"  # never the member's own path: no zip-slip
-                dest.write_bytes(zf.read(m))
-                try:
-                    ds = pydicom.dcmread(dest, defer_size=4096)
-                except Exception:
-                    continue
-                if "ImagePositionPatient" not in ds or "PixelData" not in ds:
-                    continue
-                items.setdefault(str(ds.get("SeriesInstanceUID", "series")), []).append((dest, ds))
-            if not items:
-                raise DemoError("the zip holds no DICOM image slices", where=path.name, fix="zip the folder of one DICOM series")
-            if len(items) > 1:
-                raise DemoError(f"the zip holds {len(items)} series", where=path.name, fix="zip exactly one series")
-            uid, slices = next(iter(items.items()))
-            series = build_series(uid, slices)
-            pixels = _check_array(read_series_pixels(series), path.name)
-    case = Case(image=pixels[None], label=None, affine=series.affine, case_id=name, patient_id=series.patient_id)
-    return Upload(case, "dicom", name, ".zip")
+    image = _check_array(case.image, shown)
+    case = Case(image=image, label=None, affine=case.affine, case_id=name, patient_id=case.patient_id, meta=case.meta)
+    return Upload(case, src.kind, name, suffix, src)
 
 
 def adapt_channels(case: Case, in_channels: int) -> Case:

@@ -32,6 +32,13 @@ NON_DICOM = {
     ".yaml",
     ".yml",
     ".pdf",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".gipl",
+    ".nhdr",
+    ".raw",
+    ".zraw",
 }
 
 
@@ -146,6 +153,23 @@ class Series:
     sop_uids: list[str] = field(default_factory=list)
 
 
+#: first bytes of a DICOM data set written without the 128-byte preamble (tag group 0002 or 0008, either endianness)
+RAW_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """A cheap test before any parse: the 128-byte preamble and ``DICM``, or a bare data set's first tag.
+
+    Forcing pydicom to parse an arbitrary 20 MB file takes seconds; this reads 132 bytes.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or head[:2] in RAW_STARTS
+
+
 def read_header(path: Path) -> Any | None:
     """A DICOM header without pixels, ``None`` for files that are clearly not DICOM by suffix."""
     import pydicom
@@ -157,12 +181,13 @@ def read_header(path: Path) -> Any | None:
         # pixel data stays on disk (deferred) and is read once, later, without parsing the header again
         return pydicom.dcmread(path, defer_size=4096)
     except InvalidDicomError:
-        try:
-            ds = pydicom.dcmread(path, defer_size=4096, force=True)
-            if "SOPClassUID" in ds or "Modality" in ds:
-                return ds
-        except Exception:
-            pass
+        if looks_like_dicom(path):  # no preamble: old files start with a group 0008 (or 0002) element
+            try:
+                ds = pydicom.dcmread(path, defer_size=4096, force=True)
+                if "SOPClassUID" in ds or "Modality" in ds:
+                    return ds
+            except Exception:
+                pass
     except Exception:
         pass
     raise FormatError("not a DICOM file", where=path, fix="remove it from the folder (or give it a non-DICOM suffix such as .txt)")
@@ -186,7 +211,9 @@ def build_series(uid: str, items: list[tuple[Path, Any]]) -> Series:
     p0, h0 = items[0]
     iop = header_vector(h0, "ImageOrientationPatient", 6, p0)
     spacing = header_vector(h0, "PixelSpacing", 2, p0)
-    rows, cols = int(h0.Rows), int(h0.Columns)
+    rows, cols = int(h0.get("Rows", 0) or 0), int(h0.get("Columns", 0) or 0)
+    if rows < 1 or cols < 1:
+        raise FormatError(f"the slice is {rows} × {cols} pixels (Rows × Columns)", where=p0, fix="remove the empty image, or re-export the series")
     if int(h0.get("NumberOfFrames", 1) or 1) > 1:
         raise FormatError(
             "multi-frame (enhanced) images are not supported",
@@ -216,7 +243,7 @@ def build_series(uid: str, items: list[tuple[Path, Any]]) -> Series:
             raise FormatError(
                 f"two slices at the same position ({proj[i]:.3f} mm)",
                 where=items[i + 1][0],
-                fix="remove the duplicate, or choose one series with --option series=UID",
+                fix="remove the duplicate, or choose one series with --series UID",
             )
         med = float(np.median(d))
         off = np.abs(d - med) > max(1e-3, 0.01 * med)

@@ -34,8 +34,9 @@ from medseg.core.atomic import atomic_dir
 from medseg.core.errors import DatasetError, MedsegError, RunError, SplitError
 from medseg.core.progress import track
 from medseg.data.splits import load_splits, select
+from medseg.io import read_mask
 from medseg.runs import read_run, run_dataset, update_run
-from medseg.workflows.masks import check_mask_grid, list_masks, parse_labels, read_mask
+from medseg.workflows.masks import check_mask_grid, list_masks, parse_labels
 from medseg.workflows.scoring import MetricTable, conventions, metric_columns, score_case
 
 
@@ -192,7 +193,7 @@ def evaluate_folders(
         for n in track(names_, "evaluate", enabled=progress):
             pred, paff = read_mask(preds[n])
             ref, raff = read_mask(refs[n])
-            check_mask_grid(pred, paff, ref, raff, preds[n], rpath=refs[n])
+            pred = check_mask_grid(pred, paff, ref, raff, preds[n], rpath=refs[n])
             size = max(lut_size, int(pred.max(initial=0)) + 1, int(ref.max(initial=0)) + 1)
             lut = np.zeros(size, dtype=np.int16)
             lut[values_] = classes

@@ -1,4 +1,4 @@
-"""Folders of mask files (NIfTI, NRRD, MHA, PNG) matched by case name, for scoring predictions made by any tool."""
+"""Folders of mask files (NIfTI, NRRD, MHA, PNG, TIFF…, read by ``medseg.io``) matched by case name, for scoring predictions made by any tool."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core.errors import ConfigError, DatasetError
+from medseg.io.geometry import axis_order
+from medseg.io.source import IMAGE_SUFFIXES
 
-MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png")
+#: lossless mask files (a JPEG is not a mask)
+MASK_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in (".jpg", ".jpeg"))
 
 
 GRID_ATOL_MM = 1e-3
@@ -40,47 +43,6 @@ def list_masks(folder: Path, role: str) -> dict[str, Path]:
     return found
 
 
-def read_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a label mask with SimpleITK: (integer array in ITK's array order, affine).
-
-    The affine maps an array index (in the returned axis order) to LPS millimetres, so two files
-    can be compared for grid equality whatever their formats. PNG masks that hold only 0 and 255
-    are read as binary (255 → 1).
-    """
-    import SimpleITK as sitk
-
-    path = Path(path)
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise DatasetError(f"unreadable mask ({str(e).strip().splitlines()[-1][:120]})", where=path, fix="give a NIfTI, NRRD, MHA or PNG label file") from None
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise DatasetError(
-            f"mask has {img.GetNumberOfComponentsPerPixel()} channels per pixel (colour image?)",
-            where=path,
-            fix="save the mask as a single-channel label image",
-        )
-    arr = sitk.GetArrayFromImage(img)
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise DatasetError("mask holds non-integer values", where=path, fix="save class indices (0, 1, 2, ...), not probabilities")
-    elif arr.dtype.kind not in "iub":
-        raise DatasetError(f"mask has unsupported pixel type {arr.dtype}", where=path, fix="save an integer label image")
-    arr = arr.astype(np.int32)
-    if arr.min(initial=0) < 0:
-        raise DatasetError("mask holds negative labels", where=path, fix="save class indices 0, 1, 2, ...")
-    if path.name.lower().endswith(".png") and set(np.unique(arr).tolist()) <= {0, 255}:
-        arr = (arr > 0).astype(np.int32)
-    n = img.GetDimension()
-    spacing = np.array(img.GetSpacing())[::-1]
-    direction = np.array(img.GetDirection()).reshape(n, n)[::-1, ::-1]
-    origin = np.array(img.GetOrigin())[::-1]
-    affine = np.eye(n + 1)
-    affine[:n, :n] = direction * spacing[None, :]
-    affine[:n, n] = origin
-    return arr, affine
-
-
 def parse_labels(items: Sequence[str] | None) -> dict[int, str] | None:
     """``["1", "2=tumour"]`` or ``["1,2=tumour"]`` → ``{1: "1", 2: "tumour"}``; None = every value found."""
     if not items:
@@ -108,17 +70,24 @@ def parse_labels(items: Sequence[str] | None) -> dict[int, str] | None:
     return out
 
 
-def check_mask_grid(pred: np.ndarray, paff: np.ndarray, ref: np.ndarray, raff: np.ndarray, ppath: Path, *, rpath: Path) -> None:
-    if pred.shape != ref.shape:
+def check_mask_grid(pred: np.ndarray, paff: np.ndarray, ref: np.ndarray, raff: np.ndarray, ppath: Path, *, rpath: Path) -> np.ndarray:
+    """The prediction in the reference's axis order; refused unless both lie on one voxel grid.
+
+    Files of one grid may store their axes in different orders (a NIfTI and an NRRD of one
+    volume): the prediction's axes are permuted to the reference's when their affines agree.
+    """
+    order = axis_order(pred.shape, paff, ref.shape, raff, atol=GRID_ATOL_MM)
+    if order is not None:
+        return np.transpose(pred, order) if order != tuple(range(pred.ndim)) else pred
+    if sorted(pred.shape) != sorted(ref.shape):
         raise DatasetError(
             f"prediction and reference are on different grids: shape {pred.shape} vs {ref.shape} ({rpath.name})",
             where=ppath,
             fix="resample the prediction onto the reference grid",
         )
-    if paff.shape != raff.shape or not np.allclose(paff, raff, rtol=0, atol=GRID_ATOL_MM):
-        diff = float(np.abs(paff - raff).max()) if paff.shape == raff.shape else float("inf")
-        raise DatasetError(
-            f"prediction and reference are on different grids: spacing/origin/direction differ by up to {diff:.4g} mm ({rpath.name})",
-            where=ppath,
-            fix="write the prediction with the reference's geometry",
-        )
+    diff = float(np.abs(paff - raff).max()) if paff.shape == raff.shape and pred.shape == ref.shape else float("nan")
+    raise DatasetError(
+        f"prediction and reference are on different grids: spacing/origin/direction differ{f' by up to {diff:.4g} mm' if diff == diff else ''} ({rpath.name})",
+        where=ppath,
+        fix="write the prediction with the reference's geometry",
+    )

@@ -1,4 +1,4 @@
-"""``predict(runs, input, out)``: masks for new images, written on the input's exact grid."""
+"""``predict(runs, input, out)``: masks for new images, written like each input (its format, its exact grid)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from medseg.core.atomic import atomic_dir, write_json
 from medseg.core.case import Case
 from medseg.core.errors import MedsegError, RunError
 from medseg.core.progress import track
-from medseg.engine.export import OUTPUT_FORMATS, meta_of, read_inputs, rle_rows, write_overlay, write_prediction
 from medseg.engine.inferer import Predictor, load_module
+from medseg.io import Source, check_format, read_images, write_mask
+from medseg.io.raster import write_overlay
+from medseg.io.rle import rle_rows, write_rle_csv
 from medseg.runs import read_run
 
 
-def _dataset_cases(path: Path, split: str | None) -> Iterator[Case]:
+def _dataset_cases(path: Path, split: str | None) -> Iterator[tuple[Case, Source]]:
     from medseg.data.splits import load_splits
     from medseg.data.store import load_dataset
 
@@ -28,8 +30,7 @@ def _dataset_cases(path: Path, split: str | None) -> Iterator[Case]:
             raise MedsegError(f"the data set has no {split} cases", where=ds.splits_path, fix="omit --split to predict every case")
     for cid in ids:
         case = ds.load_case(cid)
-        case.meta.setdefault("source_kind", "dataset")
-        yield case
+        yield case, Source("array", None, case.case_id, "", case.affine, case.spatial_shape, meta=case.meta)
 
 
 def predict(
@@ -37,7 +38,7 @@ def predict(
     input: str | Path,
     out: str | Path,
     *,
-    fmt: str = "nifti",
+    fmt: str | None = None,
     checkpoint: str = "best",
     tta: str | Sequence[int] = "none",
     overlap: float = 0.5,
@@ -56,7 +57,10 @@ def predict(
         runs: run folders; several form an ensemble (mean of probabilities).
         input: a file, a folder of files, a DICOM folder/zip, or a data set folder.
         out: the output folder, written atomically (refused if it exists unless ``overwrite``).
-        fmt: ``nifti``, ``nrrd``, ``png``, ``rle-csv`` or ``dicom-seg``.
+        fmt: ``None`` writes each mask like its input (NIfTI → NIfTI with the input's header, NRRD/MHA →
+            the same format and geometry, PNG/TIFF/BMP → the same, a DICOM series → DICOM-SEG, data set
+            cases → NIfTI); or one of ``medseg.io.OUTPUT_FORMATS`` (``nifti``, ``nrrd``, ``png``,
+            ``dicom-seg``, ``rle-csv`` …) for all.
         checkpoint: ``best`` or ``last``.
         tta: test-time mirroring: ``none``, ``all`` or a list of axes.
         overlap: sliding-window overlap.
@@ -72,8 +76,7 @@ def predict(
     Returns:
         The output folder (with ``predictions.json`` listing every case and file).
     """
-    if fmt not in OUTPUT_FORMATS:
-        raise MedsegError(f"unknown output format {fmt!r}", where="--format", fix=f"use one of {', '.join(OUTPUT_FORMATS)}")
+    fmt = check_format(fmt)
     if not runs:
         raise RunError("no run given", where="RUN", fix="give a run folder written by `medseg train`")
     out = Path(out)
@@ -94,33 +97,35 @@ def predict(
 
     input = Path(input)
     is_dataset = (input / DATASET_FILE).is_file()
-    colors = [tuple(c.color) for c in load_dataset(input).info.classes] if is_dataset else None
-    if colors is None and info.get("dataset") and (Path(info["dataset"]) / DATASET_FILE).is_file():
-        colors = [tuple(c.color) for c in load_dataset(info["dataset"]).info.classes]
-    cases = _dataset_cases(input, split) if is_dataset else read_inputs(input, series)
+    trained = load_dataset(input).info if is_dataset else None
+    if trained is None and info.get("dataset") and (Path(info["dataset"]) / DATASET_FILE).is_file():
+        trained = load_dataset(info["dataset"]).info
+    colors = [tuple(c.color) for c in trained.classes] if trained else None
+    values = trained.mask_values if trained else None  # masks written as the data set stored them (e.g. 0/255)
+    cases = _dataset_cases(input, split) if is_dataset else read_images(input, series=series)
     listing = []
     rle: list[tuple[str, str, np.ndarray]] = []
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        for case in track(cases, "predict", enabled=progress):
+        for case, source in track(cases, "predict", enabled=progress):
             label = predictor.predict(case)
-            entry = meta_of(case)
+            entry = {"case": case.case_id, "source": case.meta.get("source"), "shape": list(case.spatial_shape), "spacing": list(case.spacing)}
             if fmt == "rle-csv":
                 rle += list(rle_rows(case, label, names))
             else:
-                entry["file"] = write_prediction(case, label, tmp, fmt, names).name
+                if (tmp / source.file_name(fmt or source.format)).exists():
+                    raise MedsegError(f"two inputs are named {source.name!r}", where=source.path, fix="rename one of them, or predict them separately")
+                entry["file"] = write_mask(label, source, tmp, fmt=fmt, values=values, class_names=names).name
             if probabilities:
                 p = tmp / f"{entry['file'].split('.')[0] if 'file' in entry else case.case_id}_probs.npz"
                 with open(p, "wb") as fh:
                     np.savez_compressed(fh, probabilities=predictor.probabilities(case).astype(np.float16), affine=case.affine, classes=np.array(names))
                 entry["probabilities"] = p.name
             if overlays and colors:
-                entry["overlay"] = write_overlay(case, label, colors, tmp / f"{case.case_id}_overlay.png").name  # type: ignore[arg-type]
+                entry["overlay"] = write_overlay(case.image[0], label, colors, tmp / f"{source.name}_overlay.png").name  # type: ignore[arg-type]
             listing.append(entry)
         if not listing:
             raise MedsegError("no images found to predict", where=input, fix="check the input path")
         if fmt == "rle-csv":
-            from medseg.data.formats.rle import write_rle_csv
-
             write_rle_csv(tmp / "submission.csv", rle)
-        write_json(tmp / "predictions.json", {"runs": [str(r) for r in runs], "format": fmt, "classes": names, "tta": tta, "cases": listing})
+        write_json(tmp / "predictions.json", {"runs": [str(r) for r in runs], "format": fmt or "input", "classes": names, "tta": tta, "cases": listing})
     return out

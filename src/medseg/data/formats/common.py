@@ -1,4 +1,4 @@
-"""Helpers shared by the importers: volume reading, label checks, class lists, polygons, NIfTI copies."""
+"""Helpers shared by the importers: volume cases from channel files, class lists, polygons, NIfTI copies (pixels are read by ``medseg.io``)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ import numpy as np
 from medseg.core.atomic import atomic_dir
 from medseg.core.case import Case
 from medseg.data.formats.registry import FormatError
-from medseg.io.geometry import LPS_TO_RAS
-
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+from medseg.io import read_label, read_volume
+from medseg.io.geometry import affine_2d, affine_4x4, check_same_grid
+from medseg.io.labels import ValueConvention
+from medseg.io.nifti import write_nifti
+from medseg.io.source import image_suffix, kind_of
 
 
 def volume_suffix(path: str | Path) -> str | None:
-    """The volume suffix of ``path`` (``.nii.gz``, ``.mha``...) or ``None``."""
-    name = Path(path).name.lower()
-    return next((s for s in VOLUME_SUFFIXES if name.endswith(s)), None)
+    """The volume suffix of ``path`` (``.nii.gz``, ``.nrrd``, ``.mha``, ``.gipl``…) or ``None``."""
+    suf = image_suffix(path)
+    return suf if kind_of(suf) in ("nifti", "itk") else None
 
 
 def volume_stem(path: str | Path) -> str:
@@ -55,95 +57,19 @@ def default_classes(n_values: int, names: list[str] | None, where: Any) -> list[
     return ["background"] + [f"class_{i}" for i in range(1, max(n_values, 2))]
 
 
-def read_volume(path: str | Path, *, label: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI/NRRD/MHA volume as ``(array, affine)`` with the affine in RAS+ for the array's axes.
+def volume_case(
+    image_paths: Sequence[Path],
+    label_path: Path | None,
+    case_id: str,
+    patient_id: str = "",
+    meta: dict[str, Any] | None = None,
+    *,
+    convention: ValueConvention | None = None,
+) -> Case:
+    """One case from per-channel volume files (or one 4D file) and an optional label file on the same grid.
 
-    NIfTI is read with nibabel and its affine kept as is (array axes i, j, k). NRRD/MHA are read with
-    SimpleITK; its array is ``(z, y, x)`` and its geometry LPS, so the affine's columns are reversed
-    and the first two world axes flipped.
-
-    Args:
-        path: the file.
-        label: read as a label (integer values required; raises on fractional values).
-
-    Returns:
-        ``array`` with the spatial axes first (a 4th axis holds channels), and a 4×4 float64 affine.
+    ``convention`` collects how the label file stored its classes (0/255 masks are read as 0/1).
     """
-    path = Path(path)
-    suf = volume_suffix(path)
-    if not path.is_file():
-        raise FormatError("file not found", where=path, fix="check the path or the case list")
-    try:
-        if suf in (".nii", ".nii.gz"):
-            import nibabel as nib
-
-            img = nib.load(str(path))
-            arr = np.asanyarray(img.dataobj)
-            affine = np.asarray(img.affine, dtype=np.float64)
-        else:
-            import SimpleITK as sitk
-
-            img = sitk.ReadImage(str(path))
-            arr = sitk.GetArrayFromImage(img)
-            n = img.GetDimension()
-            # a vector image comes back as (z, y, x, components): components stay last, like a 4D NIfTI
-            spacing = np.asarray(img.GetSpacing())[::-1]
-            direction = np.asarray(img.GetDirection()).reshape(n, n)[:, ::-1]
-            origin = np.asarray(img.GetOrigin())
-            aff = np.eye(4)
-            aff[:n, :n] = direction * spacing[None, :]
-            aff[:n, 3] = origin
-            affine = LPS_TO_RAS @ aff if n == 3 else aff
-    except FormatError:
-        raise
-    except Exception as e:  # nibabel/ITK raise many types for a truncated or corrupt file
-        raise FormatError(
-            f"cannot read volume ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'corrupt file'})",
-            where=path,
-            fix="re-export or re-download the file",
-        ) from None
-    if label:
-        arr = as_label(arr, path)
-    else:
-        arr = np.asarray(arr, dtype=np.float32)
-    return arr, affine
-
-
-def as_label(arr: np.ndarray, where: Any) -> np.ndarray:
-    """Integer label array; fractional or negative values are refused."""
-    arr = np.asarray(arr)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
-            bad = arr[~np.isclose(arr, np.round(arr))][:3] if np.isfinite(arr).all() else "NaN"
-            raise FormatError(
-                f"label holds non-integer values (e.g. {bad})", where=where, fix="labels must be class indices; was the image given as the label?"
-            )
-        arr = arr.astype(np.int32)
-    elif arr.dtype == bool:
-        arr = arr.astype(np.int16)
-    elif arr.dtype.kind not in "iu":
-        raise FormatError(f"label has dtype {arr.dtype}", where=where, fix="store labels as integers")
-    if arr.size and arr.min() < 0:
-        raise FormatError(f"label holds negative values ({int(arr.min())})", where=where, fix="labels must be class indices 0…K-1")
-    return arr
-
-
-def check_same_grid(img_shape: tuple[int, ...], img_affine: np.ndarray, lab_shape: tuple[int, ...], lab_affine: np.ndarray, where: Any) -> None:
-    """Refuse a label whose grid (shape or affine) differs from the image's."""
-    if tuple(img_shape) != tuple(lab_shape):
-        raise FormatError(
-            f"label shape {tuple(lab_shape)} differs from image shape {tuple(img_shape)}", where=where, fix="resample the label onto the image grid"
-        )
-    if not np.allclose(img_affine, lab_affine, atol=1e-3, rtol=1e-5):
-        raise FormatError(
-            "label affine differs from the image affine (not the same voxel grid)",
-            where=where,
-            fix="resample the label onto the image grid, or fix the header",
-        )
-
-
-def volume_case(image_paths: Sequence[Path], label_path: Path | None, case_id: str, patient_id: str = "", meta: dict[str, Any] | None = None) -> Case:
-    """One case from per-channel volume files (or one 4D file) and an optional label file on the same grid."""
     chans: list[np.ndarray] = []
     affine: np.ndarray | None = None
     shape: tuple[int, ...] | None = None
@@ -164,17 +90,14 @@ def volume_case(image_paths: Sequence[Path], label_path: Path | None, case_id: s
     image = np.stack(chans).astype(np.float32, copy=False)
     label = None
     if label_path is not None:
-        lab, laff = read_volume(label_path, label=True)
-        if lab.ndim == len(shape) + 1 and lab.shape[-1] == 1:
-            lab = lab[..., 0]
+        lab, laff, src = read_label(label_path)
         check_same_grid(shape, affine, lab.shape, laff, where=label_path)
         label = lab
+        if convention is not None:
+            convention.add(src.values, lab)
     ndim = len(shape)
     if ndim == 2:
-        aff2 = np.eye(3)
-        aff2[:2, :2] = affine[:2, :2]
-        aff2[:2, 2] = affine[:2, 3]
-        affine = aff2
+        affine = affine_2d(affine)
     m = {"source": str(image_paths[0])}
     if label_path is not None:
         m["label_source"] = str(label_path)
@@ -211,8 +134,6 @@ def write_nifti_copies(ds: Any, dest: Path, reverse_axes: bool = True, overwrite
             affine's columns permuted to match; world positions are unchanged.
         overwrite: replace an existing ``dest``.
     """
-    import nibabel as nib
-
     dest = Path(dest)
     if dest.exists() and not overwrite:
         raise FormatError("NIfTI output folder already exists", where=dest, fix="choose another --to-nifti folder or pass --overwrite")
@@ -226,7 +147,7 @@ def write_nifti_copies(ds: Any, dest: Path, reverse_axes: bool = True, overwrite
             name = re.sub(r"[^A-Za-z0-9_.-]", "_", cid)
             for c in range(case.n_channels):
                 data, aff = _orient(case.image[c], affine, n, reverse_axes)
-                nib.save(nib.Nifti1Image(data, aff), str(tmp / "imagesTr" / f"{name}_{c:04d}.nii.gz"))
+                write_nifti(data, tmp / "imagesTr" / f"{name}_{c:04d}.nii.gz", affine=aff)
             if case.label is not None:
                 lab = case.label.astype(np.uint8) if case.label.dtype == bool else case.label
                 if case.multi_label:
@@ -234,18 +155,8 @@ def write_nifti_copies(ds: Any, dest: Path, reverse_axes: bool = True, overwrite
                     data, aff = _orient(lab, affine, n, reverse_axes, channels_last=True)
                 else:
                     data, aff = _orient(lab, affine, n, reverse_axes)
-                nib.save(nib.Nifti1Image(data, aff), str(tmp / "labelsTr" / f"{name}.nii.gz"))
+                write_nifti(data, tmp / "labelsTr" / f"{name}.nii.gz", affine=aff)
     return dest
-
-
-def affine_4x4(affine: np.ndarray) -> np.ndarray:
-    """A 2D (3×3) affine lifted to 4×4 with unit slice spacing; a 4×4 one returned unchanged."""
-    if affine.shape == (4, 4):
-        return affine
-    out = np.eye(4)
-    out[:2, :2] = affine[:2, :2]
-    out[:2, 3] = affine[:2, 2]
-    return out
 
 
 def _orient(data: np.ndarray, affine: np.ndarray, n: int, reverse: bool, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 Layout::
 
     path/                          (or path.zip)
-      patient01/ct/IM0001.dcm …    one series per folder (several series in one folder need --option series=UID)
+      patient01/ct/IM0001.dcm …    one series per folder (several series in one folder need --series UID)
       patient01/rtstruct.dcm       RTSTRUCT or DICOM-SEG referencing that series (optional)
       patient02/…
 
@@ -33,10 +33,13 @@ from typing import Any
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.data.formats.common import LPS_TO_RAS, fill_polygon, parse_names, read_volume, volume_stem, volume_suffix, write_nifti_copies
+from medseg.data.formats.common import fill_polygon, parse_names, volume_stem, volume_suffix, write_nifti_copies
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
+from medseg.io import read_volume
 from medseg.io.dicom import Series, build_series, compact_header, read_header, read_series_pixels
+from medseg.io.dicom_seg import read_seg
+from medseg.io.geometry import LPS_TO_RAS, axis_order
 
 SEG_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_UID = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -104,41 +107,21 @@ def rasterise_rtstruct(path: Path, series: Series, roi_classes: dict[str, int]) 
 
 
 def seg_label(path: Path, series: Series, seg_classes: dict[str, int]) -> np.ndarray:
-    """A DICOM-SEG's segments as a class-index volume on the series grid (via highdicom)."""
-    try:
-        import highdicom as hd
-    except ImportError:
-        raise FormatError("reading DICOM-SEG needs highdicom", where=path, fix="pip install highdicom (or pip install 'medseg[dicom]')") from None
-    seg = hd.seg.segread(str(path))
-    label = np.zeros(series.shape, dtype=np.int16)
-    referenced = {str(uid) for _, _, uid in seg.get_source_image_uids()}
-    present = [u for u in series.sop_uids if u in referenced]
-    if not present:
-        raise FormatError("DICOM-SEG references no slice of the series", where=path, fix="the SEG must be drawn on this series")
-    for number in seg.get_segment_numbers():
-        name = str(seg.get_segment_description(number).segment_label).lower()
-        if name not in seg_classes:
-            continue
-        px = seg.get_pixels_by_source_instance(source_sop_instance_uids=present, segment_numbers=[number], combine_segments=True, skip_overlap_checks=True)
-        for z_src, uid in enumerate(present):
-            label[series.sop_uids.index(uid)][px[z_src] > 0] = seg_classes[name]
-    return label
+    """A DICOM-SEG's segments as a class-index volume on the series grid (``medseg.io.dicom_seg``)."""
+    return read_seg(path, series.sop_uids, series.shape, seg_classes)
 
 
 def nifti_label(path: Path, series: Series) -> np.ndarray:
-    """A NIfTI mask on the series grid, stored in ``(slice, row, column)`` or reversed axis order."""
+    """A NIfTI mask on the series grid, stored in ``(slice, row, column)`` or any other axis order."""
     lab, aff = read_volume(path, label=True)
-    if lab.shape == series.shape and np.allclose(aff, series.affine, atol=1e-3):
-        return lab
-    rev = series.affine.copy()
-    rev[:3, :3] = series.affine[:3, :3][:, ::-1]
-    if lab.shape == series.shape[::-1] and np.allclose(aff, rev, atol=1e-3):
-        return np.ascontiguousarray(np.transpose(lab, (2, 1, 0)))
-    raise FormatError(
-        f"label grid differs from the DICOM series grid (shape {lab.shape} vs {series.shape}, or a different affine)",
-        where=path,
-        fix="resample the mask onto the series (same size, spacing, origin and orientation)",
-    )
+    order = axis_order(lab.shape, aff, series.shape, series.affine)
+    if order is None:
+        raise FormatError(
+            f"label grid differs from the DICOM series grid (shape {lab.shape} vs {series.shape}, or a different affine)",
+            where=path,
+            fix="resample the mask onto the series (same size, spacing, origin and orientation)",
+        )
+    return np.ascontiguousarray(np.transpose(lab, order))
 
 
 def _safe(s: str) -> str:
@@ -208,7 +191,7 @@ def read_dicom(
                 raise FormatError(
                     f"folder mixes {len(uids)} series ({', '.join(sorted(uids))})",
                     where=shown(folder),
-                    fix="choose one with --option series=UID (or series=all), or put each series in its own folder",
+                    fix="choose one with --series UID (or --series all), or put each series in its own folder",
                 )
     if not by_series:
         raise FormatError("no DICOM image series found", where=path, fix="check the folder")

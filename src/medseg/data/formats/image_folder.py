@@ -4,7 +4,8 @@ Layout::
 
     path/
       images/  a.png  b.tif  c.jpg        grayscale, 16-bit or RGB
-      masks/   a.png  b.png  c.png        class index per pixel (0/255 binary masks map to 0/1)
+      masks/   a.png  b.png  c.png        class index per pixel (0/255 binary masks map to 0/1, recorded
+                                          in dataset.json as mask_values [0, 255])
 
 A mask matches the image of the same stem (``mask_suffix`` strips e.g. ``_mask``). Masks must be
 lossless (PNG, TIFF, BMP): a JPEG mask is refused, since compression invents label values.
@@ -21,42 +22,31 @@ from medseg.core.case import Case
 from medseg.data.formats.common import default_classes, parse_names
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
+from medseg.io import read_array, read_label
+from medseg.io.labels import ValueConvention
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
 MASK_SUFFIXES = {".png", ".tif", ".tiff", ".bmp"}
 
 
-def _read(path: Path) -> tuple[np.ndarray, str]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode in ("RGBA", "LA", "P", "CMYK", "YCbCr", "1"):
-                im = im.convert("RGB" if mode in ("RGBA", "P", "CMYK", "YCbCr") else "L")
-            return np.asarray(im), mode
-    except Exception as e:
-        raise FormatError(f"cannot read image ({e})", where=path, fix="re-save it as PNG or TIFF") from None
+def _read(path: Path) -> np.ndarray:
+    """A 2D picture, ``(H, W)`` or ``(H, W, 3)``; a multi-page file is refused (this format is 2D)."""
+    arr, _, src = read_array(path)
+    if len(src.shape) != 2:
+        raise FormatError(
+            f"the file holds {src.shape[0]} pages (a volume)", where=path, fix="split the pages into one file each, or import volumes with the nifti format"
+        )
+    return arr
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except Exception as e:
-        raise FormatError(f"cannot read mask ({e})", where=path, fix="re-save it as PNG") from None
-    if arr.ndim == 3:
-        if not (arr[..., :3] == arr[..., :1]).all():
-            raise FormatError("mask is a colour image", where=path, fix="store class indices in a single-channel (grayscale/palette) PNG")
-        arr = arr[..., 0]
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    values = np.unique(arr)
-    if len(values) <= 2 and values.max(initial=0) == 255:
-        arr = (arr == 255).astype(np.uint8)
-    return arr.astype(np.int16)
+def _read_mask(path: Path, stored: ValueConvention | None = None) -> np.ndarray:
+    """Class indices ``(H, W)``; 0/255 (and 16-bit 0/65535) binary masks become 0/1."""
+    lab, _, src = read_label(path)
+    if len(src.shape) != 2:
+        raise FormatError(f"the mask holds {src.shape[0]} pages (a volume)", where=path, fix="save one 2D mask per image")
+    if stored is not None:
+        stored.add(src.values, lab)
+    return lab
 
 
 @FORMATS.register("images", help="2D image folders (PNG/TIFF/JPEG, grayscale or RGB) + lossless mask folder matched by name")
@@ -103,12 +93,15 @@ def read_image_folder(
             masks[stem] = p
     if not images:
         raise FormatError("no images found", where=img_dir, fix="PNG, TIFF, JPEG or BMP files are read")
-    first, _ = _read(next(iter(images.values())))
+    first = _read(next(iter(images.values())))
     n_chan = 1 if first.ndim == 2 or grayscale else 3
-    max_label = 0
+    max_label, top_mask = 0, mask_dir
+    stored = ValueConvention()
     for p in masks.values():
-        max_label = max(max_label, int(_read_mask(p).max(initial=0)))
-    names = default_classes(max_label + 1, parse_names(classes), where=mask_dir)
+        top = int(_read_mask(p, stored).max(initial=0))
+        if top > max_label:
+            max_label, top_mask = top, p
+    names = default_classes(max_label + 1, parse_names(classes), where=top_mask)
     info = DatasetInfo(
         name=name or path.name,
         description=f"Imported from image folders {images_dir}/ + {masks_dir}/",
@@ -116,11 +109,12 @@ def read_image_folder(
         modalities=["image"] if n_chan == 1 else ["red", "green", "blue"],
         classes=make_classes(names),
         source={"format": "images", "path": str(path), "spacing": spacing},
+        mask_values=stored.values,
     )
 
     def cases() -> Iterator[Case]:
         for stem, p in images.items():
-            arr, _ = _read(p)
+            arr = _read(p)
             if arr.ndim == 3:
                 arr = arr[..., :3]
                 if grayscale:

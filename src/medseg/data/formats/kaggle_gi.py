@@ -26,6 +26,7 @@ from medseg.data.formats.common import parse_names
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.formats.rle import Order, rle_decode
 from medseg.data.store import DatasetInfo, make_classes
+from medseg.io import read_array
 
 ID_RE = re.compile(r"^(case\d+)_(day\d+)_slice_(\d+)$")
 PNG_RE = re.compile(r"^slice_(\d+)_(\d+)_(\d+)_([\d.]+)_([\d.]+)\.png$")
@@ -41,13 +42,9 @@ def parse_slice_name(path: Path) -> tuple[int, int, int, float, float]:
 
 def read_slice(path: Path, width: int, height: int) -> np.ndarray:
     """A 16-bit PNG slice as an ``(H, W)`` array, checked against the size in its name."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except Exception as e:
-        raise FormatError(f"cannot read PNG ({e})", where=path, fix="re-extract the file") from None
+    arr, _, src = read_array(path)
+    if len(src.shape) != 2:
+        raise FormatError(f"the PNG holds {src.shape[0]} frames", where=path, fix="re-extract the file")
     if arr.ndim == 3:
         arr = arr[..., 0]
     if arr.shape != (height, width):

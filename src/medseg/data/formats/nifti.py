@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.data.formats.common import default_classes, parse_names, read_volume, volume_case, volume_stem, volume_suffix
+from medseg.data.formats.common import default_classes, parse_names, volume_case, volume_stem, volume_suffix
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
+from medseg.io import read_array, read_label
+from medseg.io.labels import ValueConvention
 
 CHANNEL_RE = re.compile(r"^(.*)_(\d{4})$")
 
@@ -52,7 +54,7 @@ def classes_from_labels(label_paths: list[Path], names: list[str] | None, where:
         return names
     top = 0
     for p in label_paths:
-        lab, _ = read_volume(p, label=True)
+        lab, _, _ = read_label(p)
         top = max(top, int(lab.max(initial=0)))
     return default_classes(top + 1, None, where)
 
@@ -67,8 +69,8 @@ def check_channels(groups: dict[str, list[Path]], where: Path) -> int:
 
 
 def n_channels_of(path: Path) -> int:
-    arr, _ = read_volume(path)
-    return int(arr.shape[-1]) if arr.ndim == 4 else 1
+    arr, _, src = read_array(path)
+    return int(arr.shape[-1]) if arr.ndim > len(src.shape) else 1
 
 
 @FORMATS.register("nifti", help="folders of NIfTI/NRRD/MHA volumes: images/ + labels/ matched by name (_0000, _0001 = channels)")
@@ -128,8 +130,8 @@ def volume_dataset(
     mods = parse_names(modalities) or (["image"] if n_chan == 1 else [f"channel_{i}" for i in range(n_chan)])
     if len(mods) != n_chan:
         raise FormatError(f"{len(mods)} modality names for {n_chan} channels", where="--option modalities", fix=f"give {n_chan} names")
-    first, _ = read_volume(next(iter(groups.values()))[0])
-    dims = 2 if first.ndim == 2 else 3
+    _, _, first = read_array(next(iter(groups.values()))[0])
+    dims = 2 if len(first.shape) == 2 else 3
     info = DatasetInfo(
         name=name,
         description=f"Imported from {what}",
@@ -140,8 +142,9 @@ def volume_dataset(
     )
 
     def cases() -> Iterator[Case]:
+        stored = ValueConvention()
         for cid, files in groups.items():
-            case = volume_case(files, labels.get(cid), case_id=cid, patient_id=(patients or {}).get(cid, ""))
+            case = volume_case(files, labels.get(cid), case_id=cid, patient_id=(patients or {}).get(cid, ""), convention=stored)
             if case.image.shape[0] != n_chan:
                 raise FormatError(f"image has {case.image.shape[0]} channels, others {n_chan}", where=files[0], fix="give every case the same channels")
             if case.label is not None and case.label.size and int(np.max(case.label)) >= len(names):
@@ -151,5 +154,6 @@ def volume_dataset(
                     fix="add the class name to --option classes",
                 )
             yield case
+        info.mask_values = stored.values  # read before dataset.json is written, once every case is in
 
     return Imported(info=info, cases=cases())

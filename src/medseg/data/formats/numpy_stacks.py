@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.data.formats.common import as_label, default_classes, parse_names
+from medseg.data.formats.common import default_classes, parse_names
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
+from medseg.io.labels import as_label
 
 SPLIT_NAMES = {"train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "ts": "test", "": ""}
 

@@ -26,6 +26,7 @@ from medseg.core.case import Case
 from medseg.data.formats.common import fill_polygon
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
+from medseg.io.dicom_input import read_slice
 
 CONTOUR_RE = re.compile(r"^(?P<image>.+)-(?P<kind>[io])contour-(?:manual|auto)\.txt$")
 CLASSES = ["background", "lv_blood_pool", "myocardium"]
@@ -105,17 +106,10 @@ def read_sunnybrook(path: Path, images_dir: str = "images", contours_dir: str = 
     )
 
     def cases() -> Iterator[Case]:
-        import pydicom
-
         for key, contours in sorted(annotated.items()):
             dcm = dicoms[key]
             patient, stem = names[key], key[1]
-            try:
-                ds = pydicom.dcmread(dcm)
-                arr = ds.pixel_array.astype(np.float32)
-            except Exception as e:
-                raise FormatError(f"cannot read DICOM image ({str(e).splitlines()[0]})", where=dcm, fix="check the file") from None
-            arr = arr * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+            arr, ps = read_slice(dcm)
             h, w = arr.shape
             label = np.zeros((h, w), dtype=np.int16)
             masks = {}
@@ -128,7 +122,6 @@ def read_sunnybrook(path: Path, images_dir: str = "images", contours_dir: str = 
                 label[masks["o"]] = 2
             if "i" in masks:
                 label[masks["i"]] = 1
-            ps = [float(v) for v in ds.get("PixelSpacing", [1.0, 1.0])]
             yield Case.from_spacing(
                 arr[None],
                 label,

@@ -167,7 +167,7 @@ def test_mlflow_logger_local_store(tmp_path: Path) -> None:
 
 def test_classical_pixel_classifier_trains_evaluates_and_predicts(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    from medseg.engine.inferer import Predictor, load_module
+    from medseg.engine.load import load_inferer
     from medseg.workflows.evaluate import evaluate_run
 
     cfg = config_from_dict(tiny_config(model={"name": "classical_rf", "params": {"sigmas": [1.0], "max_samples": 3000, "threads": 1}}))
@@ -187,6 +187,5 @@ def test_classical_pixel_classifier_trains_evaluates_and_predicts(tmp_path: Path
     assert float(row["val_pixel_accuracy"]) == pytest.approx(right / total)  # pooled over the validation voxels
     summary = json.loads((evaluate_run(run, split="test", progress=False) / "summary.json").read_text())
     assert summary["mean_dice"] is not None and summary["mean_dice"] > 0.05  # a real classifier, better than nothing
-    module = load_module(run)
     case = make_builtin("phantom2d", n_patients=1, slices_per_patient=1, size=32, seed=3).cases
-    assert Predictor(module).predict(next(iter(case))).shape == (32, 32)
+    assert load_inferer(run, device="cpu").predict(next(iter(case))).shape == (32, 32)

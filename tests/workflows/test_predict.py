@@ -18,7 +18,10 @@ from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import MedsegError, ModelError
 from medseg.engine.export import read_inputs
-from medseg.engine.inferer import Predictor, apply_postprocessing, decide_postprocessing, load_module, tta_axes
+from medseg.engine.checkpoint import load_module
+from medseg.engine.inferer import Inferer, tta_axes
+from medseg.engine.load import decide_postprocessing, load_inferer
+from medseg.engine.postprocessing import apply_postprocessing
 from medseg.engine.sliding import sliding_window
 from medseg.engine.train import train
 from medseg.workflows.predict import predict
@@ -82,16 +85,16 @@ def test_predictor_paths_ensemble_and_tta(run2d: Path, run3d: Path) -> None:
 
     m3 = load_module(run3d)
     (vol,) = list(make_builtin("phantom3d", n_patients=1, size=32, depth=10, seed=9).cases)
-    single = Predictor(m3).predict(vol)
+    single = Inferer(m3).predict(vol)
     assert single.shape == vol.spatial_shape and single.dtype == np.int16  # sliding window (volume > patch)
-    assert np.array_equal(Predictor([m3, m3]).predict(vol), single)  # ensemble of identical members
-    probs = Predictor(m3, tta="all").probabilities(vol)
+    assert np.array_equal(Inferer([m3, m3]).predict(vol), single)  # ensemble of identical members
+    probs = Inferer(m3, tta="all").probabilities(vol)
     assert probs.shape == (4, *vol.spatial_shape) and np.allclose(probs.sum(0), 1, atol=1e-5)
     # a 2D model on a 3D volume predicts slice by slice
     m2 = load_module(run2d)
-    lab = Predictor(m2).predict(vol)
+    lab = Inferer(m2).predict(vol)
     assert lab.shape == vol.spatial_shape
-    assert np.array_equal(lab, Predictor(m2, sw_batch_size=1).predict(vol))  # batching slices changes nothing
+    assert np.array_equal(lab, Inferer(m2, sw_batch_size=1).predict(vol))  # batching slices changes nothing
     assert set(np.unique(lab)) <= {0, 1, 2, 3}
 
 
@@ -169,7 +172,7 @@ def test_png_in_png_out(run2d: Path, tmp_path: Path) -> None:
 
 
 def test_dataset_split_and_rle_csv(tmp_path: Path) -> None:
-    from test_training import multilabel_dataset
+    from helpers import multilabel_dataset
 
     from medseg.data.splits import make_splits, save_splits
     from medseg.data.store import load_dataset
@@ -258,9 +261,9 @@ def test_preprocessed_run_predicts_on_the_original_grid(tmp_path: Path) -> None:
     run = train(cfg, tmp_path / "pre", progress=False)
     assert (run / "preprocess.json").is_file()
     (vol,) = list(make_builtin("phantom3d", n_patients=1, size=32, depth=10, seed=5).cases)
-    pred = Predictor(load_module(run)).predict(vol)
+    pred = Inferer(load_module(run)).predict(vol)
     assert pred.shape == vol.spatial_shape
-    probs = Predictor(load_module(run)).probabilities(vol)
+    probs = Inferer(load_module(run)).probabilities(vol)
     assert probs.shape == (4, *vol.spatial_shape)
     summary = json.loads((evaluate_run(run, split="test", progress=False) / "summary.json").read_text())
     assert summary["n_cases"] == 1

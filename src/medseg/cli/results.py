@@ -127,7 +127,7 @@ def postprocess_cmd(
     progress: bool = True,
 ) -> None:
     """Decide per class whether keeping the largest connected component helps; later predictions apply it."""
-    from medseg.engine.inferer import decide_postprocessing
+    from medseg.engine.load import decide_postprocessing
 
     d = decide_postprocessing(run, split, progress=progress)
     t = Table(title=f"Largest-component post-processing (decided on {split})")
@@ -208,8 +208,9 @@ def report_cmd(
     """Write a self-contained HTML report (images embedded) plus its PNGs: curves, per-class Dice, box plots,
     best/median/worst cases with error maps, the training GIF, the data set and the config."""
     from medseg.reports.html import make_comparison_report, make_report
+    from medseg.runs import is_run_dir
 
-    single = len(runs) == 1 and (runs[0] / "config.yaml").is_file()
+    single = len(runs) == 1 and is_run_dir(runs[0])
     if single and out is None:
         index = make_report(runs[0], split)
     else:

@@ -12,8 +12,8 @@ from medseg.core.case import Case
 from medseg.core.errors import MedsegError, RunError
 from medseg.core.progress import track
 from medseg.engine.export import OUTPUT_FORMATS, meta_of, read_inputs, rle_rows, write_overlay, write_prediction
-from medseg.engine.inferer import Predictor, load_module
-from medseg.runs import read_run
+from medseg.engine.load import load_inferer
+from medseg.runs import read_info
 
 
 def _dataset_cases(path: Path, split: str | None) -> Iterator[Case]:
@@ -79,17 +79,9 @@ def predict(
     out = Path(out)
     if out.exists() and not overwrite:
         raise MedsegError("output folder already exists", where=out, fix="choose another --out or pass --overwrite")
-    if backend == "onnx":
-        from medseg.engine.onnx import load_onnx_module
-
-        modules = [load_onnx_module(r, checkpoint) for r in runs]
-    elif backend == "torch":
-        modules = [load_module(r, checkpoint, device) for r in runs]
-    else:
-        raise MedsegError(f"unknown backend {backend!r}", where="--backend", fix="use torch or onnx")
-    _, info = read_run(runs[0])
-    predictor = Predictor(modules, tta=tta, overlap=overlap, run_dir=runs[0])
-    names = modules[0].class_names
+    predictor = load_inferer(runs, checkpoint=checkpoint, device=device, backend=backend, tta=tta, overlap=overlap)
+    info = read_info(runs[0])
+    names = predictor.class_names
     from medseg.data.store import DATASET_FILE, load_dataset
 
     input = Path(input)

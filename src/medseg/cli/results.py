@@ -156,7 +156,7 @@ def compare_cmd(
     split: Annotated[str, typer.Option(help="the evaluated split to compare")] = "test",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for comparison.md/.csv/.html, paired.csv, comparison.json")] = None,
     by: Annotated[str, typer.Option(help="paired unit: case, or patient (per-case Dice averaged per patient)")] = "case",
-    macs: Annotated[bool, typer.Option(help="count multiply-accumulates (loads each model)")] = True,
+    macs: Annotated[bool, typer.Option(help="show the multiply-accumulates recorded at training time")] = True,
 ) -> None:
     """Compare runs: one table with accuracy, size, speed, memory and sensitivity, plus paired statistics.
 

@@ -201,7 +201,7 @@ def test_classical_pixel_classifier_trains_evaluates_and_predicts(tmp_path: Path
     from medseg.data.store import load_dataset
 
     ds = load_dataset(json.loads((run / "run.json").read_text())["dataset"])
-    predictor = Predictor(load_module(run))
+    predictor = load_inferer(run, device="cpu")
     right = total = 0
     for cid in select(load_splits(run / "splits.json", ds.patients), "val", None):
         case = ds.load_case(cid)

@@ -1,10 +1,12 @@
-"""Sliding-window inference: medseg vs MONAI (time, peak memory, same masks), and ONNX Runtime vs eager.
+"""Sliding-window inference: medseg vs MONAI (time, peak memory, same masks), the whole Inferer path, and ONNX Runtime vs eager.
 
 A 3D U-Net (MONAI, 4 levels) predicts a random volume with a Gaussian-blended sliding window. Both
 sides use the same network, window size, overlap and batch of windows, in this process; peak memory
 is the rise of the process's resident-set high-water mark (reset before each run through
 /proc/self/clear_refs). medseg finalises slices as soon as no later window touches them, so its
-blending buffer spans about one window depth instead of the whole volume.
+blending buffer spans about one window depth instead of the whole volume. The Inferer line predicts the
+same volume as a ``Case`` (z-score, window, argmax, back to NumPy): its cost over the window alone is the
+price of the one inference path.
 
     python benchmarks/inference.py                 # 160×160×96 volume, 64³ windows
     python benchmarks/inference.py --full          # 256×256×160 volume, 96³ windows (slow on a CPU)
@@ -26,7 +28,10 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
+from medseg.core.case import Case
+from medseg.engine.inferer import Inferer
 from medseg.engine.sliding import sliding_window
+from medseg.runs import Resolved
 
 
 def _status(key: str) -> int:
@@ -86,6 +91,18 @@ def main() -> None:
     th, mh = (statistics.median(v[i] for v in rows["fp16"]) for i in (0, 1))
     print(f"medseg sliding_window fp16 buf : {th:7.2f} s   peak +{mh:7.1f} MiB   voxels equal to MONAI: {agree:.6f}")
     print(f"time ratio medseg/MONAI = {to / tm:.3f} (target ≤ 1.0)   memory ratio = {mo / mm:.3f}, with fp16 buffer {mh / mm:.3f} (target ≤ 0.5)")
+
+    # the whole inference path on a Case: the same network, window, overlap and batch of windows
+    case = Case(x[0].numpy() * 50 + 200, None, np.eye(4), "bench")
+    rec = Resolved(spatial_dims=3, in_channels=1, class_names=[str(k) for k in range(args.classes)], data_dims=3, patch_size=list(roi))
+    inferer = Inferer(net, rec, sw_batch_size=2)
+    inf = [measure(lambda: inferer.predict(case)) for _ in range(args.repeats)]
+    ti, mi = (statistics.median(v[i] for v in inf) for i in (0, 1))
+    xn = torch.from_numpy((case.image - case.image.mean()) / case.image.std())[None]
+    with torch.inference_mode():
+        ref_n = sliding_window_inference(xn, roi, 2, pred, overlap=0.5, mode="gaussian")[0].argmax(0).numpy()
+    print(f"medseg Inferer.predict (Case)  : {ti:7.2f} s   peak +{mi:7.1f} MiB   masks equal to MONAI: {bool(np.array_equal(inf[-1][2], ref_n))}")
+    print(f"  time ratio Inferer/sliding_window = {ti / to:.3f} (target ≤ 1.05)")
 
     # the blending alone: a 1×1×1 convolution as the network, so memory is the buffers, not activations
     big = (320, 192, 192)

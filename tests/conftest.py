@@ -31,3 +31,21 @@ def one_torch_thread():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def slices_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2D U-Net trained on slices of phantom3d volumes (4 patients, 8 slices of 32²), evaluated on its test split."""
+    from helpers import tiny_config
+    from medseg.config import config_from_dict
+    from medseg.engine.train import train
+    from medseg.workflows.evaluate import evaluate_run
+
+    root = tmp_path_factory.mktemp("slices")
+    cfg = tiny_config(
+        data={"dataset": "phantom3d", "builtin": {"n_patients": 4, "size": 32, "depth": 8}, "slices": True, "batch_size": 4, "cache_dir": str(root / "cache")},
+        train={"epochs": 3},
+    )
+    run = train(config_from_dict(cfg), root / "runs" / "slices", progress=False)
+    evaluate_run(run, split="test", progress=False)
+    return run

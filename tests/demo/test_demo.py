@@ -193,15 +193,15 @@ def _nifti(path: Path, shape: tuple[int, ...] = (32, 32, 4)) -> np.ndarray:
 def test_nifti_upload_predicted_on_its_grid(runs_dir: Path, tmp_path: Path) -> None:
     import nibabel as nib
 
-    from medseg.engine.inferer import load_module
+    from medseg.engine.load import load_inferer
 
     path = tmp_path / "scan.nii.gz"
     aff = _nifti(path)
     up = read_upload(path)
     assert up.case.ndim == 3 and up.case.spatial_shape == (32, 32, 4)
-    module = load_module(runs_dir / "unet2d")
+    inferer = load_inferer(runs_dir / "unet2d", device="cpu")
     seen: list[float] = []
-    pred, axis = predict_upload(up.case, module, lambda f, t: seen.append(f))
+    pred, axis = predict_upload(up.case, inferer, lambda f, t: seen.append(f))
     assert axis == 2 and pred.shape == (32, 32, 4) and seen[-1] == 1.0  # 2D model: slice by slice along the axial axis
     out = nib.load(str(up.write_mask(pred, tmp_path / "out")))
     assert out.shape == (32, 32, 4)
@@ -213,9 +213,9 @@ def test_nrrd_and_png_masks_keep_geometry(runs_dir: Path, tmp_path: Path) -> Non
     import SimpleITK as sitk
     from PIL import Image
 
-    from medseg.engine.inferer import load_module
+    from medseg.engine.load import load_inferer
 
-    module = load_module(runs_dir / "unet2d")
+    module = load_inferer(runs_dir / "unet2d", device="cpu")
     img = sitk.GetImageFromArray(np.random.default_rng(1).normal(size=(3, 32, 32)).astype(np.float32))
     img.SetSpacing((0.8, 0.9, 2.5))
     img.SetOrigin((10.0, -5.0, 3.0))

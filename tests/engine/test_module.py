@@ -80,7 +80,7 @@ def test_history_records_pixel_accuracy_that_matches_the_checkpoint(tmp_path: Pa
     from medseg.data.loading import normalize_image
     from medseg.data.splits import load_splits, select
     from medseg.data.store import load_dataset
-    from medseg.engine.inferer import load_module
+    from medseg.engine.checkpoint import load_module
     from medseg.viz.plots import curve_series
 
     run = train(config_from_dict(tiny_config(train={"epochs": 2})), tmp_path / "r", progress=False)
@@ -92,7 +92,7 @@ def test_history_records_pixel_accuracy_that_matches_the_checkpoint(tmp_path: Pa
     with torch.no_grad():
         for cid in select(load_splits(run / "splits.json", ds.patients), "val", None):
             case = ds.load_case(cid)
-            pred = module.predict_logits(torch.as_tensor(normalize_image(case.image))[None]).argmax(1)[0].numpy()
+            pred = module.net(torch.as_tensor(normalize_image(case.image))[None]).argmax(1)[0].numpy()  # the whole image
             right += int((pred == case.label).sum())
             total += case.label.size
     assert float(rows[-1]["val_pixel_accuracy"]) == pytest.approx(right / total, abs=1e-6)  # logged as float32

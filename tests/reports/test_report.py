@@ -157,3 +157,18 @@ def test_report_command_and_bad_input(runs: list[Path], tmp_path: Path) -> None:
         make_report(runs[0], "val")
     r = CliRunner().invoke(app, ["report", str(runs[0]), "--split", "val"])
     assert r.exit_code == 2 and "medseg evaluate" in r.output
+
+
+def test_report_of_a_2d_model_trained_on_slices_of_volumes_animates_one_slice(slices_run: Path) -> None:
+    """Snapshots of a volume predicted slice by slice keep one slice: the training GIF shows it every epoch."""
+    from PIL import Image
+
+    from medseg.runs import read_snapshots
+
+    meta, frames = read_snapshots(slices_run)  # type: ignore[misc]
+    assert meta["slice"] is not None and len(frames) == 3
+    assert all(f.shape == (32, 32) for _, f in frames)  # one 32×32 slice of the 8×32×32 volume
+    html = make_report(slices_run, "test").read_text()
+    assert "<section id='training'>" in html and "data:image/gif;base64" in html and "3 epochs" in html
+    with Image.open(slices_run / "report" / "training_0.gif") as gif:
+        assert gif.n_frames == 3

@@ -98,7 +98,7 @@ def test_test_loss_and_pixel_accuracy_of_a_run(tiny_run: Path) -> None:
 
     from medseg.data.loading import label_to_target, normalize_image
     from medseg.data.store import load_dataset
-    from medseg.engine.inferer import load_module
+    from medseg.engine.checkpoint import load_module
     from medseg.workflows.compare import compare_runs
 
     out = evaluate_run(tiny_run, split="test", progress=False)
@@ -109,7 +109,7 @@ def test_test_loss_and_pixel_accuracy_of_a_run(tiny_run: Path) -> None:
     for cid in summary["per_case_mean_dice"]:
         case = ds.load_case(cid)
         with torch.no_grad():
-            logits = module.predict_logits(torch.as_tensor(normalize_image(case.image))[None])
+            logits = module.net(torch.as_tensor(normalize_image(case.image))[None])  # the whole image
             losses[cid] = float(module.loss_fn(logits, torch.as_tensor(label_to_target(case))[None]))
         with np.load(out / "predictions" / f"{cid}.npz") as z:
             right += int((z["label"] == case.label).sum())

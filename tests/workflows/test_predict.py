@@ -1,4 +1,4 @@
-"""Inference: sliding window vs MONAI, TTA, ensembles, exports on the input's exact grid, ONNX, faults."""
+"""Prediction from run folders: the paths of the inferer, exports on the input's exact grid, ONNX, post-processing, faults."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
-from monai.inferers import sliding_window_inference
 from typer.testing import CliRunner
 
 from helpers import tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
-from medseg.core.errors import MedsegError, ModelError
-from medseg.engine.inferer import Predictor, apply_postprocessing, decide_postprocessing, load_module, tta_axes
-from medseg.engine.sliding import sliding_window
+from medseg.core.case import Case
+from medseg.core.errors import MedsegError
+from medseg.data.store import load_dataset
+from medseg.engine.checkpoint import load_module
+from medseg.engine.inferer import Inferer
+from medseg.engine.load import decide_postprocessing, load_inferer
+from medseg.engine.postprocessing import apply_postprocessing
 from medseg.engine.train import train
 from medseg.io import read_images, read_volume
 from medseg.io.geometry import axis_order
@@ -48,51 +50,21 @@ def run3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train(cfg, tmp_path_factory.mktemp("runs3") / "r3d", progress=False)
 
 
-SW_CASES = [((40, 50, 37), (16, 32, 32), 0.5), ((10, 20, 20), (16, 32, 32), 0.5), ((33, 64, 30), (32, 32, 16), 0.25)]
-
-
-@pytest.mark.parametrize(("shape", "roi", "overlap"), SW_CASES)
-def test_sliding_window_equals_monai(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> None:
-    from monai.networks.nets import UNet
-
-    torch.manual_seed(0)
-    net = UNet(3, 1, 3, (4, 8), (2,), num_res_units=0).eval()
-
-    def pred(t: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(net(t), 1)
-
-    x = torch.randn(1, 1, *shape)
-    with torch.no_grad():
-        ref = sliding_window_inference(x, roi, 4, pred, overlap=overlap, mode="gaussian")[0]
-        probs = sliding_window(x, pred, roi, 3, overlap=overlap)
-        labels = sliding_window(x, pred, roi, 3, overlap=overlap, reduce=lambda b: b.argmax(0))
-    torch.testing.assert_close(probs, ref, atol=1e-6, rtol=1e-6)
-    assert torch.equal(labels.long(), ref.argmax(0))
-    assert labels.shape == shape
-
-
-def test_tta_axes() -> None:
-    assert tta_axes("none", 3) == [()]
-    assert len(tta_axes("all", 3)) == 8 and len(tta_axes([0, 2], 3)) == 4
-    with pytest.raises(ModelError, match="out of range"):
-        tta_axes([3], 3)
-
-
 def test_predictor_paths_ensemble_and_tta(run2d: Path, run3d: Path) -> None:
     from medseg.data.builtin import make_builtin
 
     m3 = load_module(run3d)
     (vol,) = list(make_builtin("phantom3d", n_patients=1, size=32, depth=10, seed=9).cases)
-    single = Predictor(m3).predict(vol)
+    single = Inferer(m3).predict(vol)
     assert single.shape == vol.spatial_shape and single.dtype == np.int16  # sliding window (volume > patch)
-    assert np.array_equal(Predictor([m3, m3]).predict(vol), single)  # ensemble of identical members
-    probs = Predictor(m3, tta="all").probabilities(vol)
+    assert np.array_equal(Inferer([m3, m3]).predict(vol), single)  # ensemble of identical members
+    probs = Inferer(m3, tta="all").probabilities(vol)
     assert probs.shape == (4, *vol.spatial_shape) and np.allclose(probs.sum(0), 1, atol=1e-5)
     # a 2D model on a 3D volume predicts slice by slice
     m2 = load_module(run2d)
-    lab = Predictor(m2).predict(vol)
+    lab = Inferer(m2).predict(vol)
     assert lab.shape == vol.spatial_shape
-    assert np.array_equal(lab, Predictor(m2, sw_batch_size=1).predict(vol))  # batching slices changes nothing
+    assert np.array_equal(lab, Inferer(m2, sw_batch_size=1).predict(vol))  # batching slices changes nothing
     assert set(np.unique(lab)) <= {0, 1, 2, 3}
 
 
@@ -171,7 +143,6 @@ def test_png_in_png_out(run2d: Path, tmp_path: Path) -> None:
 def test_dataset_split_and_rle_csv(tmp_path: Path) -> None:
     from helpers import multilabel_dataset
     from medseg.data.splits import make_splits, save_splits
-    from medseg.data.store import load_dataset
 
     ds = multilabel_dataset(tmp_path / "ml")
     save_splits(ds / "splits.json", make_splits(load_dataset(ds).patients))
@@ -190,15 +161,47 @@ def test_onnx_backend_gives_the_same_masks(run2d: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(nib.load(str(a / "scan.nii.gz")).get_fdata(), nib.load(str(b / "scan.nii.gz")).get_fdata())
 
 
-def test_postprocessing_decision_and_effect(run2d: Path) -> None:
+def _largest_by_hand(label: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Per class, voxels outside its largest 8-connected component become background (SciPy labelling)."""
+    from scipy import ndimage
+
+    out = label.copy()
+    for k in classes:
+        comp, n = ndimage.label(label == k, structure=np.ones((3, 3)))
+        if n > 1:
+            keep = 1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
+            out[(label == k) & (comp != keep)] = 0
+    return out
+
+
+def test_postprocessing_decision_and_its_effect_on_later_predictions(run2d: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from medseg.data.builtin import make_builtin
+    from medseg.runs import read_prediction, write_postprocessing
+    from medseg.workflows.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(run2d, run)
     lab = np.zeros((10, 10), np.int16)
     lab[1:4, 1:4] = 1
     lab[7, 7] = 1
     assert (apply_postprocessing(lab, [1], False) == 1).sum() == 9
-    d = decide_postprocessing(run2d, progress=False)
+    d = decide_postprocessing(run, progress=False)
     assert set(d["dice_before"]) == {"LV blood pool", "myocardium", "RV"}
-    assert json.loads((run2d / "postprocessing.json").read_text())["keep_largest"] == d["keep_largest"]
-    (run2d / "postprocessing.json").unlink()
+    assert json.loads((run / "postprocessing.json").read_text())["keep_largest"] == d["keep_largest"]
+    write_postprocessing(run, {**d, "keep_largest": [1, 2, 3]})  # the saved decision, for every class
+    (c,) = list(make_builtin("phantom2d", n_patients=1, slices_per_patient=1, size=32, seed=4).cases)
+    twice = Case(np.concatenate([c.image, c.image[:, ::-1]], axis=2), None, np.eye(3), "twice")  # two hearts side by side
+    raw = load_inferer(run, postprocess=[], device="cpu").predict(twice)
+    got = load_inferer(run, device="cpu").predict(twice)
+    np.testing.assert_array_equal(got, _largest_by_hand(raw, [1, 2, 3]))
+    assert (got != raw).any()  # the decision removed something: its effect is visible
+    ev = evaluate_run(run, split="test", progress=False)
+    bare = load_inferer(run, postprocess=[], device="cpu")
+    ds = load_dataset(json.loads((run / "run.json").read_text())["dataset"])
+    for f in (ev / "predictions").glob("*.npz"):
+        np.testing.assert_array_equal(read_prediction(run, "test", f.stem), _largest_by_hand(bare.predict(ds.load_case(f.stem)), [1, 2, 3]))
 
 
 def test_bad_inputs_one_line_errors_and_no_output(run2d: Path, run3d: Path, tmp_path: Path) -> None:
@@ -257,20 +260,35 @@ def test_preprocessed_run_predicts_on_the_original_grid(tmp_path: Path) -> None:
     run = train(cfg, tmp_path / "pre", progress=False)
     assert (run / "preprocess.json").is_file()
     (vol,) = list(make_builtin("phantom3d", n_patients=1, size=32, depth=10, seed=5).cases)
-    pred = Predictor(load_module(run)).predict(vol)
+    pred = Inferer(load_module(run)).predict(vol)
     assert pred.shape == vol.spatial_shape
-    probs = Predictor(load_module(run)).probabilities(vol)
+    probs = Inferer(load_module(run)).probabilities(vol)
     assert probs.shape == (4, *vol.spatial_shape)
     summary = json.loads((evaluate_run(run, split="test", progress=False) / "summary.json").read_text())
     assert summary["n_cases"] == 1
 
 
-def test_2d_model_trained_on_slices_of_volumes(tmp_path: Path) -> None:
-    cfg = config_from_dict(tiny_config(data={"dataset": "phantom3d", "builtin": {"n_patients": 4, "size": 32, "depth": 8}, "slices": True, "batch_size": 4}))
-    run = train(cfg, tmp_path / "slices", progress=False)
-    module = load_module(run)
-    assert module.spatial_dims == 2
-    from medseg.workflows.evaluate import evaluate_run
+def test_demo_evaluate_and_predict_give_identical_masks(slices_run: Path, tmp_path: Path) -> None:
+    """One run, one image: the evaluation's saved mask, ``medseg predict`` on the image as a NIfTI file (and on
+    the same volume stored with its axes in another order), the demo's upload and its case view agree exactly."""
+    from medseg.demo.state import DemoState
+    from medseg.runs import read_info, read_prediction
 
-    summary = json.loads((evaluate_run(run, split="test", progress=False) / "summary.json").read_text())
-    assert summary["n_cases"] == 1 and summary["mean_dice"] is not None
+    (cid,) = [p.stem for p in (slices_run / "eval" / "test" / "predictions").glob("*.npz")]
+    evaluated = read_prediction(slices_run, "test", cid)
+    case = load_dataset(read_info(slices_run)["dataset"]).load_case(cid)
+    assert evaluated is not None and evaluated.shape == case.spatial_shape and len(np.unique(evaluated)) > 1  # not all background
+    nib.save(nib.Nifti1Image(case.image[0], case.affine), str(tmp_path / "scan.nii.gz"))
+    moved_affine = case.affine[:, [1, 2, 0, 3]]  # the slice axis stored last, world positions unchanged
+    nib.save(nib.Nifti1Image(np.moveaxis(case.image[0], 0, 2), moved_affine), str(tmp_path / "moved.nii.gz"))
+    out = predict([slices_run], tmp_path / "scan.nii.gz", tmp_path / "pred", progress=False)
+    predicted = np.asarray(nib.load(str(out / "scan.nii.gz")).dataobj)
+    moved_out = predict([slices_run], tmp_path / "moved.nii.gz", tmp_path / "pred_moved", progress=False)
+    moved = np.moveaxis(np.asarray(nib.load(str(moved_out / "moved.nii.gz")).dataobj), 2, 0)
+    st = DemoState(slices_run)
+    (name,) = st.runs.names
+    _, mask = st.predict(str(tmp_path / "scan.nii.gz"), name)
+    uploaded = np.asarray(nib.load(str(mask)).dataobj)
+    viewed = st.runs.get(name).inferer().predict(case)  # what the Cases tab computes when nothing was saved
+    for other in (predicted, moved, uploaded, viewed):
+        np.testing.assert_array_equal(other, evaluated)

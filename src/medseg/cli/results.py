@@ -130,7 +130,7 @@ def postprocess_cmd(
     progress: bool = True,
 ) -> None:
     """Decide per class whether keeping the largest connected component helps; later predictions apply it."""
-    from medseg.engine.inferer import decide_postprocessing
+    from medseg.engine.load import decide_postprocessing
 
     d = decide_postprocessing(run, split, progress=progress)
     t = Table(title=f"Largest-component post-processing (decided on {split})")
@@ -159,7 +159,7 @@ def compare_cmd(
     split: Annotated[str, typer.Option(help="the evaluated split to compare")] = "test",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="folder for comparison.md/.csv/.html, paired.csv, comparison.json")] = None,
     by: Annotated[str, typer.Option(help="paired unit: case, or patient (per-case Dice averaged per patient)")] = "case",
-    macs: Annotated[bool, typer.Option(help="count multiply-accumulates (loads each model)")] = True,
+    macs: Annotated[bool, typer.Option(help="show the multiply-accumulates recorded at training time")] = True,
 ) -> None:
     """Compare runs: one table with accuracy, size, speed, memory and sensitivity, plus paired statistics.
 
@@ -211,8 +211,9 @@ def report_cmd(
     """Write a self-contained HTML report (images embedded) plus its PNGs: curves, per-class Dice, box plots,
     best/median/worst cases with error maps, the training GIF, the data set and the config."""
     from medseg.reports.html import make_comparison_report, make_report
+    from medseg.runs import is_run_dir
 
-    single = len(runs) == 1 and (runs[0] / "config.yaml").is_file()
+    single = len(runs) == 1 and is_run_dir(runs[0])
     if single and out is None:
         index = make_report(runs[0], split)
     else:

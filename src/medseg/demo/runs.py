@@ -5,8 +5,6 @@ Everything here is plain Python (no web framework), so it is tested without a br
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import threading
@@ -17,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg import runs
 from medseg.core.errors import MedsegError, RunError
 
 #: the evaluation split the demo shows
@@ -59,18 +58,14 @@ def safe_path(root: str | Path, relative: str) -> Path:
     return target
 
 
-def _num(v: str | None) -> float:
-    if v is None or v == "":
-        return math.nan
-    try:
-        return float(v)
-    except ValueError:
-        return math.nan
+def _float(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) else math.nan
 
 
 @dataclass
 class RunView:
-    """One run folder as the demo shows it (metadata is read once; cases on demand).
+    """One run folder as the demo shows it (metadata is read once; cases on demand), read through
+    :mod:`medseg.runs`; predictions come from the run's :class:`~medseg.engine.inferer.Inferer`.
 
     Args:
         root: the runs folder.
@@ -80,7 +75,7 @@ class RunView:
     root: Path
     path: Path
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _module: Any = field(default=None, repr=False)
+    _inferer: Any = field(default=None, repr=False)
     _losses: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
@@ -95,48 +90,35 @@ class RunView:
 
     @cached_property
     def info(self) -> dict[str, Any]:
-        p = self.path / "run.json"
-        try:
-            return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return runs.read_info(self.path)
 
     @cached_property
     def config(self) -> Any:
-        from medseg.runs import read_run
-
-        return read_run(self.path)[0]
+        return runs.read_run(self.path)[0]
 
     @cached_property
     def dataset(self) -> Any:
-        from medseg.runs import run_dataset
-
-        return run_dataset(self.path, self.info, self.config)
+        return runs.run_dataset(self.path, self.info, self.config)
 
     @property
     def eval_dir(self) -> Path:
-        return self.path / "eval" / SPLIT
+        return runs.eval_dir(self.path, SPLIT)
 
     @cached_property
     def summary(self) -> dict[str, Any]:
-        p = self.eval_dir / "summary.json"
-        try:
-            return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
-        except (OSError, json.JSONDecodeError):
-            return {}
+        return runs.read_summary(self.path, SPLIT)
 
     @cached_property
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """case → class → column → value, from ``eval/test/metrics.csv`` (empty if not evaluated)."""
-        p = self.eval_dir / "metrics.csv"
+        p = self.eval_dir / runs.METRICS_FILE
         out: dict[str, dict[str, dict[str, float]]] = {}
         if not p.is_file():
             return out
-        with open(p, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
-                case, cls = row.pop("case", ""), row.pop("class", "")
-                row.pop("patient", None)
-                out.setdefault(case, {})[cls] = {k: _num(v) for k, v in row.items()}
+        for row in runs.read_metrics(p):
+            case, cls = str(row.pop("case", "")), str(row.pop("class", ""))
+            row.pop("patient", None)
+            out.setdefault(case, {})[cls] = {k: _float(v) for k, v in row.items()}
         return out
 
     @cached_property
@@ -145,9 +127,7 @@ class RunView:
         if self.metrics:
             return list(self.metrics)
         try:
-            from medseg.data.splits import load_splits, select
-
-            return list(select(load_splits(self.path / "splits.json", self.dataset.patients), SPLIT, self.config.data.split.fold))
+            return runs.split_ids(self.path, self.dataset, SPLIT, self.config.data.split.fold)
         except Exception:
             return []
 
@@ -161,46 +141,31 @@ class RunView:
     def spatial_dims(self) -> int:
         return int(self.dataset.info.dims)
 
-    def module(self) -> Any:
-        """The trained model (loaded once, CPU unless the config says otherwise)."""
+    def inferer(self) -> Any:
+        """The run's inferer (its best checkpoint, loaded once, on the CPU)."""
         with self._lock:
-            if self._module is None:
-                from medseg.engine.inferer import load_module
+            if self._inferer is None:
+                from medseg.engine.load import load_inferer
 
-                self._module = load_module(self.path, "best", "cpu")
-            return self._module
+                self._inferer = load_inferer(self.path, device="cpu")
+            return self._inferer
 
     def prediction(self, case: Any) -> np.ndarray:
         """The saved test prediction of ``case``, or a fresh one when none was saved."""
-        p = self.eval_dir / "predictions" / f"{case.case_id}.npz"
-        if p.is_file():
-            try:
-                with np.load(p, allow_pickle=False) as z:
-                    label = z["label"]
-                if label.shape[-case.ndim :] == case.spatial_shape:
-                    return label
-            except (OSError, ValueError, KeyError):
-                pass
-        from medseg.engine.inferer import Predictor
-
-        return Predictor(self.module()).predict(case)
+        label = runs.read_prediction(self.path, SPLIT, case.case_id)
+        if label is not None and label.shape[-case.ndim :] == case.spatial_shape:
+            return label
+        return self.inferer().predict(case)
 
     def case_loss(self, case: Any) -> float:
         """The run's training loss on one case (computed once, NaN when it cannot be computed)."""
         if case.case_id in self._losses:
             return self._losses[case.case_id]
-        value = math.nan
-        try:
-            import torch
+        try:  # as `medseg evaluate` records it: the run's loss on the probabilities on the case's grid
+            from medseg.engine.case_loss import probability_loss
 
-            from medseg.data.loading import label_to_target, normalize_image
-
-            module = self.module()
-            with torch.inference_mode():
-                x = torch.as_tensor(normalize_image(case.image))[None].to(module.device)
-                y = torch.as_tensor(label_to_target(case))[None].to(module.device)
-                logits = module.predict_logits(x)
-                value = float(module.loss_fn(logits, y))
+            inferer = self.inferer()
+            value = probability_loss(inferer.nets[0], inferer.probabilities(case), case)
         except Exception:
             value = math.nan
         self._losses[case.case_id] = value
@@ -210,6 +175,7 @@ class RunView:
         """One line of the comparison table."""
         info, s = self.info, self.summary
         per_class = {name: (e.get("dice") or {}).get("mean") for name, e in (s.get("per_class") or {}).items()}
+        report = f"{runs.REPORT_DIR}/index.html"
         return {
             "run": self.name,
             "path": self.rel,
@@ -223,13 +189,13 @@ class RunView:
             "per_class_dice": per_class,
             "seconds_per_case": s.get("seconds_per_case"),
             "n_cases": s.get("n_cases"),
-            "report": "report/index.html" if (self.path / "report" / "index.html").is_file() else None,
-            "curves": "curves.png" if (self.path / "curves.png").is_file() else None,
+            "report": report if (self.path / report).is_file() else None,
+            "curves": runs.CURVES_FILE if (self.path / runs.CURVES_FILE).is_file() else None,
         }
 
 
 class RunsFolder:
-    """The runs below one folder (any depth up to 3), found by their ``config.yaml`` + ``run.json``.
+    """The runs below one folder (any depth up to 3), found by their ``config.yaml`` + ``checkpoints/``.
 
     Args:
         root: the folder given to ``medseg demo``.
@@ -247,7 +213,7 @@ class RunsFolder:
         found: dict[str, RunView] = {}
         candidates = [self.root] + [p for pat in ("*", "*/*", "*/*/*") for p in sorted(self.root.glob(pat)) if p.is_dir()]
         for p in candidates:
-            if p.name.startswith(".") or not (p / "config.yaml").is_file() or not (p / "checkpoints").is_dir():
+            if p.name.startswith(".") or not runs.is_run_dir(p, trained=True):
                 continue
             try:
                 p.resolve().relative_to(self.root)

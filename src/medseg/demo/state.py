@@ -222,7 +222,7 @@ class DemoState:
             raise DemoError("no run chosen", where="upload", fix="pick a run")
         up: Upload = read_upload(path, self.max_bytes)
         run = self.runs.get(run_name)
-        pred, _ = predict_upload(up.case, run.module(), progress)
+        pred, _ = predict_upload(up.case, run.inferer(), progress)
         folder = Path(tempfile.mkdtemp(prefix="mask-", dir=self.out_dir))
         mask_path = up.write_mask(pred, folder)
         _, colors, fg, multi = self.classes(run_name)

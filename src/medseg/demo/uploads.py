@@ -20,7 +20,6 @@ from medseg.core.case import Case
 from medseg.core.errors import MedsegError
 from medseg.demo.runs import DemoError
 from medseg.io import Source, read_image, write_mask
-from medseg.viz.render import plane_axes
 
 #: accepted upload suffixes (lower case)
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".zip", ".dcm", ".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
@@ -132,41 +131,23 @@ def adapt_channels(case: Case, in_channels: int) -> Case:
     return Case(image=image, label=None, affine=case.affine, case_id=case.case_id, meta=case.meta)
 
 
-def predict_upload(case: Case, module: Any, progress: Callable[[float, str], None] | None = None) -> tuple[np.ndarray, int | None]:
-    """Predict an uploaded case with a run's model, on the case's own grid.
+def predict_upload(case: Case, inferer: Any, progress: Callable[[float, str], None] | None = None) -> tuple[np.ndarray, int | None]:
+    """Predict an uploaded case with a run's inferer, on the case's own grid (as ``medseg predict`` does).
 
-    A 2D model predicts a volume slice by slice along its axial axis (from the affine); a 3D model
-    refuses 2D images.
+    A 2D model predicts a volume slice by slice in the plane it was trained on; a 3D model refuses 2D images.
 
     Args:
         case: the uploaded image.
-        module: the trained ``SegModule``.
+        inferer: the run's :class:`~medseg.engine.inferer.Inferer`.
         progress: called with (fraction done, text).
 
     Returns:
         The label map on the case's grid, and the axis the volume was sliced along (``None`` if not).
     """
-    from medseg.engine.inferer import Predictor
-
-    hp = module.hparams
-    dims, in_ch = int(hp["spatial_dims"]), int(hp["in_channels"])
-    case = adapt_channels(case, in_ch)
-    pred = Predictor(module)
-    report = progress or (lambda f, t: None)
-    if case.ndim == dims:
-        report(0.1, "predicting")
-        out = pred.predict(case)
-        report(1.0, "done")
-        return out, None
-    if dims == 3:
+    r = inferer.resolved
+    case = adapt_channels(case, r.in_channels)
+    if case.ndim < r.spatial_dims:
         raise DemoError("this run's model is 3D and the image is 2D", where=case.case_id, fix="pick a 2D run, or upload a volume")
-    axis = plane_axes(case.affine)["axial"] if case.affine.shape == (4, 4) else 0
-    n = case.spatial_shape[axis]
-    parts = []
-    for i in range(n):
-        img = np.take(case.image, i, axis=1 + axis)
-        sl = Case(image=img, label=None, affine=np.eye(3), case_id=f"{case.case_id}_{i}")
-        parts.append(pred.predict(sl))
-        report((i + 1) / n, f"slice {i + 1}/{n}")
-    lead = 1 if module.multi_label else 0
-    return np.stack(parts, axis=lead + axis), axis
+    report = progress or (lambda f, t: None)
+    report(0.05, "predicting")
+    return inferer.predict(case, progress=report), inferer.slice_axis(case)

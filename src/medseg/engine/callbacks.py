@@ -20,7 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medseg.core.atomic import atomic_path, write_text
 from medseg.data.loading import SegDataModule
-from medseg.engine.module import logits_to_labels
+from medseg.runs import CURVES_FILE, HISTORY_FILE, write_snapshot
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -102,21 +102,22 @@ class History(Callback):
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
         w.writerows(self.rows)
-        write_text(self.run_dir / "history.csv", buf.getvalue())
+        write_text(self.run_dir / HISTORY_FILE, buf.getvalue())
         from medseg.viz.plots import plot_curves
 
-        plot_curves(self.rows, self.run_dir / "curves.png")
+        plot_curves(self.rows, self.run_dir / CURVES_FILE)
 
 
 class Snapshots(Callback):
     """Saves a fixed validation case's prediction after every validation, for the training-sequence GIF.
 
-    Files: ``snapshots/epoch_NNNN.npz`` with ``label`` (a 2D slice) and ``snapshots/snapshot.json``
-    naming the case and slice.
+    Files (:func:`medseg.runs.write_snapshot`): ``snapshots/epoch_NNNN.npz`` with ``label`` (a 2D slice) and
+    ``snapshots/snapshot.json`` naming the case and slice. A volume — whether a 3D network or a 2D one
+    trained on its slices predicts it — is cut at the slice (along the first axis) with the most foreground.
     """
 
     def __init__(self, run_dir: Path, case_id: str | None):
-        self.dir = run_dir / "snapshots"
+        self.run_dir = run_dir
         self.case_id = case_id
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -125,23 +126,15 @@ class Snapshots(Callback):
         dm: SegDataModule = trainer.datamodule  # type: ignore[attr-defined]
         items = dm.items("val")
         item = next((it for it in items if it["case_id"] == self.case_id), items[0])
-        label = item["label"]
+        label = np.asarray(item["label"])
+        image = torch.as_tensor(np.asarray(item["image"]))[None]
+        pred = pl_module.inferer().labels(image).numpy()  # type: ignore[operator]
         z = None
-        if pl_module.spatial_dims == 3:
+        if image.ndim == 5:  # a volume: keep the slice with the most foreground
             fg = label.any(axis=0) if pl_module.multi_label else label[0] > 0
             z = int(np.argmax(fg.sum(axis=(1, 2))))
-        x = torch.as_tensor(item["image"])[None].to(pl_module.device)
-        with torch.no_grad():
-            pred = logits_to_labels(pl_module.predict_logits(x), pl_module.multi_label)[0].cpu().numpy()
-        if z is not None:
             pred = pred[:, z] if pl_module.multi_label else pred[z]
-        self.dir.mkdir(exist_ok=True)
-        with atomic_path(self.dir / f"epoch_{trainer.current_epoch:04d}.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, label=pred, epoch=trainer.current_epoch)
-        if not (self.dir / "snapshot.json").exists():
-            from medseg.core.atomic import write_json
-
-            write_json(self.dir / "snapshot.json", {"case": item["case_id"], "slice": z})
+        write_snapshot(self.run_dir, trainer.current_epoch, pred, {"case": item["case_id"], "slice": z})
 
 
 class LastCheckpoint(Callback):

@@ -13,7 +13,8 @@ from medseg.core.atomic import atomic_path
 from medseg.core.errors import ConfigError
 from medseg.data.loading import SegDataModule
 from medseg.engine.callbacks import peak_memory_mb
-from medseg.engine.module import SegModule, logits_to_labels
+from medseg.engine.module import SegModule
+from medseg.runs import checkpoints_dir
 
 
 def fit_classical(module: SegModule, dm: SegDataModule, run_dir: Path) -> dict[str, float]:
@@ -38,15 +39,15 @@ def fit_classical(module: SegModule, dm: SegDataModule, run_dir: Path) -> dict[s
     t0 = time.perf_counter()
     module.net.fit(images, labels)
     fit_s = time.perf_counter() - t0
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     ckpt_dir.mkdir(exist_ok=True)
     saved = module.net.save(ckpt_dir / "classical.npz")
     dice = []
     right = total = 0
+    inferer = module.inferer()
     with torch.no_grad():
         for it in dm.items("val"):
-            logits = module.predict_logits(torch.as_tensor(np.asarray(it["image"]))[None])
-            pred = logits_to_labels(logits, module.multi_label)[0].numpy()
+            pred = inferer.labels(torch.as_tensor(np.asarray(it["image"]))[None]).numpy()
             ref = np.asarray(it["label"]) > 0.5 if module.multi_label else np.asarray(it["label"])[0]
             dice.append(metrics_from_counts(confusion_counts(pred, ref, module.scored, module.multi_label))["dice"])
             r, n = correct_voxels(pred, ref)

@@ -1,58 +1,40 @@
-"""Load trained runs and predict cases on their own grid.
+"""The one inferer: every prediction medseg makes — validation, training snapshots, ``evaluate``,
+``predict``, ``postprocess`` and the demo (cases and uploads) — goes through :class:`Inferer`.
 
-``Predictor`` handles whole images, memory-bounded sliding windows for volumes larger than the
-training patch (``medseg.engine.sliding``), 3D volumes with a 2D model (batched slices), test-time
-mirroring, ensembles of runs or folds (mean of probabilities) and per-class largest-component
-post-processing.
+It works from the values a run trained with (:class:`medseg.runs.Resolved`), not from its config:
+
+* the case is prepared as in training — the run's preprocessing recipe (inverted afterwards, so the
+  result lies on the case's own grid), else a per-case, per-channel z-score;
+* an image larger than the training patch is predicted with a memory-bounded Gaussian sliding window
+  (:mod:`medseg.engine.sliding`), smaller ones whole;
+* a 2D network given a volume predicts it slice by slice in the plane it was trained on (the recorded
+  slice plane, found in each volume from its affine; axial for networks trained on 2D images);
+* test-time mirroring and ensembles (runs or folds) average probabilities over every flip of every
+  member, flipped back;
+* largest-component post-processing (the run's ``postprocessing.json``) is applied to label maps.
+
+Build one from run folders with :func:`medseg.engine.load.load_inferer`, or from modules in memory.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from medseg.config import resolve_device
 from medseg.core.case import Case
-from medseg.core.errors import ModelError, RunError
+from medseg.core.errors import ModelError
 from medseg.data.loading import normalize_image
-from medseg.engine.module import SegModule, plain_tensor
+from medseg.engine.postprocessing import apply_postprocessing
 from medseg.engine.sliding import sliding_window
-from medseg.runs import PREPROCESS_FILE, checkpoint_path
+from medseg.runs import Resolved
+from medseg.viz.render import plane_axes
 
-POSTPROCESS_FILE = "postprocessing.json"
-
-
-def load_module(run_dir: str | Path, which: str = "best", device: str = "cpu") -> SegModule:
-    """Rebuild a run's model from its checkpoint (tensors only: ``weights_only=True``)."""
-    path = checkpoint_path(run_dir, which)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        hp = ckpt["hyper_parameters"]
-        # the checkpoint holds the trained weights: don't read the pretrained ones again (they may be gone)
-        hp["config"]["model"]["params"].pop("pretrained", None)
-        module = SegModule(**hp)
-        if "classical" in ckpt:  # a fitted per-pixel classifier, saved as plain arrays beside the checkpoint
-            from medseg.models.classical import PixelClassifier
-
-            module.net = PixelClassifier.load(path.parent / ckpt["classical"])
-            module.__dict__["_forward"] = module.net
-        else:
-            module.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
-        raise RunError(
-            f"checkpoint is corrupt or from another model ({str(e).splitlines()[0][:120]})",
-            where=path,
-            fix="retrain, or use the other checkpoint (--checkpoint last)",
-        ) from None
-    module.run_dir = Path(run_dir)  # lets a Predictor find the run's preprocessing and post-processing
-    return module.eval().to(resolve_device(device))
+Progress = Callable[[float, str], None]
+#: fields ensemble members must share (they see the same input and their probabilities are averaged)
+SHARED = ("spatial_dims", "in_channels", "class_names", "multi_label", "patch_size", "slices", "slice_axis", "slice_plane", "preprocess")
 
 
 def tta_axes(mode: str | Sequence[int] | None, spatial_dims: int) -> list[tuple[int, ...]]:
@@ -68,203 +50,217 @@ def tta_axes(mode: str | Sequence[int] | None, spatial_dims: int) -> list[tuple[
     return combos
 
 
-def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest connected component (full connectivity) of a boolean mask."""
-    lab, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim))
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    return lab == int(sizes.argmax())
+def _first(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    return out[0] if isinstance(out, list | tuple) else out
 
 
-def apply_postprocessing(label: np.ndarray, classes: Sequence[int], multi_label: bool) -> np.ndarray:
-    """Keep only the largest component of each listed class (removed voxels become background)."""
-    out = label.copy()
-    for k in classes:
-        if multi_label:
-            out[k] = keep_largest_component(out[k].astype(bool))
-        else:
-            m = out == k
-            out[m & ~keep_largest_component(m)] = 0
-    return out
-
-
-class Predictor:
-    """Predicts label maps (or probabilities) for cases with one or several trained modules.
+class Inferer:
+    """Predicts label maps (or probabilities) for cases with one trained network or several.
 
     Args:
-        modules: one ``SegModule`` or several (an ensemble: probabilities are averaged).
-        tta: test-time mirroring: ``none``, ``all`` or a list of spatial axes.
+        nets: one network or several (an ensemble: probabilities are averaged); each maps
+            ``(B, C, *spatial)`` to logits. A ``SegModule`` carries its own :class:`Resolved` record.
+        resolved: what the networks were trained with (default: the first network's ``resolved``).
+        tta: test-time mirroring: ``none``, ``all`` or a list of spatial axes of the network's input.
         overlap: sliding-window overlap.
         sw_batch_size: windows (or slices) per forward pass.
-        postprocess: class indices whose largest connected component alone is kept; ``None`` reads
-            the decision saved in the (first) run folder by :func:`decide_postprocessing`, if any.
-        run_dir: the first module's run folder (default: where :func:`load_module` loaded it from),
-            for the saved post-processing decision and preprocessing recipe.
+        postprocess: class indices whose largest connected component alone is kept.
     """
 
     def __init__(
         self,
-        modules: SegModule | Sequence[SegModule],
+        nets: Callable[[torch.Tensor], Any] | Sequence[Callable[[torch.Tensor], Any]],
+        resolved: Resolved | None = None,
         *,
         tta: str | Sequence[int] | None = "none",
         overlap: float = 0.5,
         sw_batch_size: int = 4,
-        postprocess: Sequence[int] | None = None,
-        run_dir: str | Path | None = None,
+        postprocess: Sequence[int] = (),
     ):
-        self.modules = [modules] if isinstance(modules, SegModule) else list(modules)
-        first = self.modules[0]
-        for m in self.modules[1:]:
-            if m.class_names != first.class_names or m.multi_label != first.multi_label or m.hparams["in_channels"] != first.hparams["in_channels"]:
-                raise ModelError("ensemble members predict different classes or take different inputs", where="--ensemble", fix="ensemble runs of one data set")
-        self.module = first
-        self.multi_label = first.multi_label
-        self.num_classes = len(first.class_names)
-        self.model_dims = first.spatial_dims
-        self.flips = tta_axes(tta, self.model_dims)
+        self.nets = list(nets) if isinstance(nets, list | tuple) else [nets]
+        rec = resolved if resolved is not None else getattr(self.nets[0], "resolved", None)
+        if rec is None:
+            raise ModelError("the network has no record of what it was trained with", where="Inferer", fix="pass resolved=Resolved(...)")
+        self.resolved: Resolved = rec
+        for i, net in enumerate(self.nets[1:], start=2):
+            other = getattr(net, "resolved", None)
+            diff = next((f for f in SHARED if other is not None and getattr(other, f) != getattr(rec, f)), None)
+            if diff is not None:
+                raise ModelError(
+                    f"ensemble member {i} was trained with another {diff} ({getattr(other, diff)!r} vs {getattr(rec, diff)!r})",
+                    where="--ensemble",
+                    fix="ensemble runs trained on the same data with the same classes, patch and preprocessing",
+                )
+        if rec.context_slices:
+            raise ModelError("prediction with 2.5D context slices is not supported yet", where="data.context_slices", fix="train with context_slices=0")
+        self.flips = tta_axes(tta, rec.spatial_dims)
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
-        run_dir = run_dir if run_dir is not None else getattr(first, "run_dir", None)
-        if postprocess is None and run_dir is not None and (Path(run_dir) / POSTPROCESS_FILE).is_file():
-            postprocess = json.loads((Path(run_dir) / POSTPROCESS_FILE).read_text())["keep_largest"]
-        self.postprocess = list(postprocess or [])
-        self.spec: dict[str, Any] | None = None
-        if run_dir is not None and (Path(run_dir) / PREPROCESS_FILE).is_file():
-            self.spec = json.loads((Path(run_dir) / PREPROCESS_FILE).read_text())
-        if first.cfg.data.context_slices:
-            raise ModelError("prediction with 2.5D context slices is not supported yet", where="data.context_slices", fix="train with context_slices=0")
+        self.postprocess = [int(k) for k in postprocess]
+
+    # ----------------------------------------------------------------------------- properties
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.resolved.class_names)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.resolved.multi_label
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.resolved.class_names)
 
     @property
     def device(self) -> torch.device:
-        return self.module.device  # LightningModule's device (a fitted pixel classifier has no parameters)
+        net = self.nets[0]
+        if isinstance(getattr(net, "device", None), torch.device):
+            return net.device  # a LightningModule's device (a fitted pixel classifier has no parameters)
+        p = next(iter(net.parameters()), None) if isinstance(net, torch.nn.Module) else None
+        return p.device if p is not None else torch.device("cpu")
 
-    def _scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean probabilities over ensemble members and mirrorings, ``(B, K, *spatial)``."""
+    # ----------------------------------------------------------------------------- tensors
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean probabilities over members and mirrorings, ``(B, K, *spatial)``."""
         total = None
-        for m in self.modules:
+        for net in self.nets:
             for axes in self.flips:
                 dims = [a + 2 for a in axes]
-                xi = torch.flip(x, dims) if dims else x
-                out = m(xi)
-                logits = (out[0] if isinstance(out, list | tuple) else out).float()
+                logits = _first(net(torch.flip(x, dims) if dims else x)).float()
                 p = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, 1)
                 p = torch.flip(p, dims) if dims else p
                 total = p if total is None else total + p
         assert total is not None
-        return total / (len(self.modules) * len(self.flips))
+        return total / (len(self.nets) * len(self.flips))
 
     def _roi(self, spatial: Sequence[int]) -> list[int] | None:
-        ps = self.module.cfg.data.patch_size
+        ps = self.resolved.patch_size
         if ps and len(ps) == len(spatial) and any(s > p for s, p in zip(spatial, ps, strict=True)):
             return list(ps)
         return None
 
-    def _volume_scores(self, x: torch.Tensor, reduce: Any) -> torch.Tensor:
-        """``x``: ``(1, C, *spatial)`` with as many spatial axes as the model takes."""
+    def _reduce(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return (lambda p: p > 0.5) if self.multi_label else (lambda p: p.argmax(0))
+
+    def _image(self, x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+        """``x``: ``(1, C, *spatial)`` with the network's dimensionality → ``(K, *spatial)`` or reduced."""
         roi = self._roi(x.shape[2:])
         if roi is None:
-            p = self._scores(x)[0]
+            p = self._probs(x)[0]
             return reduce(p) if reduce is not None else p
-        out_dtype = torch.int16 if not self.multi_label else torch.bool
-        return sliding_window(
-            x, self._scores, roi, self.num_classes, overlap=self.overlap, sw_batch_size=self.sw_batch_size, reduce=reduce, out_dtype=out_dtype
-        )
+        out_dtype = torch.bool if self.multi_label else torch.int16
+        return sliding_window(x, self._probs, roi, self.num_classes, overlap=self.overlap, sw_batch_size=self.sw_batch_size, reduce=reduce, out_dtype=out_dtype)
+
+    def _slices(self, x: torch.Tensor, axis: int, reduce: Callable[[torch.Tensor], torch.Tensor] | None, progress: Progress | None) -> torch.Tensor:
+        """A 2D network on a volume ``(1, C, *spatial)``: batches of slices along ``axis``, stacked back."""
+        slices = x[0].movedim(axis + 1, 0)  # (n, C, *plane)
+        n = slices.shape[0]
+        windowed = self._roi(slices.shape[2:]) is not None
+        parts: list[torch.Tensor] = []
+        for i in range(0, n, self.sw_batch_size):
+            chunk = slices[i : i + self.sw_batch_size]
+            if windowed:
+                parts += [self._image(s[None], reduce).cpu() for s in chunk]
+            else:
+                p = self._probs(chunk)
+                parts += [(reduce(q) if reduce is not None else q).cpu() for q in p]
+            if progress is not None:
+                progress(min(i + self.sw_batch_size, n) / n, f"slice {min(i + self.sw_batch_size, n)}/{n}")
+        lead = 0 if reduce is not None and not self.multi_label else 1  # label maps have no channel axis
+        return torch.stack(parts, lead).movedim(lead, lead + axis)
+
+    def _run(self, x: torch.Tensor, axis: int | None, reduce: Callable[[torch.Tensor], torch.Tensor] | None, progress: Progress | None = None) -> torch.Tensor:
+        """One prepared image ``(1, C, *spatial)`` → ``(K, *spatial)`` probabilities or the reduced map, on the CPU."""
+        if x.ndim - 2 == self.resolved.spatial_dims:
+            out = self._image(x, reduce).cpu()
+            if progress is not None:
+                progress(1.0, "done")
+            return out
+        return self._slices(x, self.resolved.slice_axis if axis is None else axis, reduce, progress)
 
     @torch.inference_mode()
-    def _run(self, case: Case, reduce: Any) -> np.ndarray:
-        self._check(case)
-        record = None
-        if self.spec is not None:  # the run's preprocessing, inverted below
-            from medseg.data.preprocessing import preprocess_case
+    def scores(self, x: torch.Tensor, *, log: bool = False, axis: int | None = None) -> torch.Tensor:
+        """Probabilities ``(B, K, *spatial)`` for a batch of prepared (normalised) images, on ``x``'s device.
 
-            image, record = preprocess_case(case, self.spec)
+        With ``log``, scores a loss can take as logits: the network's own logits when one network sees
+        the whole image unmirrored, else the log-probabilities of the blend (softmax / sigmoid gives the
+        blended probabilities back). A volume given to a 2D network is sliced along ``axis`` (default
+        the recorded ``slice_axis``: the batch is in the training data's array order).
+        """
+        x = x.to(self.device)
+        spatial = x.shape[2:]
+        if len(spatial) == self.resolved.spatial_dims and self._roi(spatial) is None:
+            if log and len(self.nets) == 1 and self.flips == [()]:
+                return _first(self.nets[0](x)).float()
+            p = self._probs(x)
         else:
-            image = normalize_image(case.image)
-        x = plain_tensor(torch.as_tensor(image))[None].to(self.device)
-        out = self._forward_volume(x, case.ndim, reduce).numpy()
+            p = torch.stack([self._run(x[i : i + 1], axis, None) for i in range(x.shape[0])]).to(x.device)
+        if not log:
+            return p
+        return torch.logit(p, eps=1e-6) if self.multi_label else torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+
+    @torch.inference_mode()
+    def labels(self, x: torch.Tensor, *, axis: int | None = None) -> torch.Tensor:
+        """The label map of one prepared image ``(1, C, *spatial)`` (class indices, or ``(K, …)`` booleans), on the CPU."""
+        out = self._run(x.to(self.device), axis, self._reduce())
+        return out.to(torch.bool) if self.multi_label else out.to(torch.int16)
+
+    # ----------------------------------------------------------------------------- cases
+
+    def slice_axis(self, case: Case, affine: np.ndarray | None = None) -> int | None:
+        """The array axis of ``case`` (or of an array placed by ``affine``) a 2D network slices; None when
+        the network takes the case whole."""
+        if case.ndim == self.resolved.spatial_dims:
+            return None
+        plane = self.resolved.volume_plane
+        aff = case.affine if affine is None else np.asarray(affine)
+        if plane is not None and aff.shape == (4, 4):
+            return plane_axes(aff)[plane]
+        return self.resolved.slice_axis
+
+    def _check(self, case: Case) -> None:
+        r = self.resolved
+        dims_ok = case.ndim == r.spatial_dims or (case.ndim == 3 and r.spatial_dims == 2)
+        if not dims_ok or case.n_channels != r.in_channels:
+            raise ModelError(
+                f"input {case.case_id!r} is {case.ndim}D with {case.n_channels} channel(s); the model takes {r.spatial_dims}D images with {r.in_channels}",
+                where=case.meta.get("source", case.case_id),
+                fix="use a run trained on data of this kind (or convert the image)",
+            )
+
+    def prepare(self, case: Case) -> tuple[torch.Tensor, dict[str, Any] | None, int | None]:
+        """The network's view of a case: ``(image (1, C, *shape), record, slice axis)``.
+
+        The image is preprocessed with the run's recipe (``record`` inverts it) or z-scored per case.
+        """
+        self._check(case)
+        if self.resolved.preprocess is not None:
+            from medseg.data.preprocessing import PreprocessSpec, preprocess_pair
+
+            image, _, record = preprocess_pair(case, PreprocessSpec.from_dict(self.resolved.preprocess), with_label=False)
+            affine = np.asarray(record["affine"])
+        else:
+            image, record, affine = normalize_image(case.image), None, case.affine
+        return torch.as_tensor(image)[None], record, self.slice_axis(case, affine)
+
+    def _case(self, case: Case, reduce: Callable[[torch.Tensor], torch.Tensor] | None, progress: Progress | None) -> np.ndarray:
+        x, record, axis = self.prepare(case)
+        with torch.inference_mode():
+            out = self._run(x.to(self.device), axis, reduce, progress).numpy()
         if record is None:
             return out
         from medseg.data.preprocessing import invert_label, invert_probabilities
 
         return invert_label(out, record) if reduce is not None else invert_probabilities(out, record, self.multi_label)
 
-    def _forward_volume(self, x: torch.Tensor, ndim: int, reduce: Any) -> torch.Tensor:
-        if ndim == self.model_dims:
-            out = self._volume_scores(x, reduce)
-        else:  # a 3D volume with a 2D model: batches of slices along the first axis
-            slices = x[0].permute(1, 0, 2, 3)  # (D, C, H, W)
-            parts = []
-            for i in range(0, slices.shape[0], self.sw_batch_size):
-                chunk = slices[i : i + self.sw_batch_size]
-                res = [self._volume_scores(s[None], reduce) for s in chunk] if self._roi(chunk.shape[2:]) else None
-                if res is None:
-                    p = self._scores(chunk)  # (b, K, H, W)
-                    res = [reduce(q) if reduce is not None else q for q in p]
-                parts += res
-            stack_axis = 0 if reduce is not None and not self.multi_label else 1
-            out = torch.stack([r.cpu() for r in parts], stack_axis)
-        return out.cpu()
-
-    def probabilities(self, case: Case) -> np.ndarray:
+    def probabilities(self, case: Case, progress: Progress | None = None) -> np.ndarray:
         """Softmax (or sigmoid) probabilities ``(K, *spatial)`` on the case's grid."""
-        return self._run(case, None).astype(np.float32)
+        return self._case(case, None, progress).astype(np.float32)
 
-    def predict(self, case: Case) -> np.ndarray:
-        """Label map on the case's grid: class indices, or booleans ``(K, ...)`` for multi-label."""
-        reduce = (lambda p: p > 0.5) if self.multi_label else (lambda p: p.argmax(0))
-        out = self._run(case, reduce)
+    def predict(self, case: Case, progress: Progress | None = None) -> np.ndarray:
+        """Label map on the case's grid: class indices, or booleans ``(K, ...)`` for multi-label; post-processed."""
+        out = self._case(case, self._reduce(), progress)
         out = out.astype(bool) if self.multi_label else out.astype(np.int16)
         return apply_postprocessing(out, self.postprocess, self.multi_label) if self.postprocess else out
-
-    def _check(self, case: Case) -> None:
-        hp = self.module.hparams
-        dims_ok = case.ndim == self.model_dims or (case.ndim == 3 and self.model_dims == 2)
-        if not dims_ok or case.n_channels != hp["in_channels"]:
-            raise ModelError(
-                f"input {case.case_id!r} is {case.ndim}D with {case.n_channels} channel(s); the model takes {self.model_dims}D images with {hp['in_channels']}",
-                where=case.meta.get("source", case.case_id),
-                fix="use a run trained on data of this kind (or convert the image)",
-            )
-
-
-def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: str = "best", progress: bool = True) -> dict[str, Any]:
-    """Per class, keep only the largest connected component if that raises the mean Dice on ``split``.
-
-    The decision is saved in ``RUN/postprocessing.json`` and applied by every later prediction.
-    """
-    from medseg.core.atomic import write_json
-    from medseg.core.progress import track
-    from medseg.data.splits import load_splits, select
-    from medseg.metrics.overlap import confusion_counts, metrics_from_counts
-    from medseg.runs import read_run, run_dataset
-
-    run_dir = Path(run_dir)
-    config, info = read_run(run_dir)
-    ds = run_dataset(run_dir, info, config)
-    ids = select(load_splits(run_dir / "splits.json", ds.patients), split, config.data.split.fold)
-    if not ids:
-        raise RunError(f"the {split} set is empty", where=run_dir / "splits.json", fix="decide on another split (--split test is optimistic)")
-    predictor = Predictor(load_module(run_dir, checkpoint, config.train.device), postprocess=[])
-    scored = ds.info.foreground
-    before: list[np.ndarray] = []
-    after: list[np.ndarray] = []
-    for cid in track(ids, f"post-processing on {split}", enabled=progress):
-        case = ds.load_case(cid)
-        pred = predictor.predict(case)
-        processed = apply_postprocessing(pred, scored, ds.info.multi_label)
-        before.append(metrics_from_counts(confusion_counts(pred, case.label, scored, ds.info.multi_label))["dice"])
-        after.append(metrics_from_counts(confusion_counts(processed, case.label, scored, ds.info.multi_label))["dice"])
-    with np.errstate(all="ignore"):
-        b = np.nanmean(np.stack(before), axis=0)
-        a = np.nanmean(np.stack(after), axis=0)
-    keep = [int(k) for k, x, y in zip(scored, b, a, strict=True) if np.isfinite(x) and np.isfinite(y) and y > x]
-    decision = {
-        "keep_largest": keep,
-        "split": split,
-        "dice_before": {ds.info.class_names[k]: float(x) for k, x in zip(scored, b, strict=True)},
-        "dice_after": {ds.info.class_names[k]: float(y) for k, y in zip(scored, a, strict=True)},
-    }
-    write_json(run_dir / POSTPROCESS_FILE, decision)
-    return decision

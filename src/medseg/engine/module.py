@@ -9,13 +9,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from medseg.config import Config, TrainConfig
 from medseg.core.errors import TrainingError
+from medseg.engine.inferer import Inferer
 from medseg.losses import build_loss
 from medseg.metrics.overlap import confusion_counts, correct_voxels, metrics_from_counts
 from medseg.models import create_model
+from medseg.runs import Resolved, derive_resolved
 
 
 def logits_to_labels(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
@@ -81,12 +82,24 @@ class SegModule(L.LightningModule):
         in_channels: image channels.
         class_names: names of the classes (background first unless multi-label).
         multi_label: sigmoid per class instead of softmax.
+        resolved: what the run trains with (:class:`~medseg.runs.Resolved` as a dict: the plan's patch,
+            slicing, preprocessing); validation predicts with it. Default: derived from ``config``.
     """
 
-    def __init__(self, config: dict[str, Any], spatial_dims: int, in_channels: int, class_names: list[str], multi_label: bool = False):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        spatial_dims: int,
+        in_channels: int,
+        class_names: list[str],
+        multi_label: bool = False,
+        *,
+        resolved: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.cfg = Config.model_validate(config)
+        self.resolved: Resolved = Resolved.from_dict(resolved) if resolved else derive_resolved(self.cfg, dict(self.hparams))
         self.class_names = list(class_names)
         self.multi_label = multi_label
         self.spatial_dims = spatial_dims
@@ -115,22 +128,13 @@ class SegModule(L.LightningModule):
                 self.net.to(memory_format=torch.channels_last)
                 self._channels_last = True
 
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Whole-image forward, or a sliding window when the image exceeds the training patch; a volume
-        given to a 2D model (trained on slices) is predicted slice by slice."""
-        if x.ndim == self.spatial_dims + 3:
-            b, c, d = x.shape[:3]
-            flat = x.permute(0, 2, 1, 3, 4).reshape(b * d, c, *x.shape[3:])
-            out = torch.cat([self.predict_logits(flat[i : i + 16]) for i in range(0, flat.shape[0], 16)])
-            return out.reshape(b, d, out.shape[1], *out.shape[2:]).permute(0, 2, 1, 3, 4)
-        ps = self.cfg.data.patch_size
-        if ps and any(s > p for s, p in zip(x.shape[2:], ps, strict=True)):
-            return sliding_window_inference(x, roi_size=list(ps), sw_batch_size=4, predictor=lambda t: _first(self(t)), overlap=0.5, mode="gaussian")
-        return _first(self(x))
+    def inferer(self) -> Inferer:
+        """The network as an :class:`~medseg.engine.inferer.Inferer` (what validation and snapshots predict with)."""
+        return Inferer(self, self.resolved)
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         x, y = plain_tensor(batch["image"]), plain_tensor(batch["label"])
-        out = self(x) if stage == "train" else self.predict_logits(x)
+        out = self(x) if stage == "train" else self.inferer().scores(x, log=True)
         loss = self.loss_fn(out, y)
         if stage == "train" and not torch.isfinite(loss):
             raise TrainingError(

@@ -1,4 +1,4 @@
-"""ONNX export of a run's network and an ONNX Runtime backend for ``Predictor``.
+"""ONNX export of a run's network and an ONNX Runtime backend for the :class:`~medseg.engine.inferer.Inferer`.
 
 The network inside medseg's pad-to-multiple wrapper is exported with dynamic batch and spatial
 axes; padding and cropping stay in PyTorch around the ONNX Runtime session, so any input size works
@@ -17,10 +17,10 @@ import torch.nn as nn
 
 from medseg.core.atomic import atomic_path, write_json
 from medseg.core.errors import DependencyError, RunError
-from medseg.engine.inferer import load_module
+from medseg.engine.checkpoint import load_module
 from medseg.engine.module import SegModule
+from medseg.runs import EXPORT_DIR
 
-EXPORT_DIR = "export"
 ONNX_FILE = "model.onnx"
 
 
@@ -44,7 +44,7 @@ def export_onnx(run_dir: str | Path, checkpoint: str = "best", opset: int = 18) 
     core, pad = _split_wrapper(module.net)
     nd = module.spatial_dims
     mult = [pad["multiple"]] * nd if isinstance(pad["multiple"], int) else list(pad["multiple"])
-    ps = module.cfg.data.patch_size or [64] * nd
+    ps = module.resolved.patch_size or [64] * nd
     size = [max(int(p), pad["min_size"]) for p in ps]
     size = [s + (-s) % m for s, m in zip(size, mult, strict=True)]
     x = torch.randn(1, module.hparams["in_channels"], *size)

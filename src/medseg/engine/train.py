@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from medseg import __version__
 from medseg.config import Config, resolve_device
-from medseg.core.atomic import write_json
 from medseg.core.errors import ConfigError, DependencyError, MedsegError, RunError, TrainingError
 from medseg.data.loading import SegDataModule
 from medseg.data.source import open_dataset, resolve_splits
@@ -30,7 +30,7 @@ from medseg.engine.classical import fit_classical
 from medseg.engine.length import TimeBudget, resolve_length, warn_if_short
 from medseg.engine.module import SegModule
 from medseg.models import MODELS, count_parameters
-from medseg.runs import CONFIG_FILE, PREPROCESS_FILE, prepare_run_dir, read_run, update_run
+from medseg.runs import CONFIG_FILE, prepare_run_dir, read_run, resolve_training, update_run, write_preprocess
 
 #: config fields that may change when a run is resumed; everything else must match the checkpoint's run.
 RESUMABLE_CHANGES = {
@@ -161,10 +161,12 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     splits = resolve_splits(config, ds, run_dir if rank == 0 else None)
     info = ds.info
     dm = SegDataModule(config, ds, splits)
-    # the batches' geometry, not the data set's: 2D slices of volumes, 2.5D context channels
-    module = SegModule(config.dump(), dm.spatial_dims, dm.in_channels, info.class_names, info.multi_label)
-    if config.data.preprocess.enabled and rank == 0:  # build the cache now, and keep its recipe for inference
-        write_json(run_dir / PREPROCESS_FILE, dm.cache.spec.to_dict())
+    # the batches' geometry, not the data set's: 2D slices of volumes, 2.5D context channels; the patch the
+    # plan gives, the preprocessing (the cache is built now) — saved, so inference predicts as trained
+    resolved = resolve_training(config, dm)
+    module = SegModule(config.dump(), dm.spatial_dims, dm.in_channels, info.class_names, info.multi_label, resolved=resolved.to_dict())
+    if resolved.preprocess is not None and rank == 0:
+        write_preprocess(run_dir, resolved.preprocess)
     length = resolve_length(config.train, len(dm.train_dataset()), config.data.batch_size)
     dm.batches_per_epoch = length.batches_per_epoch
     module.schedule_total = length.total_steps
@@ -183,6 +185,8 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
             dataset_name=info.name,
             model=config.model.name,
             parameters=count_parameters(module.net),
+            macs=_macs(config, resolved, dm),
+            resolved=resolved.to_dict(),
             device=device,
             n_train=len(dm.ids("train")),
             n_val=len(dm.ids("val")),
@@ -285,6 +289,24 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
         best_epoch=_best_epoch(history),
     )
     return run_dir
+
+
+def _macs(config: Config, resolved: Any, dm: SegDataModule) -> dict[str, Any]:
+    """Multiply-accumulates of one forward pass at the training patch (or the first training image), counted on
+    the meta device (shapes only, nothing computed); ``None`` when the model cannot be traced there."""
+    from medseg.models.complexity import build_on_meta, macs
+
+    size = resolved.patch_size
+    if size is None:
+        shape = list(np.shape(dm.items("train")[0]["image"])[1:])
+        size = [s for i, s in enumerate(shape) if not (resolved.slices and i == resolved.slice_axis)]
+    params = {k: v for k, v in config.model.params.items() if k != "pretrained"}
+    try:
+        net = build_on_meta(config.model.name, resolved.spatial_dims, resolved.in_channels, len(resolved.class_names), **params)
+        value: int | None = macs(net, (1, resolved.in_channels, *size), device="meta")
+    except Exception:  # MACs are informative; a model the counter cannot trace on the meta device records none
+        value = None
+    return {"value": value, "input": [int(s) for s in size]}
 
 
 def _best_epoch(history: History) -> int | None:

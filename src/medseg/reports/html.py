@@ -30,10 +30,10 @@ import numpy as np
 
 from medseg.core.atomic import write_text
 from medseg.core.errors import RunError
-from medseg.data.splits import load_splits, select
+from medseg.data.splits import select
 from medseg.metrics.registry import METRICS
 from medseg.reports.tables import STUDY_NOTE, TABLE_NOTE, display_table, html_table, paired_table, study_table, write_comparison
-from medseg.runs import RunResult, run_dataset
+from medseg.runs import REPORT_DIR, RunResult, read_prediction, read_snapshots, read_splits, run_dataset
 from medseg.viz import figures
 from medseg.viz.plots import plot_curves
 from medseg.workflows.compare import Comparison, compare_runs
@@ -67,14 +67,6 @@ def _legend(ds: Any) -> str:
     return f"<p class='legend'>Classes: {items} &nbsp;·&nbsp; Error maps: {errs}</p>"
 
 
-def _load_pred(r: RunResult, case_id: str) -> np.ndarray | None:
-    path = r.path / "eval" / r.split / "predictions" / f"{case_id}.npz"
-    if not path.is_file():
-        return None
-    with np.load(path) as z:
-        return z["label"]
-
-
 def _gallery(results: list[RunResult], ds: Any, out: Path) -> str:
     per_run = [r.per_case() for r in results]
     common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
@@ -90,7 +82,7 @@ def _gallery(results: list[RunResult], ds: Any, out: Path) -> str:
     for tag in GALLERY_PICKS:
         cid = picks[tag]
         case = ds.load_case(cid)
-        preds = [(r.label, _load_pred(r, cid)) for r in results]
+        preds = [(r.label, read_prediction(r.path, r.split, cid)) for r in results]
         if any(p is None for _, p in preds):
             return "<p class='note'>Predictions were not saved (evaluate with predictions to see the cases).</p>"
         img, ref, _, z = figures.slice_of(case.image, case.label, None, ds.info.multi_label)
@@ -106,7 +98,7 @@ def _training_gifs(results: list[RunResult], ds: Any, out: Path) -> str:
     colors = [c.color for c in ds.info.classes]
     figs = []
     for i, r in enumerate(results):
-        snap = figures.read_snapshots(r.path)
+        snap = read_snapshots(r.path)
         if snap is None:
             continue
         meta, frames = snap
@@ -115,7 +107,10 @@ def _training_gifs(results: list[RunResult], ds: Any, out: Path) -> str:
         except Exception:
             continue
         z = meta.get("slice")
-        img, ref, _, _ = figures.slice_of(case.image, case.label, None, ds.info.multi_label, z) if z is not None else (case.image[0], case.label, None, None)
+        img, ref, _, z = figures.slice_of(case.image, case.label, None, ds.info.multi_label, z)
+        lead = 1 if ds.info.multi_label else 0
+        if z is not None:  # whole predicted volumes (older runs of 2D models on slices): cut them like the image
+            frames = [(e, f[:, z] if lead else f[z]) if f.ndim == case.ndim + lead else (e, f) for e, f in frames]
         path = figures.training_gif(out / f"training_{i}.gif", img, ref, frames, colors, title=r.label if len(results) > 1 else "")
         cap = f"{r.label}: case {meta['case']}" + (f", slice {z}" if z is not None else "") + f", {len(frames)} epochs"
         figs.append(f"<figure>{_img(path, f'training sequence {r.label}')}<figcaption>{html.escape(cap)}</figcaption></figure>")
@@ -125,7 +120,7 @@ def _training_gifs(results: list[RunResult], ds: Any, out: Path) -> str:
 
 
 def _dataset_section(r: RunResult, ds: Any, out: Path, max_per_split: int = 100) -> str:
-    splits = load_splits(r.path / "splits.json", ds.patients) if (r.path / "splits.json").is_file() else {}
+    splits = read_splits(r.path, ds)
     fold = r.config.data.split.fold
     sets = {s: select(splits, s, fold) for s in ("train", "val", "test")} if splits else {"all": ds.case_ids}
     names = ds.info.class_names
@@ -290,7 +285,7 @@ def make_report(run_dir: str | Path, split: str = "test") -> Path:
     """
     run_dir = Path(run_dir)
     cmp = compare_runs([run_dir], split)
-    return build_report(cmp, run_dir / "report", cmp.runs[0].config.name)
+    return build_report(cmp, run_dir / REPORT_DIR, cmp.runs[0].config.name)
 
 
 def make_comparison_report(runs: list[str | Path], split: str = "test", out: str | Path | None = None, by: str = "case", title: str | None = None) -> Path:

@@ -8,7 +8,6 @@ yellow, a wrong class orange.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,19 +207,6 @@ def training_gif(
     with atomic_path(path) as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=450, loop=0)
     return path
-
-
-def read_snapshots(run_dir: Path) -> tuple[dict[str, Any], list[tuple[int, np.ndarray]]] | None:
-    """``snapshots/snapshot.json`` and the per-epoch predictions, or None when the run has none."""
-    d = run_dir / "snapshots"
-    if not (d / "snapshot.json").is_file():
-        return None
-    meta = json.loads((d / "snapshot.json").read_text(encoding="utf-8"))
-    snaps = []
-    for f in sorted(d.glob("epoch_*.npz")):
-        with np.load(f) as z:
-            snaps.append((int(z["epoch"]) if "epoch" in z.files else int(f.stem.split("_")[1]), z["label"]))
-    return (meta, snaps) if snaps else None
 
 
 def sample_grid(path: Path, items: Sequence[tuple[str, np.ndarray, np.ndarray]], colors: Sequence[Sequence[int]], legend: tuple[list[str], list]) -> Path:

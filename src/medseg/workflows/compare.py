@@ -28,7 +28,7 @@ import numpy as np
 from medseg.core.errors import ConfigError, RunError
 from medseg.metrics.paired import ALPHA, paired_stats
 from medseg.metrics.registry import METRICS
-from medseg.runs import RunResult, expand_runs, load_result
+from medseg.runs import RunResult, expand_runs, load_result, prediction_files, read_macs
 
 #: Below this many paired cases (or patients) a warning says the test set is too small to tell.
 MIN_PAIRED = 10
@@ -59,26 +59,9 @@ class Comparison:
 
 
 def _macs(result: RunResult) -> tuple[int | None, str]:
-    """MACs of one forward pass at the evaluated input size (first case's prediction, or the patch)."""
-    try:
-        from medseg.engine.inferer import load_module
-        from medseg.models import macs
-
-        module = load_module(result.path, "best", "cpu")
-        size = result.config.data.patch_size
-        if not size:
-            pred_dir = result.path / "eval" / result.split / "predictions"
-            first = next(iter(sorted(pred_dir.glob("*.npz"))), None)
-            if first is None:
-                return None, ""
-            with np.load(first) as z:
-                shape = z["label"].shape
-            dims = int(module.hparams.get("spatial_dims", len(shape)))
-            size = list(shape[-dims:])
-        in_ch = int(module.hparams.get("in_channels", 1))
-        return macs(module.net, (1, in_ch, *size)), "×".join(map(str, size))
-    except Exception:  # MACs are informative; a model the counter cannot trace leaves the cell empty
-        return None, ""
+    """MACs of one forward pass, as recorded at training time (``run.json``), and the input size counted."""
+    value, size = read_macs(result.path)
+    return value, "×".join(map(str, size)) if value is not None else ""
 
 
 def _sweep_sensitivity(result: RunResult) -> dict[str, Any] | None:
@@ -164,7 +147,7 @@ def table_row(result: RunResult, with_macs: bool = True) -> dict[str, Any]:
 def _slices_per_case(result: RunResult) -> float:
     """Mean number of 2D slices per evaluated case (1 for 2D data), from up to 20 saved predictions."""
     counts = []
-    for f in sorted((result.path / "eval" / result.split / "predictions").glob("*.npz"))[:20]:
+    for f in prediction_files(result.path, result.split)[:20]:
         with np.load(f) as z:
             shape = z["label"].shape
             dims = int(z["affine"].shape[0]) - 1 if "affine" in z.files else len(shape)
@@ -197,7 +180,7 @@ def compare_runs(runs: list[str | Path], split: str = "test", by: str = "case", 
         split: the evaluated split to compare.
         by: paired unit, ``"case"`` or ``"patient"`` (per-case Dice averaged per patient first;
             use it when a patient contributes several cases, which are not independent).
-        with_macs: count multiply-accumulates (loads each model once).
+        with_macs: show the multiply-accumulates recorded at training time.
         seed: bootstrap seed.
 
     Returns:

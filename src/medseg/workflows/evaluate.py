@@ -33,9 +33,8 @@ from medseg.config import EvalConfig, config_from_dict
 from medseg.core.atomic import atomic_dir
 from medseg.core.errors import DatasetError, MedsegError, RunError, SplitError
 from medseg.core.progress import track
-from medseg.data.splits import load_splits, select
 from medseg.io import read_mask
-from medseg.runs import read_run, run_dataset, update_run
+from medseg.runs import PREDICTIONS_DIR, SPLITS_FILE, checkpoints_dir, eval_dir, read_run, run_dataset, save_prediction, split_ids, update_run
 from medseg.workflows.masks import check_mask_grid, list_masks, parse_labels
 from medseg.workflows.scoring import MetricTable, conventions, metric_columns, score_case
 
@@ -65,7 +64,7 @@ def evaluate_run(
         The evaluation folder.
     """
     from medseg.engine.case_loss import probability_loss
-    from medseg.engine.inferer import Predictor, load_module
+    from medseg.engine.load import load_inferer
 
     run_dir = Path(run_dir)
     config, info = read_run(run_dir)
@@ -75,42 +74,37 @@ def evaluate_run(
     split = split or cfg.split
     checkpoint = checkpoint or cfg.checkpoint
     ds = run_dataset(run_dir, info, config)
-    if not (run_dir / "splits.json").is_file():
-        raise RunError("run has no splits.json", where=run_dir, fix="re-run `medseg train`")
-    splits = load_splits(run_dir / "splits.json", ds.patients)
-    ids = select(splits, split, config.data.split.fold)
+    ids = split_ids(run_dir, ds, split, config.data.split.fold)
     if not ids:
-        raise SplitError(f"the {split} set of this run is empty", where=run_dir / "splits.json", fix="evaluate another split (--split val)")
+        raise SplitError(f"the {split} set of this run is empty", where=run_dir / SPLITS_FILE, fix="evaluate another split (--split val)")
     try:
-        module = load_module(run_dir, checkpoint, config.train.device)
+        inferer = load_inferer(run_dir, checkpoint=checkpoint, device=config.train.device)
     except MedsegError:
         raise
     except Exception as e:  # e.g. pickle.UnpicklingError from a truncated or foreign file
         raise RunError(
             f"checkpoint '{checkpoint}' is corrupt or unreadable ({type(e).__name__})",
-            where=run_dir / "checkpoints",
+            where=checkpoints_dir(run_dir),
             fix="retrain, or use the other checkpoint (--checkpoint last)",
         ) from None
-    predictor = Predictor(module)
     scored = ds.info.foreground
     names = [ds.info.class_names[k] for k in scored]
     acc = MetricTable(names, metric_columns(cfg), ["case", "patient"], ds.info.class_names, ds.info.multi_label, loss_name=config.train.loss)
-    out = run_dir / "eval" / split
+    out = eval_dir(run_dir, split)
     t_total = 0.0
     t_metrics = 0.0
     with atomic_dir(out, overwrite=True) as tmp:
         if save_predictions:
-            (tmp / "predictions").mkdir()
+            (tmp / PREDICTIONS_DIR).mkdir()
         for cid in track(ids, f"evaluate {split}", enabled=progress):
             case = ds.load_case(cid)
             t0 = time.perf_counter()
-            pred = predictor.predict(case)
+            pred = inferer.predict(case)
             t_total += time.perf_counter() - t0
             if save_predictions:
-                with open(tmp / "predictions" / f"{cid}.npz", "wb") as fh:
-                    np.savez_compressed(fh, label=pred, affine=case.affine)
+                save_prediction(tmp / PREDICTIONS_DIR, cid, pred, case.affine)
             if cfg.loss:  # the test loss: the run's loss function on this case (not counted in the latency)
-                acc.losses[cid] = probability_loss(module, predictor.probabilities(case), case)
+                acc.losses[cid] = probability_loss(inferer.nets[0], inferer.probabilities(case), case)
             t0 = time.perf_counter()
             m = score_case(pred, case.label, scored, names, case.spacing, cfg=cfg, multi_label=ds.info.multi_label)
             acc.add({"case": cid, "patient": case.patient_id}, pred, case.label, m)

@@ -11,11 +11,11 @@ from medseg.core.atomic import atomic_dir, write_json
 from medseg.core.case import Case
 from medseg.core.errors import MedsegError, RunError
 from medseg.core.progress import track
-from medseg.engine.inferer import Predictor, load_module
+from medseg.engine.load import load_inferer
 from medseg.io import Source, check_format, read_images, write_mask
 from medseg.io.raster import write_overlay
 from medseg.io.rle import rle_rows, write_rle_csv
-from medseg.runs import read_run
+from medseg.runs import read_info
 
 
 def _dataset_cases(path: Path, split: str | None) -> Iterator[tuple[Case, Source]]:
@@ -82,17 +82,9 @@ def predict(
     out = Path(out)
     if out.exists() and not overwrite:
         raise MedsegError("output folder already exists", where=out, fix="choose another --out or pass --overwrite")
-    if backend == "onnx":
-        from medseg.engine.onnx import load_onnx_module
-
-        modules = [load_onnx_module(r, checkpoint) for r in runs]
-    elif backend == "torch":
-        modules = [load_module(r, checkpoint, device) for r in runs]
-    else:
-        raise MedsegError(f"unknown backend {backend!r}", where="--backend", fix="use torch or onnx")
-    _, info = read_run(runs[0])
-    predictor = Predictor(modules, tta=tta, overlap=overlap, run_dir=runs[0])
-    names = modules[0].class_names
+    predictor = load_inferer(runs, checkpoint=checkpoint, device=device, backend=backend, tta=tta, overlap=overlap)
+    info = read_info(runs[0])
+    names = predictor.class_names
     from medseg.data.store import DATASET_FILE, load_dataset
 
     input = Path(input)

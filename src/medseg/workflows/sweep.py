@@ -199,16 +199,6 @@ def point_group(point: dict[str, Any], base: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- running one point
 
 
-def _status(run_dir: Path) -> str:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return "missing"
-    try:
-        return str(json.loads(path.read_text(encoding="utf-8")).get("status", "unknown"))
-    except json.JSONDecodeError:
-        return "unknown"
-
-
 #: fields that may differ between a finished run and the sweep that reuses it (where and how it ran, not what)
 IGNORED_CHANGES = (
     "name",
@@ -255,10 +245,10 @@ def run_point(
 ) -> dict[str, Any]:
     """Train (or skip, or resume) one point and evaluate it; returns its ``sweep.json`` entry."""
     from medseg.engine.train import train
-    from medseg.runs import read_run, update_run
+    from medseg.runs import has_checkpoint, read_run, read_summary, run_status, update_run
 
     train_fn = train_fn or train
-    status = _status(run_dir)
+    status = run_status(run_dir)
     action = "trained"
     if status == "finished":
         saved, _ = read_run(run_dir)
@@ -271,7 +261,7 @@ def run_point(
                 fix="sweep into another --out, or delete that run folder",
             )
         action = "skipped"
-    elif status != "missing" and (run_dir / "checkpoints" / "last.ckpt").is_file():
+    elif status != "missing" and has_checkpoint(run_dir, "last"):
         train_fn(cfg, run_dir, progress=progress, resume=True)
         action = "resumed"
     else:
@@ -281,12 +271,11 @@ def run_point(
     split = cfg.eval.split
     test_dice = None
     if evaluate:
-        summary_path = run_dir / "eval" / split / "summary.json"
-        if not summary_path.is_file():
+        if not read_summary(run_dir, split):
             from medseg.workflows.evaluate import evaluate_run
 
             evaluate_run(run_dir, split=split, progress=progress)
-        test_dice = json.loads(summary_path.read_text(encoding="utf-8")).get("mean_dice")
+        test_dice = read_summary(run_dir, split).get("mean_dice")
     best = (info.get("best_metric") or {}).get("value")
     return {
         "name": run_dir.name,

@@ -1,0 +1,106 @@
+"""From run folders to a ready :class:`~medseg.engine.inferer.Inferer`, and the post-processing decision.
+
+:func:`load_inferer` is how ``evaluate``, ``predict``, ``postprocess`` and the demo get their inferer:
+the networks of one run or several (an ensemble), eager PyTorch or ONNX Runtime, the run's resolved
+training record and its post-processing decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.core.errors import MedsegError, RunError
+from medseg.engine.checkpoint import load_module
+from medseg.engine.inferer import Inferer
+from medseg.engine.postprocessing import apply_postprocessing
+
+BACKENDS = ("torch", "onnx")
+
+
+def load_inferer(
+    runs: str | Path | Sequence[str | Path],
+    *,
+    checkpoint: str = "best",
+    device: str = "auto",
+    backend: str = "torch",
+    tta: str | Sequence[int] | None = "none",
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    postprocess: Sequence[int] | None = None,
+) -> Inferer:
+    """The inferer of one run folder, or of several (an ensemble: mean of their probabilities).
+
+    Args:
+        runs: run folders.
+        checkpoint: ``best`` or ``last``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (the ONNX backend runs on the CPU).
+        backend: ``torch`` (eager) or ``onnx`` (ONNX Runtime; exported on first use).
+        tta: test-time mirroring: ``none``, ``all`` or a list of axes.
+        overlap: sliding-window overlap.
+        sw_batch_size: windows (or slices) per forward pass.
+        postprocess: classes whose largest component alone is kept; None = the first run's
+            ``postprocessing.json`` decision (none when absent).
+
+    Raises:
+        RunError: no run given, or a run folder without a usable checkpoint.
+        MedsegError: unknown backend.
+    """
+    folders = [Path(runs)] if isinstance(runs, str | Path) else [Path(r) for r in runs]
+    if not folders:
+        raise RunError("no run given", where="RUN", fix="give a run folder written by `medseg train`")
+    if backend == "onnx":
+        from medseg.engine.onnx import load_onnx_module
+
+        modules = [load_onnx_module(r, checkpoint) for r in folders]
+    elif backend == "torch":
+        modules = [load_module(r, checkpoint, device) for r in folders]
+    else:
+        raise MedsegError(f"unknown backend {backend!r}", where="--backend", fix=f"use {' or '.join(BACKENDS)}")
+    if postprocess is None:
+        from medseg.runs import read_postprocessing
+
+        postprocess = read_postprocessing(folders[0])
+    return Inferer(modules, tta=tta, overlap=overlap, sw_batch_size=sw_batch_size, postprocess=postprocess)
+
+
+def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: str = "best", progress: bool = True) -> dict[str, Any]:
+    """Per class, keep only the largest connected component if that raises the mean Dice on ``split``.
+
+    The decision is saved in ``RUN/postprocessing.json`` and applied by every later prediction.
+    """
+    from medseg.core.progress import track
+    from medseg.metrics.overlap import confusion_counts, metrics_from_counts
+    from medseg.runs import SPLITS_FILE, read_run, run_dataset, split_ids, write_postprocessing
+
+    run_dir = Path(run_dir)
+    config, info = read_run(run_dir)
+    ds = run_dataset(run_dir, info, config)
+    ids = split_ids(run_dir, ds, split, config.data.split.fold)
+    if not ids:
+        raise RunError(f"the {split} set is empty", where=run_dir / SPLITS_FILE, fix="decide on another split (--split test is optimistic)")
+    inferer = load_inferer(run_dir, checkpoint=checkpoint, device=config.train.device, postprocess=[])
+    scored = ds.info.foreground
+    before: list[np.ndarray] = []
+    after: list[np.ndarray] = []
+    for cid in track(ids, f"post-processing on {split}", enabled=progress):
+        case = ds.load_case(cid)
+        pred = inferer.predict(case)
+        processed = apply_postprocessing(pred, scored, ds.info.multi_label)
+        before.append(metrics_from_counts(confusion_counts(pred, case.label, scored, ds.info.multi_label))["dice"])
+        after.append(metrics_from_counts(confusion_counts(processed, case.label, scored, ds.info.multi_label))["dice"])
+    with np.errstate(all="ignore"):
+        b = np.nanmean(np.stack(before), axis=0)
+        a = np.nanmean(np.stack(after), axis=0)
+    keep = [int(k) for k, x, y in zip(scored, b, a, strict=True) if np.isfinite(x) and np.isfinite(y) and y > x]
+    decision = {
+        "keep_largest": keep,
+        "split": split,
+        "dice_before": {ds.info.class_names[k]: float(x) for k, x in zip(scored, b, strict=True)},
+        "dice_after": {ds.info.class_names[k]: float(y) for k, y in zip(scored, a, strict=True)},
+    }
+    write_postprocessing(run_dir, decision)
+    return decision

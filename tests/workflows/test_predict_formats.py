@@ -22,7 +22,7 @@ from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.case import Case
 from medseg.data.builtin import make_builtin
-from medseg.engine.inferer import Predictor, load_module
+from medseg.engine.load import load_inferer
 from medseg.engine.train import train
 from releases import nuclei_tiles
 
@@ -47,8 +47,8 @@ _MODULES: dict[Path, object] = {}
 
 def expected(run: Path, array: np.ndarray) -> np.ndarray:
     """The model's labels for the array as the reference library read it (geometry plays no part for this 2D model)."""
-    module = _MODULES.setdefault(run, load_module(run)) if run not in _MODULES else _MODULES[run]
-    lab = Predictor(module).predict(Case(array[None], None, np.eye(array.ndim + 1), "x"))
+    inferer = _MODULES.setdefault(run, load_inferer(run, device="cpu")) if run not in _MODULES else _MODULES[run]
+    lab = inferer.predict(Case(array[None], None, np.eye(array.ndim + 1), "x"))
     assert len(np.unique(lab)) > 1  # a uniform mask would not show a misplaced voxel
     return lab
 
@@ -199,7 +199,7 @@ def test_masks_keep_the_0_255_convention_of_the_data_set(tmp_path: Path) -> None
     with Image.open(tmp_path / "pred" / tile.name) as im:
         got = np.asarray(im)
     with Image.open(tile) as im:
-        labels = Predictor(load_module(trained)).predict(Case(np.asarray(im, dtype=np.float32)[None], None, np.eye(3), "t"))
+        labels = load_inferer(trained, device="cpu").predict(Case(np.asarray(im, dtype=np.float32)[None], None, np.eye(3), "t"))
     assert set(np.unique(got).tolist()) <= {0, 255}
     np.testing.assert_array_equal(got, labels.astype(np.int64) * 255)
 

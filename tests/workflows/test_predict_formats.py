@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
@@ -22,11 +23,12 @@ from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.case import Case
 from medseg.data.builtin import make_builtin
+from medseg.data.loading import normalize_image
 from medseg.engine.load import load_inferer
 from medseg.engine.train import train
 from releases import nuclei_tiles
 
-ZYX = (5, 31, 29)  # odd and non-cubic; a 2D model predicts it slice by slice along the first axis
+ZYX = (5, 31, 29)  # odd and non-cubic; a 2D model predicts it slice by slice along its axial axis
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +47,17 @@ def volume() -> np.ndarray:
 _MODULES: dict[Path, object] = {}
 
 
-def expected(run: Path, array: np.ndarray) -> np.ndarray:
-    """The model's labels for the array as the reference library read it (geometry plays no part for this 2D model)."""
+def expected(run: Path, array: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """The model's labels for the array as the reference library read it: a picture whole, a volume
+    slice by slice along ``axis`` (its axial axis: a 2D model trained on pictures predicts volumes in
+    axial slices), each slice in the array's own in-plane order."""
     inferer = _MODULES.setdefault(run, load_inferer(run, device="cpu")) if run not in _MODULES else _MODULES[run]
-    lab = inferer.predict(Case(array[None], None, np.eye(array.ndim + 1), "x"))
+    if axis is None:
+        lab = inferer.predict(Case(array[None], None, np.eye(array.ndim + 1), "x"))
+    else:
+        volume = torch.as_tensor(normalize_image(array[None]))  # normalised as a whole, then cut
+        planes = [inferer.labels(s[None]).numpy() for s in volume.movedim(axis + 1, 0)]
+        lab = np.moveaxis(np.stack(planes), 0, axis)
     assert len(np.unique(lab)) > 1  # a uniform mask would not show a misplaced voxel
     return lab
 
@@ -76,7 +85,8 @@ def test_itk_inputs_come_back_in_their_format_on_their_grid(run: Path, volume: n
     assert got.GetSize() == ref.GetSize() == ZYX[::-1]
     for a, b in ((got.GetSpacing(), ref.GetSpacing()), (got.GetOrigin(), ref.GetOrigin()), (got.GetDirection(), ref.GetDirection())):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(got), expected(run, sitk.GetArrayFromImage(ref)))
+    axial = 2 - int(np.argmax(np.abs(np.reshape(ref.GetDirection(), (3, 3))[2])))  # ITK index axis nearest world z, as an array axis
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(got), expected(run, sitk.GetArrayFromImage(ref), axis=axial))
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
@@ -97,7 +107,7 @@ def test_nifti_inputs_keep_affine_codes_and_header(run: Path, volume: np.ndarray
     np.testing.assert_array_equal(got.affine, src.affine)
     for key in ("sform_code", "qform_code", "srow_x", "srow_y", "srow_z", "quatern_b", "quatern_c", "quatern_d", "pixdim"):
         np.testing.assert_array_equal(got.header[key], src.header[key], err_msg=key)
-    np.testing.assert_array_equal(np.asarray(got.dataobj), expected(run, src.get_fdata(dtype=np.float32)))
+    np.testing.assert_array_equal(np.asarray(got.dataobj), expected(run, src.get_fdata(dtype=np.float32), axis=int(np.argmax(np.abs(src.affine[2, :3])))))
     # --format nrrd: SimpleITK sees the mask where it sees the input
     code, out = cli(run, tmp_path / f"scan{suffix}", "--out", tmp_path / "as_nrrd", "--format", "nrrd")
     assert code == 0, out
@@ -133,7 +143,7 @@ def test_multi_page_tiff_comes_back_as_pages(run: Path, volume: np.ndarray, tmp_
         for i in range(im.n_frames):
             im.seek(i)
             got.append(np.asarray(im))
-    np.testing.assert_array_equal(np.stack(got), expected(run, np.stack([np.asarray(p, dtype=np.float32) for p in pages])))
+    np.testing.assert_array_equal(np.stack(got), expected(run, np.stack([np.asarray(p, dtype=np.float32) for p in pages]), axis=0))
 
 
 @pytest.mark.parametrize("packed", ["folder", "zip", "file"])

@@ -7,7 +7,7 @@ NIfTI (nibabel)              as stored       nibabel's, unchanged (RAS+)
 NRRD/MHA/MHD/GIPL (ITK)      (z, y, x)       ITK geometry, columns reversed, LPS → RAS
 DICOM series (pydicom)       (slice, r, c)   from the slice positions and orientation, RAS+
 PNG/TIFF/BMP/JPEG (Pillow)   (row, column)   identity (pixels carry no spacing); TIFF pages:
-                             (page, r, c)    identity 4×4
+                             (page, r, c)    pages along world z (a stack of axial pictures)
 ===========================  ==============  ===============================================
 """
 
@@ -64,6 +64,8 @@ def read_array(path: str | Path, *, label: bool = False) -> tuple[np.ndarray, np
         pages = n_pages > 1
         spatial = 3 if pages else 2
         affine = np.eye(spatial + 1)
+        if pages:  # pages are slices: array axis 0 runs along world z, rows along y, columns along x
+            affine[:3, :3] = np.eye(3)[::-1]
     if arr.ndim > spatial + 1 or arr.size == 0:
         raise FormatError(f"the image has shape {arr.shape}", where=path, fix="give a non-empty 2D or 3D image (channels last)")
     if spatial == 2 and affine.shape == (4, 4):

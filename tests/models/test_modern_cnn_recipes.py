@@ -12,7 +12,7 @@ from medseg.recipes import resolve_sweep_source
 from medseg.workflows.compare import compare_runs
 from medseg.workflows.sweep import run_sweep
 
-SHRINK = ["train.epochs=1", "train.device=cpu", "train.precision='32'", "eval.surface.enabled=false"]
+SHRINK = ["train.epochs=1", "train.iterations_per_epoch=null", "train.device=cpu", "train.precision='32'", "eval.surface.enabled=false"]
 
 
 def _run(name: str, overrides: list[str], out: Path) -> tuple[dict, object]:

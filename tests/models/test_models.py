@@ -64,6 +64,7 @@ def test_forward_backward_every_model(name: str, dims: int) -> None:
 def test_every_family_is_registered() -> None:
     families = {MODELS.meta(n)["family"] for n in list_models()}
     assert families >= {"unet", "attention_unet", "improved_unet", "dense_unet", "smp", "fcn", "segformer", "unetr", "classical"}
+    assert families >= {"resenc_unet", "mednext", "segresnet"}
     for arch in ("unet", "linknet", "fpn", "unetplusplus", "deeplabv3plus"):
         for enc in ("resnet18", "resnet34", "resnet50"):
             assert f"{arch}_{enc}" in MODELS

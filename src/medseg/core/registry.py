@@ -30,6 +30,23 @@ class Registry(Generic[T]):
         self.error = error
         self._items: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        self._aliases: dict[str, str] = {}
+
+    def alias(self, alias: str, name: str) -> None:
+        """Accept ``alias`` wherever ``name`` is asked for (another spelling users meet in docs and tutorials)."""
+        self._aliases[alias] = name
+
+    def canonical(self, name: str) -> str | None:
+        """The registered name meant by ``name``: itself, an alias, or the same name with ``_`` and ``-`` swapped."""
+        if name in self._items:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        folded = name.replace("_", "-").lower()
+        for known in list(self._items) + list(self._aliases):
+            if known.replace("_", "-").lower() == folded:
+                return self._aliases.get(known, known)
+        return None
 
     def register(self, name: str, **meta: Any) -> Callable[[T], T]:
         def deco(fn: T) -> T:
@@ -42,6 +59,9 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        known = self.canonical(name) if isinstance(name, str) else None
+        if known is not None:
+            return self._items[known]
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
             hint = f"did you mean {', '.join(close)}?" if close else f"choose one of: {', '.join(sorted(self._items))}"
@@ -50,13 +70,13 @@ class Registry(Generic[T]):
 
     def meta(self, name: str) -> dict[str, Any]:
         self.get(name)
-        return dict(self._meta[name])
+        return dict(self._meta[self.canonical(name) or name])
 
     def names(self) -> list[str]:
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return isinstance(name, str) and self.canonical(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

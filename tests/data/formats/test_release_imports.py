@@ -1,0 +1,98 @@
+"""Importers on miniature copies of the real public releases (``tests/releases.py``): pairings against the builders' ground truth."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+import releases as R
+from medseg.cli import app
+from medseg.core.errors import FormatError
+from medseg.data.formats import import_dataset
+
+
+def polygon(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    canvas = Image.new("L", (shape[1], shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([(float(x), float(y)) for x, y in points], fill=1, outline=1)
+    return np.array(canvas, dtype=bool)
+
+
+def refused(args: list[str], out: Path, *words: str) -> str:
+    """The CLI refuses in one line naming ``words`` and leaves nothing behind."""
+    res = CliRunner().invoke(app, ["import", *args, "--out", str(out), "--no-progress"])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert not out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- Sunnybrook
+
+
+@pytest.fixture(scope="module")
+def sunnybrook(tmp_path_factory: pytest.TempPathFactory) -> R.SunnybrookRelease:
+    return R.sunnybrook(tmp_path_factory.mktemp("sb"), n_phases=4, validation_cases=("SC-HF-I-5",), online_cases=("SC-HF-I-10",))
+
+
+@pytest.mark.parametrize("task", ["lv", "lv_myo"])
+def test_sunnybrook_challenge_pairs_each_contour_with_its_short_axis_image(sunnybrook: R.SunnybrookRelease, tmp_path: Path, task: str) -> None:
+    ds = import_dataset("sunnybrook", sunnybrook.root, tmp_path / "out", task=task)
+    assert ds.info.class_names == (["background", "lv_blood_pool"] if task == "lv" else ["background", "lv_blood_pool", "myocardium"])
+    endo = sunnybrook.of_kind("icontour")
+    epi = {(c.case, c.instance): c for c in sunnybrook.of_kind("ocontour")}
+    assert len(ds) == len(endo) == 4 * 3 * 2
+    for c in endo:
+        cid = f"{c.case}_{c.image.stem}"
+        case = ds.load_case(cid)
+        assert ds.patients[cid] == c.case
+        truth = pydicom.dcmread(c.image).pixel_array.astype(np.float32)
+        np.testing.assert_array_equal(case.image[0], truth)
+        for decoy in c.decoys:  # the IM-0001-NNNN.dcm of the file name is another view
+            assert not np.array_equal(case.image[0], pydicom.dcmread(decoy).pixel_array.astype(np.float32))
+        pool = polygon(np.loadtxt(c.path), truth.shape)
+        np.testing.assert_array_equal(case.label == 1, pool)
+        if task == "lv":
+            assert set(np.unique(case.label)) == {0, 1}
+        elif (c.case, c.instance) in epi:
+            ring = polygon(np.loadtxt(epi[(c.case, c.instance)].path), truth.shape) & ~pool
+            np.testing.assert_array_equal(case.label == 2, ring)
+
+
+def test_sunnybrook_renamed_into_images_and_contours_uses_the_series_table(sunnybrook: R.SunnybrookRelease, tmp_path: Path) -> None:
+    case = sunnybrook.cases["SC-N-2"]
+    shutil.copytree(case.folder, tmp_path / "in" / "images" / case.name)
+    shutil.copytree(case.contour_folder, tmp_path / "in" / "contours" / case.contour_name)
+    ds = import_dataset("sunnybrook", tmp_path / "in", tmp_path / "out", task="lv")
+    endo = [c for c in sunnybrook.of_kind("icontour") if c.case == "SC-N-2"]
+    assert sorted(ds.case_ids) == sorted(f"{case.contour_name}_{c.image.stem}" for c in endo)
+    assert all(c.image.name.startswith("IM-0898-") for c in endo)
+
+
+def test_sunnybrook_unknown_case_is_refused_not_paired_by_name(sunnybrook: R.SunnybrookRelease, tmp_path: Path) -> None:
+    case = sunnybrook.cases["SC-N-2"]
+    shutil.copytree(case.folder, tmp_path / "in" / "images" / "SC-X-1")
+    shutil.copytree(case.contour_folder, tmp_path / "in" / "contours" / "SC-X-1")
+    refused(["sunnybrook", str(tmp_path / "in")], tmp_path / "out", "the contour file name cannot tell which", "sax=SC-X-1=NNNN")
+    ds = import_dataset("sunnybrook", tmp_path / "in", tmp_path / "out2", task="lv", sax="SC-X-1=898")
+    assert all("IM-0898-" in cid for cid in ds.case_ids) and len(ds) == 6
+
+
+def test_sunnybrook_challenge_missing_short_axis_image_is_refused(sunnybrook: R.SunnybrookRelease, tmp_path: Path) -> None:
+    root = tmp_path / "release"
+    shutil.copytree(sunnybrook.root, root)
+    c = sunnybrook.of_kind("icontour")[0]
+    (root / c.image.relative_to(sunnybrook.root)).unlink()
+    refused(["sunnybrook", str(root)], tmp_path / "out", c.path.name, f"no short-axis image {c.image.name}")
+
+
+def test_sunnybrook_unknown_task_is_refused(sunnybrook: R.SunnybrookRelease, tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="unknown task 'rv'"):
+        import_dataset("sunnybrook", sunnybrook.root, tmp_path / "out", task="rv")

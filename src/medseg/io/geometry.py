@@ -125,3 +125,43 @@ def axis_order(shape: tuple[int, ...], affine: np.ndarray, ref_shape: tuple[int,
         if np.allclose(perm, ref_affine, rtol=0, atol=atol):
             return tuple(p)
     return None
+
+
+def onto_grid(array: np.ndarray, affine: np.ndarray, ref_shape: Sequence[int], ref_affine: np.ndarray, atol: float = 0.05) -> np.ndarray | str:
+    """``array`` (on ``affine``) put onto the reference grid by exact axis permutations and flips, or why not.
+
+    Works when the two grids share their voxel centres: the voxel-to-voxel map
+    ``inv(ref_affine) @ affine`` is a signed permutation with an integer offset (``atol`` in voxels),
+    as when one file stores a series in another axis order or reoriented to RAS. Nothing is guessed:
+    the flips come from the headers only. Returns a string describing the misfit when the grids differ
+    (other spacing or rotation) or the array's world extent is not the reference's.
+    """
+    n = len(ref_shape)
+    if array.ndim != n:
+        return f"it has {array.ndim} axes, the reference {n}"
+    m = np.linalg.inv(np.asarray(ref_affine, dtype=np.float64)) @ np.asarray(affine, dtype=np.float64)
+    rot, offset = m[:n, :n], m[:n, n]
+    perm = np.abs(rot).argmax(axis=0)  # array axis j runs along reference axis perm[j]
+    signs = np.sign(rot[perm, np.arange(n)])
+    ideal = np.zeros((n, n))
+    ideal[perm, np.arange(n)] = signs
+    if sorted(perm.tolist()) != list(range(n)) or not np.allclose(rot, ideal, atol=atol / max(array.shape)):
+        return "its voxel grid has another spacing or orientation (not an axis permutation or flip)"
+    if not np.allclose(offset, np.round(offset), atol=atol):
+        return f"its voxel centres are shifted by {np.round(offset - np.round(offset), 2).tolist()} voxels"
+    lo = np.round(offset).astype(int)
+    start = np.zeros(n, dtype=int)
+    stop = np.zeros(n, dtype=int)
+    for j in range(n):
+        a, b = lo[perm[j]], lo[perm[j]] + signs[j] * (array.shape[j] - 1)
+        start[perm[j]], stop[perm[j]] = min(a, b), max(a, b)
+    if np.any(start != 0) or np.any(stop != np.asarray(ref_shape) - 1):
+        span = ", ".join(f"{a}…{b}" for a, b in zip(start.tolist(), stop.tolist(), strict=True))
+        ref = ", ".join(f"0…{s - 1}" for s in ref_shape)
+        return f"its world extent covers voxels {span} of the reference ({ref})"
+    out = array
+    for j in range(n):
+        if signs[j] < 0:
+            out = np.flip(out, axis=j)
+    order = [int(np.where(perm == i)[0][0]) for i in range(n)]  # reference axis i comes from array axis order[i]
+    return np.ascontiguousarray(np.transpose(out, order))

@@ -182,7 +182,7 @@ def test_nifti_mask_on_the_grid_and_off_it(tmp_path: Path, rng: np.random.Genera
     shifted = rev.copy()
     shifted[:3, 3] += 1.0
     nib.save(nib.Nifti1Image(lab.transpose(2, 1, 0), shifted), str(tmp_path / "bad.nii.gz"))
-    with pytest.raises(FormatError, match="label grid differs") as e:
+    with pytest.raises(FormatError, match="label does not fit DICOM series") as e:
         import_dataset("dicom", tmp_path / "in", tmp_path / "o2", labels=str(tmp_path / "bad.nii.gz"))
     assert "bad.nii.gz" in str(e.value) and not (tmp_path / "o2").exists()
 

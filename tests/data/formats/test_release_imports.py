@@ -96,3 +96,65 @@ def test_sunnybrook_challenge_missing_short_axis_image_is_refused(sunnybrook: R.
 def test_sunnybrook_unknown_task_is_refused(sunnybrook: R.SunnybrookRelease, tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="unknown task 'rv'"):
         import_dataset("sunnybrook", sunnybrook.root, tmp_path / "out", task="rv")
+
+
+# ---------------------------------------------------------------- neuro NumPy stacks
+
+
+def test_neuro_numpy_task2_names_keep_the_given_splits(tmp_path: Path) -> None:
+    rel = R.neuro_numpy(tmp_path / "npy", n_train=4, n_val=2, n_test=3, size=16)
+    ds = import_dataset("numpy", rel.root, tmp_path / "out", classes=",".join(rel.classes))
+    assert ds.info.class_names == list(rel.classes)
+    splits = json_splits(ds)
+    for split in ("train", "val", "test"):
+        assert splits[split] == [f"{split}_{i:05d}" for i in range(len(rel.images[split]))]
+        for i in range(len(rel.images[split])):
+            case = ds.load_case(f"{split}_{i:05d}")
+            np.testing.assert_array_equal(case.image[0], rel.images[split][i].astype(np.float32))
+            np.testing.assert_array_equal(case.label, rel.labels[split][i])
+
+
+def json_splits(ds: object) -> dict[str, list[str]]:
+    import json
+
+    return json.loads(ds.splits_path.read_text())  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- Pancreas CT-82
+
+
+def _world_truth(patient: R.PancreasPatient, case_image: np.ndarray) -> np.ndarray:
+    """The builder's mask in the importer's (slice, row, column) order, slices matched by pixel values."""
+    hu = np.moveaxis(patient.hu, -1, 0).astype(np.float32)  # (instance, row, column)
+    order = [int(np.argmin([np.abs(hu[k] - case_image[z]).sum() for k in range(len(hu))])) for z in range(len(case_image))]
+    assert sorted(order) == list(range(len(hu)))
+    return np.moveaxis(patient.mask, -1, 0)[order]
+
+
+def test_pancreas_labels_matched_to_series_in_world_coordinates(tmp_path: Path) -> None:
+    rel = R.pancreas_ct82(tmp_path / "tcia", patients=(1, 2, 3), label_layout="mixed", orphan_labels=(25,), manifest="manifest-1599750808610")
+    assert {p.label_layout for p in rel.patients.values()} == {"xyz", "ras"}
+    with pytest.warns(UserWarning, match="label0025.nii.gz"):
+        ds = import_dataset("dicom", rel.images_dir, tmp_path / "out", labels=str(rel.labels_dir), classes="background,pancreas")
+    assert len(ds) == 3
+    by_patient = {ds.patients[c]: c for c in ds.case_ids}
+    for number, patient in rel.patients.items():
+        case = ds.load_case(by_patient[f"PANCREAS_{number:04d}"])
+        truth = _world_truth(patient, case.image[0])
+        assert truth.sum() > 20
+        np.testing.assert_array_equal(case.label.astype(bool), truth)
+
+
+def test_pancreas_misfit_label_is_refused(tmp_path: Path) -> None:
+    rel = R.pancreas_ct82(tmp_path / "tcia", patients=(1, 2), shape=(16, 14, 6), misfit_patient=2)
+    refused(["dicom", str(rel.images_dir), "--labels", str(rel.labels_dir)], tmp_path / "out", "label0002.nii.gz", "world extent")
+
+
+def test_pancreas_unlabelled_series_is_refused_not_imported_silently(tmp_path: Path) -> None:
+    rel = R.pancreas_ct82(tmp_path / "tcia", patients=(1, 2), shape=(16, 14, 6), unlabelled_patient=2)
+    refused(["dicom", str(rel.images_dir), "--labels", str(rel.labels_dir)], tmp_path / "out", "have no mask", "PANCREAS_0002", "unlabelled=keep")
+    ds = import_dataset("dicom", rel.images_dir, tmp_path / "kept", labels=str(rel.labels_dir), unlabelled="keep")
+    labelled = {ds.patients[c]: ds.load_case(c).label is not None for c in ds.case_ids}
+    assert labelled == {"PANCREAS_0001": True, "PANCREAS_0002": False}
+    ds = import_dataset("dicom", rel.images_dir, tmp_path / "skipped", labels=str(rel.labels_dir), unlabelled="skip")
+    assert list(ds.patients.values()) == ["PANCREAS_0001"]

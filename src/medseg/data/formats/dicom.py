@@ -16,7 +16,10 @@ Geometry: the array is ``(slice, row, column)``; the affine maps those indices t
 ``--to-nifti``) lies exactly on the series' grid.
 
 Labels: ``--option labels=PATH`` (a NIfTI mask, or a folder of masks named after the case id,
-SeriesInstanceUID or PatientID, on the series' grid); a DICOM-SEG in the input (read with
+SeriesInstanceUID or PatientID, or carrying the same number as the PatientID — TCIA's ``label0001``
+for ``PANCREAS_0001``; each mask is put onto its series' grid through world coordinates, in any
+axis order or orientation its header states, and refused when it does not fit; a series without
+a mask is refused unless ``--option unlabelled=keep|skip``); a DICOM-SEG in the input (read with
 highdicom); or an RTSTRUCT in the input whose closed planar contours are rasterised onto the
 series (``--option rois=Liver,Tumour`` picks ROIs by name; later ROIs overwrite earlier ones).
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +37,14 @@ from typing import Any
 import numpy as np
 
 from medseg.core.case import Case
+from medseg.core.errors import MedsegWarning
 from medseg.data.formats.common import fill_polygon, parse_names, volume_stem, volume_suffix, write_nifti_copies
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
 from medseg.data.store import DatasetInfo, make_classes
 from medseg.io import read_volume
 from medseg.io.dicom import Series, build_series, compact_header, read_header, read_series_pixels
 from medseg.io.dicom_seg import read_seg
-from medseg.io.geometry import LPS_TO_RAS, axis_order
+from medseg.io.geometry import LPS_TO_RAS, onto_grid
 
 SEG_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_UID = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -112,16 +117,74 @@ def seg_label(path: Path, series: Series, seg_classes: dict[str, int]) -> np.nda
 
 
 def nifti_label(path: Path, series: Series) -> np.ndarray:
-    """A NIfTI mask on the series grid, stored in ``(slice, row, column)`` or any other axis order."""
+    """A NIfTI mask put onto the series grid through world coordinates.
+
+    The mask may store the series' voxels in another axis order or orientation (``(column, row,
+    slice)``, RAS-reoriented…) as long as its header says so; one whose grid or world extent differs
+    from the series' is refused, never flipped or cropped on a guess.
+    """
     lab, aff = read_volume(path, label=True)
-    order = axis_order(lab.shape, aff, series.shape, series.affine)
-    if order is None:
+    fitted = onto_grid(lab, aff, series.shape, series.affine)
+    if isinstance(fitted, str):
         raise FormatError(
-            f"label grid differs from the DICOM series grid (shape {lab.shape} vs {series.shape}, or a different affine)",
+            f"label does not fit DICOM series {series.case_id or series.uid} (shape {lab.shape} vs {series.shape}): {fitted}",
             where=path,
-            fix="resample the mask onto the series (same size, spacing, origin and orientation)",
+            fix="give the mask drawn on this series (same voxel grid, any axis order), or resample it onto the series",
         )
-    return np.ascontiguousarray(np.transpose(lab, order))
+    return fitted
+
+
+def _number(text: str) -> int | None:
+    """The trailing number of a name (``label0001`` → 1, ``PANCREAS_0001`` → 1)."""
+    m = re.search(r"(\d+)\D*$", text)
+    return int(m[1]) if m else None
+
+
+def match_labels(built: list[Series], folder: Path, unlabelled: str) -> dict[str, Path]:
+    """SeriesInstanceUID → mask file of a folder of masks, by case id, UID, PatientID, or the number in both names.
+
+    A series left without a mask is refused (``unlabelled=error``), kept without a label (``keep``) or
+    left out (``skip``); masks that match no series are reported in a warning.
+    """
+    masks = {volume_stem(q): q for q in sorted(folder.iterdir()) if volume_suffix(q)}
+    if not masks:
+        raise FormatError("no NIfTI/NRRD masks in the labels folder", where=folder, fix="give the folder of label files")
+    by_number: dict[int, list[str]] = {}
+    for stem in masks:
+        n = _number(stem)
+        if n is not None:
+            by_number.setdefault(n, []).append(stem)
+    out: dict[str, Path] = {}
+    missing: list[Series] = []
+    for s in built:
+        key = next((k for k in (s.case_id, s.uid, s.patient_id) if k in masks), None)
+        if key is None:
+            n = _number(s.patient_id)
+            cands = by_number.get(n, []) if n is not None else []
+            if len(cands) > 1:
+                raise FormatError(f"masks {', '.join(cands)} all match series {s.case_id}", where=folder, fix="keep one mask per series")
+            key = cands[0] if cands else None
+        if key is None:
+            missing.append(s)
+        else:
+            out[s.uid] = masks[key]
+    if missing and unlabelled == "error":
+        s = missing[0]
+        raise FormatError(
+            f"{len(missing)} series have no mask in the labels folder, e.g. {s.case_id} (PatientID {s.patient_id})",
+            where=folder,
+            fix="add its mask (named after the case, PatientID or its number), or pass --option unlabelled=keep (or skip)",
+        )
+    if missing and unlabelled == "skip":
+        for s in missing:
+            built.remove(s)
+    used = {p.name for p in out.values()}
+    orphans = [p.name for p in masks.values() if p.name not in used]
+    if orphans:
+        warnings.warn(
+            MedsegWarning(f"{folder}: {len(orphans)} mask(s) match no DICOM series and were not imported: {', '.join(orphans[:5])}"), stacklevel=2
+        )
+    return out
 
 
 def _safe(s: str) -> str:
@@ -139,6 +202,7 @@ def read_dicom(
     to_nifti: bool = False,
     nifti_dir: str | None = None,
     name: str = "",
+    unlabelled: str = "error",
 ) -> Imported:
     """Read DICOM series and their labels.
 
@@ -151,8 +215,12 @@ def read_dicom(
         to_nifti: also write NIfTI copies (nnU-Net raw layout) of images and labels.
         nifti_dir: where to write them (default ``<out>/nifti``).
         name: data set name (default: the folder's name).
+        unlabelled: with a labels folder, a series without a mask is refused (``error``), imported
+            without a label (``keep``) or left out (``skip``).
     """
     path = Path(path)
+    if unlabelled not in ("error", "keep", "skip"):
+        raise FormatError(f"unknown unlabelled={unlabelled!r}", where="--option unlabelled", fix="use error, keep or skip")
     tmp: tempfile.TemporaryDirectory[str] | None = None
     root = path
     if path.is_file() and zipfile.is_zipfile(path):
@@ -241,12 +309,7 @@ def read_dicom(
                 )
             nifti_of[built[0].uid] = lp
         elif lp.is_dir():
-            masks = {volume_stem(q): q for q in lp.iterdir() if volume_suffix(q)}
-            for s in built:
-                for key in (s.case_id, s.uid, s.patient_id):
-                    if key in masks:
-                        nifti_of[s.uid] = masks[key]
-                        break
+            nifti_of = match_labels(built, lp, unlabelled)
         else:
             raise FormatError("labels path does not exist", where=lp, fix="give a NIfTI mask or a folder of masks")
     if nifti_of:

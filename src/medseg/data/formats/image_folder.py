@@ -134,3 +134,6 @@ def read_image_folder(
             yield Case.from_spacing(img.astype(np.float32), lab, spacing=(spacing, spacing), case_id=stem, meta={"source": str(p)})
 
     return Imported(info=info, cases=cases())
+
+
+FORMATS.alias("image_folder", "images")  # the name the README and tutorials use

@@ -9,7 +9,7 @@ Layout::
       test_images.npy  test_labels.npy
 
 The prefix before ``images.npy`` names the split (``train``, ``val``/``valid``/``validation``,
-``test``); the given splits are kept as-is. A single unprefixed pair gets a patient-grouped split.
+``test``), alone or at the end of a longer name (``task2_2D_4classtrainimages.npy``); the given splits are kept as-is. A single unprefixed pair gets a patient-grouped split.
 Arrays are memory-mapped, so only one slice is in memory at a time.
 """
 
@@ -27,6 +27,16 @@ from medseg.data.store import DatasetInfo, make_classes
 from medseg.io.labels import as_label
 
 SPLIT_NAMES = {"train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "ts": "test", "": ""}
+
+
+def split_of(prefix: str) -> str | None:
+    """The split named by a file prefix: ``train_``, ``val``…, or a name ending in one (``task2_2D_4classtrain``)."""
+    if prefix in SPLIT_NAMES:
+        return SPLIT_NAMES[prefix]
+    for word in sorted((w for w in SPLIT_NAMES if len(w) > 2), key=len, reverse=True):
+        if prefix.endswith(word):
+            return SPLIT_NAMES[word]
+    return None
 
 
 def _load(path: Path) -> np.ndarray:
@@ -59,9 +69,13 @@ def read_numpy(
     pairs: dict[str, tuple[Path, Path]] = {}
     for img in sorted(path.glob("*images.npy")):
         prefix = img.name[: -len("images.npy")].rstrip("_-. ").lower()
-        split = SPLIT_NAMES.get(prefix)
+        split = split_of(prefix)
         if split is None:
-            raise FormatError(f"cannot tell the split from the prefix {prefix!r}", where=img, fix="name files train_/val_/test_images.npy")
+            raise FormatError(
+                f"cannot tell the split from the prefix {prefix!r}", where=img, fix="name files train_/val_/test_images.npy (or <name>train/val/testimages.npy)"
+            )
+        if split in pairs:
+            raise FormatError(f"two {split} image stacks", where=img, fix=f"keep one, beside {pairs[split][0].name}")
         lab = img.with_name(img.name[: -len("images.npy")] + "labels.npy")
         if not lab.is_file():
             raise FormatError("no matching labels file", where=lab, fix="give a *labels.npy beside every *images.npy")

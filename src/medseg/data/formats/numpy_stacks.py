@@ -9,7 +9,8 @@ Layout::
       test_images.npy  test_labels.npy
 
 The prefix before ``images.npy`` names the split (``train``, ``val``/``valid``/``validation``,
-``test``), alone or at the end of a longer name (``task2_2D_4classtrainimages.npy``); the given splits are kept as-is. A single unprefixed pair gets a patient-grouped split.
+``test``), alone or at the end of a longer name (``task2_2D_4classtrainimages.npy``); the given
+splits are kept as-is. A single unprefixed pair gets a patient-grouped split.
 Arrays are memory-mapped, so only one slice is in memory at a time.
 """
 

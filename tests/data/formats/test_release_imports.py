@@ -158,3 +158,58 @@ def test_pancreas_unlabelled_series_is_refused_not_imported_silently(tmp_path: P
     assert labelled == {"PANCREAS_0001": True, "PANCREAS_0002": False}
     ds = import_dataset("dicom", rel.images_dir, tmp_path / "skipped", labels=str(rel.labels_dir), unlabelled="skip")
     assert list(ds.patients.values()) == ["PANCREAS_0001"]
+
+
+# ---------------------------------------------------------------- GI tract: both spellings
+
+
+@pytest.mark.parametrize("fmt", ["kaggle_gi", "kaggle-gi"])
+def test_gi_tract_under_either_name(tmp_path: Path, fmt: str) -> None:
+    rel = R.gi_tract(tmp_path / "gi", n_slices=3)
+    res = CliRunner().invoke(app, ["import", fmt, str(rel.root), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    from medseg.data.store import load_dataset
+
+    ds = load_dataset(tmp_path / "out")
+    assert sorted(ds.case_ids) == sorted({f"case{s.case}_day{s.day}" for s in rel.slices.values()})
+    for s in rel.slices.values():
+        case = ds.load_case(f"case{s.case}_day{s.day}")
+        assert ds.patients[case.case_id] == f"case{s.case}"
+        for c, organ in enumerate(rel.classes):
+            np.testing.assert_array_equal(case.label[c, s.slice - 1], s.masks[organ])
+
+
+def test_image_folder_is_the_images_format(tmp_path: Path) -> None:
+    rel = R.nuclei_tiles(tmp_path / "tiles", n_train=2, n_test=1, size=24, layout="folder")
+    ds = import_dataset("image_folder", rel.root, tmp_path / "out")
+    assert sorted(ds.case_ids) == sorted(rel.masks)
+    for stem, mask in rel.masks.items():
+        np.testing.assert_array_equal(ds.load_case(stem).label.astype(bool), mask)
+
+
+# ---------------------------------------------------------------- HipMRI prostate: weekly scans of one patient
+
+
+def test_hipmri_weeks_grouped_by_patient_by_the_nifti_importer(tmp_path: Path) -> None:
+    rel = R.hipmri_prostate(tmp_path / "hip", scans={4: (0, 1, 2), 11: (0, 5), 27: (3,)}, shape=(12, 10, 6), odd_scan=(11, 5))
+    ds = import_dataset("nifti", rel.root, tmp_path / "out", images_dir="semantic_MRs_anon", labels_dir="semantic_labels_anon", classes=",".join(rel.classes))
+    assert len(ds) == len(rel.scans) == 6
+    for scan in rel.scans:
+        cid = f"Case_{scan.patient:03d}_Week{scan.week}_LFOV"
+        assert ds.patients[cid] == f"Case_{scan.patient:03d}"
+        np.testing.assert_array_equal(ds.load_case(cid).label, scan.label_array)
+    splits = json_splits(ds)
+    for patient in ("Case_004", "Case_011", "Case_027"):
+        where = {s for s in ("train", "val", "test") for c in splits[s] if ds.patients[c] == patient}
+        assert len(where) == 1, (patient, where)
+
+
+def test_hipmri_label_without_image_is_refused(tmp_path: Path) -> None:
+    rel = R.hipmri_prostate(tmp_path / "hip", scans={4: (0, 1)}, shape=(8, 8, 4))
+    rel.scans[1].image.unlink()
+    refused(
+        ["nifti", str(rel.root), "--option", "images_dir=semantic_MRs_anon", "--option", "labels_dir=semantic_labels_anon"],
+        tmp_path / "out",
+        "Case_004_Week1_SEMANTIC_LFOV",
+        "matches no image",
+    )

@@ -82,6 +82,7 @@ def read_nifti_folders(
     classes: str | list[str] | None = None,
     modalities: str | list[str] | None = None,
     name: str = "",
+    patient: str = "auto",
 ) -> Imported:
     """Read an image folder and a label folder of volumes.
 
@@ -92,6 +93,9 @@ def read_nifti_folders(
         classes: class names, background first (default: background, class_1, … up to the largest label).
         modalities: channel names (default ``image`` / ``channel_i``).
         name: data set name (default: the folder's name).
+        patient: how the patient is read from a case name: ``auto`` (the part before ``_Week3``,
+            ``_day2``, ``_visit1``, ``_tp2``, ``_scan1``…; else the whole name), ``case`` (one patient per
+            case), or a regular expression whose first group is the patient.
     """
     path = Path(path)
     img_dir, lab_dir = path / images_dir, path / labels_dir
@@ -102,13 +106,54 @@ def read_nifti_folders(
         raise FormatError("no .nii/.nii.gz/.nrrd/.mha volumes", where=img_dir, fix="check the folder")
     labels: dict[str, Path] = {}
     if lab_dir.is_dir():
-        labels = {volume_stem(p): p for p in sorted(lab_dir.iterdir()) if volume_suffix(p)}
+        labels = {label_key(volume_stem(p), groups): p for p in sorted(lab_dir.iterdir()) if volume_suffix(p)}
         orphans = sorted(set(labels) - set(groups))
         if orphans:
             raise FormatError(f"label {orphans[0]!r} matches no image", where=labels[orphans[0]], fix="name labels like their images (without _0000)")
     n_files = check_channels(groups, img_dir)
     n_chan = n_files if n_files > 1 else n_channels_of(next(iter(groups.values()))[0])
-    return volume_dataset(path, groups, labels, n_chan, classes, modalities=modalities, name=name or path.name, fmt="nifti", what="image/label folders")
+    patients = patients_from_names(list(groups), patient)
+    return volume_dataset(
+        path, groups, labels, n_chan, classes, modalities=modalities, name=name or path.name, fmt="nifti", what="image/label folders", patients=patients
+    )
+
+
+#: name parts that mark a label file (``Case_004_Week0_SEMANTIC_LFOV`` labels ``Case_004_Week0_LFOV``)
+LABEL_TOKENS = ("semantic", "seg", "segmentation", "label", "labels", "mask", "gt")
+VISIT_RE = re.compile(r"^(.+?)[_-]?(?:week|wk|day|visit|tp|timepoint|scan|session|ses)[_-]?\d+", re.IGNORECASE)
+
+
+def label_key(stem: str, images: dict[str, list[Path]]) -> str:
+    """The image case a label stem names: itself, or itself without one marker token (``_SEMANTIC``, ``_seg``…)."""
+    if stem in images:
+        return stem
+    parts = re.split(r"([_-])", stem)
+    for i in range(0, len(parts), 2):
+        if parts[i].lower() in LABEL_TOKENS:
+            rest = parts[: max(i - 1, 0)] + parts[i + 1 :] if i else parts[i + 2 :]
+            cand = "".join(rest)
+            if cand in images:
+                return cand
+    return stem
+
+
+def patients_from_names(cases: list[str], rule: str) -> dict[str, str]:
+    """Case → patient by ``rule`` (see :func:`read_nifti_folders`); several scans of a patient share a split."""
+    if rule == "case":
+        return {c: c for c in cases}
+    pattern = VISIT_RE if rule == "auto" else None
+    if pattern is None:
+        try:
+            pattern = re.compile(rule)
+        except re.error as e:
+            raise FormatError(f"bad patient pattern ({e})", where="--option patient", fix="give a regular expression with one group, auto or case") from None
+    out = {}
+    for c in cases:
+        m = pattern.search(c)
+        if m is None and rule != "auto":
+            raise FormatError(f"case name {c!r} does not match the patient pattern {rule!r}", where="--option patient", fix="adjust the pattern")
+        out[c] = (m[1] if m and m.groups() else m[0] if m else c) if m else c
+    return out
 
 
 def volume_dataset(

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import medseg.engine.train as engine_train
 from helpers import tiny_config
 from medseg.cli import app
-from medseg.core.errors import ConfigError, RunError, TrainingError
+from medseg.core.errors import ConfigError, MedsegWarning, RunError, TrainingError
 from medseg.workflows.search import check_ray_address, run_optuna, run_ray
 from medseg.workflows.sweep import grid_points, parse_grid, point_config, point_name, run_sweep, split_values
 
@@ -69,6 +69,30 @@ def test_model_change_resets_the_base_model_params(tmp_path: Path) -> None:
     assert cfg.model.params == {"channels": [8, 16], "num_res_units": 0} and cfg.train.lr == 0.1 and cfg.name == "tiny-unet_lr0.1"
     cfg = point_config(base, {"model.name": "unet", "model.params.channels": [4, 8]}, {"unet": {"channels": [2, 4], "num_res_units": 0}})
     assert cfg.model.params == {"channels": [4, 8], "num_res_units": 0}
+
+
+def test_pretrained_given_once_reaches_every_model_that_takes_weights(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    base["model"] = {"name": "segformer_b0", "params": {"pretrained": "weights/mit-b0", "pretrained_channels": "replicate"}}
+    models = {"segformer_b0": {"decoder_hidden_size": 64}, "unet_resnet18": {}, "unet": {"channels": [8, 16]}}
+    seg = point_config(base, {"model.name": "segformer_b0"}, models)
+    assert seg.model.params == {"decoder_hidden_size": 64, "pretrained": "weights/mit-b0", "pretrained_channels": "replicate"}
+    res = point_config(base, {"model.name": "unet_resnet18"}, models)
+    assert res.model.params == {"pretrained": "weights/mit-b0", "pretrained_channels": "replicate"}
+    with pytest.warns(MedsegWarning, match="unet trains from scratch"):
+        plain = point_config(base, {"model.name": "unet"}, models)
+    assert plain.model.params == {"channels": [8, 16]}
+    base["model"]["params"]["pretrained"] = {"segformer_b0": "weights/mit-b0", "unet_resnet18": "weights/resnet18.pth"}
+    assert point_config(base, {"model.name": "unet_resnet18"}, models).model.params["pretrained"] == "weights/resnet18.pth"
+    with pytest.warns(MedsegWarning, match="unet_resnet34 trains from scratch .no weights were given"):
+        assert "pretrained" not in point_config(base, {"model.name": "unet_resnet34"}, models).model.params
+
+
+def test_run_names_do_not_call_another_model_by_the_base_models_name(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    base["name"] = "quickstart-unet"
+    assert point_config(base, {"model.name": "segformer_b0", "train.lr": 0.001}).name == "quickstart-segformer_b0_lr0.001"
+    assert point_config(base, {"model.name": "unet", "train.lr": 0.001}).name == "quickstart-unet-unet_lr0.001"
 
 
 def test_sweep_resumes_after_an_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -345,3 +345,28 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         save_file(sd, str(tmp))
     return Path(path)
+
+
+#: model parameters that carry pretrained weights (from a sweep's base config to every model of it)
+WEIGHT_KEYS = ("pretrained", "pretrained_channels")
+
+
+def weights_for(model: str, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``params`` with the weights meant for ``model``, and a note when it trains from scratch instead.
+
+    ``pretrained`` is one path, or ``{model name: path}`` when a sweep compares models whose weights
+    differ. A model without pretrained weights (``weights`` empty in the catalogue), or one the
+    mapping leaves out, loses the weight keys rather than failing on a file meant for another model.
+    """
+    from medseg.models.catalog import MODELS
+
+    if "pretrained" not in params:
+        return dict(params), ""
+    value = params["pretrained"]
+    if isinstance(value, dict):
+        value = value.get(model)
+    takes = model in MODELS and bool(MODELS.meta(model).get("weights"))
+    if value is not None and takes:
+        return {**params, "pretrained": value}, ""
+    why = "it has no pretrained weights" if not takes else "no weights were given for it"
+    return {k: v for k, v in params.items() if k not in WEIGHT_KEYS}, f"{model} trains from scratch ({why})"

@@ -39,6 +39,7 @@ import itertools
 import json
 import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ import yaml
 
 from medseg.config import Config, config_from_dict, parse_override, set_dotted, valid_keys
 from medseg.core.atomic import write_json, write_text
-from medseg.core.errors import ConfigError, RunError, TrainingError
+from medseg.core.errors import ConfigError, MedsegWarning, RunError, TrainingError
+from medseg.models.pretrained import WEIGHT_KEYS, weights_for
 from medseg.viz.plots import format_value, plot_sensitivity
 
 SWEEP_FILE = "sweep.json"
@@ -184,11 +186,19 @@ def point_config(base: dict[str, Any], point: dict[str, Any], models: dict[str, 
     models = models or {}
     new_model = point.get("model.name")
     base_model = get_dotted(base, "model.name") or "unet"
+    weights = {k: v for k, v in (get_dotted(base, "model.params") or {}).items() if k in WEIGHT_KEYS}  # given once, for every model
     if new_model is not None and (new_model != base_model or new_model in models):
-        _set(raw, "model.params", models.get(new_model, {}))
+        _set(raw, "model.params", {**copy.deepcopy(models.get(new_model, {})), **weights})
     for k, v in sorted(point.items(), key=lambda kv: kv[0].count(".")):  # model.params before model.params.x
         _set(raw, k, v)
-    raw["name"] = name or f"{raw.get('name', 'run')}-{point_name(point)}"
+    params, note = weights_for(str(get_dotted(raw, "model.name") or "unet"), get_dotted(raw, "model.params") or {})
+    _set(raw, "model.params", params)
+    if note:
+        warnings.warn(MedsegWarning(f"model.params.pretrained: {note}"), stacklevel=2)
+    base_name = str(raw.get("name", "run"))
+    if new_model is not None and new_model != base_model and base_name.endswith(f"-{base_model}"):
+        base_name = base_name[: -len(base_model) - 1]  # "quickstart-unet" must not name a SegFormer run
+    raw["name"] = name or f"{base_name}-{point_name(point)}"
     return config_from_dict(raw, source=f"sweep point {point_name(point)}")
 
 

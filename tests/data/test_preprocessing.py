@@ -92,6 +92,26 @@ def test_resize_and_multilabel_round_trip(rng: np.random.Generator) -> None:
     assert probs.shape == (2, *case.spatial_shape)
 
 
+def test_in_plane_resize_of_a_volume_cut_into_slices(tmp_path: Path, rng: np.random.Generator) -> None:
+    root = _dataset(tmp_path / "vols", rng, n=1)
+    ds = load_dataset(root)
+    cfg = config_from_dict({"data": {"dataset": str(root), "slices": True, "slice_axis": 0, "preprocess": {"enabled": True, "resize": [12, 30]}}})
+    spec = resolve_spec(cfg, ds)
+    assert spec.resize == [0, 12, 30]
+    case = ds.load_case("p0")
+    img, lab, rec = preprocess_pair(case, spec)
+    assert img.shape == (1, 10, 12, 30) and lab.shape == (1, 10, 12, 30)
+    # each slice resized on its own: slice k equals the 2D resize of slice k (nearest for labels)
+    two_d = PreprocessSpec(dims=2, resize=[12, 30], normalize=spec.normalize, intensity=spec.intensity)
+    for k in (0, 4, 9):
+        sl = Case.from_spacing(case.image[:, k], case.label[k], spacing=(1.0, 1.0), case_id=f"s{k}")
+        _, lab2, _ = preprocess_pair(sl, two_d)
+        np.testing.assert_array_equal(lab[0, k], lab2[0])
+    np.testing.assert_array_equal(invert_label(lab[0], rec), case.label)
+    with pytest.raises(ConfigError, match="2 axes but the data set is 3D"):
+        resolve_spec(config_from_dict({"data": {"dataset": str(root), "preprocess": {"enabled": True, "resize": [12, 30]}}}), ds)
+
+
 def test_2d_case_and_preprocess_case_ignores_label(rng: np.random.Generator) -> None:
     img = rng.normal(size=(1, 30, 40)).astype(np.float32)
     lab = np.zeros((30, 40), np.int16)

@@ -43,7 +43,7 @@ class PreprocessConfig(Section):
     crop_margin: int = Field(0, ge=0, description="voxels kept around the crop box")
     normalize: Literal["auto", "ct", "zscore", "zscore_nonzero", "clip01", "none"] = Field("auto", description="auto = by modality (CT: ct, else zscore)")
     clip_percentiles: tuple[float, float] = Field((0.5, 99.5), description="ct: data set foreground percentiles; clip01: per-case percentiles")
-    resize: list[int] | None = Field(None, description="resize every case to this spatial size (after resampling)")
+    resize: list[int] | None = Field(None, description="resize every case to this spatial size (after resampling); 2 sizes with data.slices resize each slice")
     pad_to: list[int] | None = Field(None, description="pad (centred, zeros) to at least this spatial size")
     cache_dir: str | None = Field(None, description="the cache folder (default: <data set>/preprocessed/<spec hash>); one of another spec is refused")
 

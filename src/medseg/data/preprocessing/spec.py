@@ -32,7 +32,7 @@ class PreprocessSpec:
         normalize: one scheme per channel (see ``NORMALIZATIONS``).
         clip_percentiles: (low, high) percentiles for ``ct`` (data-set foreground) and ``clip01`` (per case).
         intensity: per-channel data-set statistics for ``ct``: ``{"low", "high", "mean", "std"}``.
-        resize: fixed spatial size, or None.
+        resize: fixed spatial size (0 keeps an axis, e.g. the slice axis of a volume cut into 2D slices), or None.
         pad_to: minimum spatial size, or None.
     """
 
@@ -74,7 +74,8 @@ class PreprocessSpec:
                 continue
             if len(v) != self.dims:
                 raise ConfigError(f"{name} {list(v)} has {len(v)} axes but the data set is {self.dims}D", where=f"{where}.{name}", fix=f"give {self.dims}")
-            if not all(math.isfinite(float(x)) and float(x) > 0 for x in v):
+            keep = name == "resize" and 0 < v.count(0) < len(v)  # 0 keeps that axis's size (slices of a volume)
+            if not all(math.isfinite(float(x)) and (float(x) > 0 or (keep and x == 0)) for x in v):
                 raise ConfigError(f"{name} {list(v)} must be positive and finite", where=f"{where}.{name}", fix="give positive values")
         for n in self.normalize:
             if n not in NORMALIZATIONS:
@@ -160,11 +161,21 @@ def resolve_spec(config: Any, ds: Any, plan: dict[str, Any] | None = None, finge
         normalize=normalize,
         clip_percentiles=tuple(pc.clip_percentiles),
         intensity=intensity,
-        resize=None if pc.resize is None else [int(v) for v in pc.resize],
+        resize=_resize_axes(pc.resize, dims, config.data if isinstance(config, Config) else None),
         pad_to=None if pc.pad_to is None else [int(v) for v in pc.pad_to],
     )
     spec.check()
     return spec
+
+
+def _resize_axes(resize: list[int] | None, dims: int, data: Any) -> list[int] | None:
+    """``data.preprocess.resize``; an in-plane size on a 3D data set cut into slices keeps the slice axis (0)."""
+    if resize is None:
+        return None
+    out = [int(v) for v in resize]
+    if data is not None and data.slices and dims == 3 and len(out) == 2:
+        out.insert(data.slice_axis, 0)
+    return out
 
 
 def ras_spacings(ds: Any) -> dict[str, list[float]]:

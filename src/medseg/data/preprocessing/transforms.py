@@ -217,7 +217,7 @@ def preprocess_pair(case: Case, spec: PreprocessSpec, with_label: bool = True) -
             steps.append({"op": "resample", "shape": list(old), "to": list(new), "coarse_axis": coarse})
     if spec.resize is not None:
         old = tuple(int(s) for s in img.shape[1:])
-        new = tuple(int(s) for s in spec.resize)
+        new = tuple(int(s) or o for s, o in zip(spec.resize, old, strict=True))
         if new != old:
             img = _resize(img, new, spec.interpolation if spec.dims == 2 else "linear")
             lab = None if lab is None else _resize(lab, new, "nearest")

@@ -35,7 +35,7 @@ def load_sweep_recipe(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"invalid YAML ({str(e).splitlines()[0]})", where=p, fix="repair the YAML syntax") from None
-    allowed = {"description", "base", "set", "models", "grid", "seeds", "optuna", "compare", "name"}
+    allowed = {"description", "base", "set", "models", "grid", "points", "seeds", "optuna", "compare", "name"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         close = difflib.get_close_matches(unknown[0], sorted(allowed), n=2)
@@ -75,3 +75,27 @@ def resolve_sweep_source(source: str | Path, overrides: list[str] | None = None)
     base = apply_overrides(base, list(overrides or []))
     config_from_dict(base, source=source_name)  # fail early on a bad base
     return base, recipe
+
+
+def recipe_points(recipe: dict[str, Any], grid: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+    """The runs of a comparison recipe: every combination of ``grid`` (the recipe's, updated by ``grid``),
+    each combined with every entry of ``points`` (settings that go together, e.g. a loss and its arguments).
+
+    A key given in both takes the grid's value (duplicates are dropped). Without ``points`` this is the plain grid.
+    """
+    import itertools
+
+    space = {k: list(v) for k, v in (recipe.get("grid") or {}).items()}
+    space.update(grid or {})
+    combos = [dict(zip(space, c, strict=True)) for c in itertools.product(*space.values())] if space else [{}]
+    points = [dict(p) for p in recipe.get("points") or []] or [{}]
+    for p in points:
+        if not isinstance(p, dict):
+            raise ConfigError(f"a point must map keys to values, got {p!r}", where="points", fix="write e.g. - {train.loss: dice}")
+    out: list[dict[str, Any]] = []
+    for c in combos:
+        for p in points:
+            q = {**p, **c}
+            if q not in out:
+                out.append(q)
+    return out

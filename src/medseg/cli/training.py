@@ -133,3 +133,49 @@ def quickstart_cmd(
     console.print((out / "report" / "comparison.md").read_text(encoding="utf-8"), markup=False, highlight=False)
     console.rule("[bold]3/3 report")
     console.print(f"report: [bold]{index}[/]")
+
+
+@command("study")
+def study_cmd(
+    name: Annotated[str | None, typer.Argument(help="the study: a name or number from --list")] = None,
+    data: Annotated[Path | None, typer.Option("--data", "-d", help="the study's download, unpacked")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="study folder: data/, runs/, report/ (default studies/NAME)")] = None,
+    set_: SetOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="a smoke run on a laptop CPU: tiny models, one short epoch, small images")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list the studies and the download each reads")] = False,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = False,
+) -> None:
+    """Run a reference study on its download with one command: import, train every model of the study,
+    evaluate, compare with the published numbers, report. Re-running continues where it stopped.
+
+    Example: medseg study sunnybrook-lv --data ~/Downloads/sunnybrook --out studies/lv --quick
+    """
+    from medseg.workflows.study import STUDIES, get_study, run_study
+
+    if list_:
+        for s in STUDIES.values():
+            console.print(f"[bold]{s.name}[/] ({s.number}) — {s.title}. Download: {s.download}", highlight=False)
+        return
+    if name is None:
+        raise MedsegError("no study named", where="NAME", fix=f"choose one of: {', '.join(STUDIES)} (medseg study --list)")
+    study = get_study(name)
+    if data is None:
+        raise MedsegError("no download given", where="--data", fix=f"medseg study {study.name} --data PATH (the unpacked {study.download})")
+    from medseg.reports.html import make_comparison_report
+
+    def point(i: int, n: int, entry: dict[str, Any]) -> None:
+        d = entry.get("test_dice")
+        console.print(f"  [{i + 1}/{n}] {entry['name']}: {entry['action']}, test Dice {'n/a' if d is None else f'{d:.3f}'}", highlight=False)
+
+    index = run_study(
+        study.name,
+        data,
+        out or Path("studies") / study.name,
+        overrides=list(set_ or []),
+        quick=quick,
+        progress=progress,
+        report=make_comparison_report,
+        on_step=lambda text: console.rule(text),
+        on_point=point,
+    )
+    console.print(f"report: [bold]{index}[/]")

@@ -54,6 +54,9 @@ class ReferenceResult(Section):
     hd95: float | None = Field(None, description="mm")
     assd: float | None = Field(None, description="mm (surface-to-surface distance)")
     parameters: int | None = None
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="other published columns by name: test_loss, pixel_accuracy, macro_f1, weighted_f1, time_saved_s_<class>…"
+    )
     note: str = ""
 
 

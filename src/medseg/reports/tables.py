@@ -92,7 +92,8 @@ def study_table(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
     if not cols:
         return [], []
     header = ["run", "mean Dice", *[label for _, label, _ in cols]]  # Dice beside pixel accuracy: the imbalance trap in one glance
-    return header, [[r["run"], _f(r.get("mean_dice")), *[fmt(r.get(key)) for key, _, fmt in cols]] for r in cmp.rows]
+    rows = [*cmp.rows, *[r for r in cmp.references if any(known(r.get(key)) for key, _, _ in cols)]]  # published numbers as reference rows
+    return header, [[r["run"], _f(r.get("mean_dice")), *[fmt(r.get(key)) if known(r.get(key)) else "" for key, _, fmt in cols]] for r in rows]
 
 
 STUDY_NOTE = (

@@ -168,6 +168,7 @@ def _reference_rows(results: list[RunResult]) -> list[dict[str, Any]]:
             for col in METRICS.shown("compare"):
                 v = getattr(ref, col.name, None)
                 row[col.name] = math.nan if v is None else v
+            row.update({k: float(v) for k, v in ref.metrics.items()})
             seen[ref.name] = row
     return list(seen.values())
 

@@ -94,6 +94,17 @@ def _gallery(results: list[RunResult], ds: Any, out: Path) -> str:
     return _legend(ds) + "".join(parts)
 
 
+def _fit(mask: Any, shape: tuple[int, ...]) -> Any:
+    """A mask's last two axes brought to ``shape`` by nearest-neighbour lookup (display only)."""
+    import numpy as np
+
+    if tuple(mask.shape[-2:]) == tuple(shape):
+        return mask
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * mask.shape[-2] / shape[0], mask.shape[-2] - 1).astype(int)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * mask.shape[-1] / shape[1], mask.shape[-1] - 1).astype(int)
+    return mask[..., rows[:, None], cols[None, :]]
+
+
 def _training_gifs(results: list[RunResult], ds: Any, out: Path) -> str:
     colors = [c.color for c in ds.info.classes]
     figs = []
@@ -111,6 +122,7 @@ def _training_gifs(results: list[RunResult], ds: Any, out: Path) -> str:
         lead = 1 if ds.info.multi_label else 0
         if z is not None:  # whole predicted volumes (older runs of 2D models on slices): cut them like the image
             frames = [(e, f[:, z] if lead else f[z]) if f.ndim == case.ndim + lead else (e, f) for e, f in frames]
+        frames = [(e, _fit(f, ref.shape[-2:])) for e, f in frames]  # snapshots of resized (preprocessed) cases
         path = figures.training_gif(out / f"training_{i}.gif", img, ref, frames, colors, title=r.label if len(results) > 1 else "")
         cap = f"{r.label}: case {meta['case']}" + (f", slice {z}" if z is not None else "") + f", {len(frames)} epochs"
         figs.append(f"<figure>{_img(path, f'training sequence {r.label}')}<figcaption>{html.escape(cap)}</figcaption></figure>")

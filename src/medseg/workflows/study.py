@@ -172,12 +172,17 @@ def quick_points(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _tiny(model: str) -> dict[str, Any]:
+def _tiny(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` (the study's) at the model's registered tiny size; deep supervision stays the study's
+    choice, capped at what the tiny network's fewer levels allow."""
     from medseg.models import MODELS
 
     tiny = copy.deepcopy(MODELS.meta(model).get("tiny") or {}) if model in MODELS else {}
-    tiny.pop("n_deep_supervision", None)  # deep supervision is the study's choice, not a size
-    return tiny
+    cap = tiny.pop("n_deep_supervision", None)
+    out = {**params, **tiny}
+    if cap is not None and int(out.get("n_deep_supervision", 0)) > int(cap):
+        out["n_deep_supervision"] = cap
+    return out
 
 
 def plan_study(study: Study, dataset: Path, overrides: list[str] | None = None, quick: bool = False) -> tuple[dict[str, Any], dict[str, Any], list[dict]]:
@@ -191,8 +196,8 @@ def plan_study(study: Study, dataset: Path, overrides: list[str] | None = None, 
     if quick:
         points = quick_points(points)
         names = {str(p.get("model.name") or base["model"]["name"]) for p in points}
-        models = {m: {**models.get(m, {}), **_tiny(m)} for m in names | set(models)}
-        base["model"]["params"] = {**(base["model"].get("params") or {}), **_tiny(base["model"]["name"])}
+        models = {m: _tiny(m, models.get(m, {})) for m in names | set(models)}
+        base["model"]["params"] = _tiny(base["model"]["name"], base["model"].get("params") or {})
     return base, models, points
 
 

@@ -72,6 +72,19 @@ def sweep_cmd(
     from medseg.workflows.sweep import parse_grid, run_sweep
 
     base, recipe = resolve_sweep_source(config, list(set_ or []))
+    if recipe.get("points") and optuna is None and ray is None:  # settings that go together: grid × points
+        from medseg.recipes import recipe_points
+        from medseg.workflows.study import run_points
+
+        points = recipe_points(recipe, parse_grid(grid))
+        out = out or Path("runs") / f"sweep-{base.get('name', 'run')}"
+
+        def done(i: int, n: int, e: dict[str, Any]) -> None:
+            console.print(f"[{i + 1}/{n}] {e['name']}: {e['action']}", highlight=False)
+
+        run_points(base, points, out, models=recipe.get("models") or {}, evaluate=evaluate, progress=progress, on_point=done)
+        console.print(f"sweep folder: [bold]{out}[/] (sweep.csv); next: medseg compare {out} or medseg report {out} --out {out}/report")
+        return
     space = {k: list(v) for k, v in (recipe.get("grid") or {}).items()}
     space.update(parse_grid(grid))
     if recipe.get("grid"):

@@ -17,6 +17,15 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
+def list_comparisons() -> list[tuple[str, str]]:
+    """(name, description) of every shipped comparison recipe (``configs/comparisons/*.yaml``)."""
+    out = []
+    for p in sorted((RECIPES_DIR / "comparisons").glob("*.yaml")):
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        out.append((p.stem, str(raw.get("description", ""))))
+    return out
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A YAML path as given, or the path of a recipe named without ``.yaml``."""
     p = Path(name_or_path)

@@ -65,15 +65,24 @@ def models_cmd(
 def config_cmd(
     config: Annotated[str | None, typer.Argument(help="YAML config or recipe name; omit for the defaults")] = None,
     set_: SetOpt = None,
-    list_: Annotated[bool, typer.Option("--list", help="list the shipped recipes")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list the shipped recipes: configs and comparisons")] = False,
 ) -> None:
-    """Print a resolved config (every valid key with its value), or list the recipes."""
+    """Print a resolved config (every valid key with its value; a comparison recipe's base config), or list the recipes."""
     from medseg.config import load_config
-    from medseg.recipes import list_recipes, resolve_config_path
+    from medseg.recipes import list_comparisons, list_recipes, resolve_config_path
 
     if list_:
         for r in list_recipes():
-            console.print(r)
+            console.print(f"{r}  (config)", highlight=False, soft_wrap=True)
+        for r, text in list_comparisons():
+            console.print(f"{r}  (comparison: {text})", highlight=False, soft_wrap=True)
+        return
+    if config and config in dict(list_comparisons()):  # a comparison recipe: its base config
+        from medseg.config import config_from_dict
+        from medseg.recipes import resolve_sweep_source
+
+        base, _ = resolve_sweep_source(config, list(set_ or []))
+        sys.stdout.write(config_from_dict(base).to_yaml())
         return
     cfg = load_config(resolve_config_path(config) if config else None, list(set_ or []))
     sys.stdout.write(cfg.to_yaml())

@@ -167,7 +167,7 @@ def study_cmd(
 
     if list_:
         for s in STUDIES.values():
-            console.print(f"[bold]{s.name}[/] ({s.number}) — {s.title}. Download: {s.download}", highlight=False)
+            console.print(f"[bold]{s.name}[/] ({s.number}) — {s.title}. Download: {s.download}", highlight=False, soft_wrap=True)
         return
     if name is None:
         raise MedsegError("no study named", where="NAME", fix=f"choose one of: {', '.join(STUDIES)} (medseg study --list)")

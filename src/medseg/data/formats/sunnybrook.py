@@ -61,7 +61,7 @@ def read_contour(path: Path) -> np.ndarray:
 
 @FORMATS.register("sunnybrook", help="Sunnybrook cardiac MRI: the challenge download or images/ + contours/; --option task=lv for LV blood pool only")
 def read_sunnybrook(
-    path: Path, images_dir: str = "images", contours_dir: str = "contours", name: str = "", task: str = "lv_myo", sax: str | None = None
+    path: Path, images_dir: str = "images", contours_dir: str = "contours", name: str = "", *, task: str = "lv_myo", sax: str | None = None
 ) -> Imported:
     """Read Sunnybrook images and expert contours.
 

@@ -156,6 +156,7 @@ def test_reference_pipelines_in_the_recipes_are_valid_config() -> None:
     for block in blocks:
         d = config_from_dict(yaml.safe_load(block)).data
         got.append((d.preprocess.resize, d.preprocess.pad_to, sorted(resolve_augmentation(d.augmentation.preset or d.augment, d.augmentation.overrides))))
-    assert got[0] == ([384, 384], None, ["flip", "rot90"])
+    assert got[0] == ([384, 384], None, [])  # 000 names no augmentation; its 2D slices of volumes resize in-plane
+    assert config_from_dict(yaml.safe_load(blocks[0])).data.slices
     assert got[1] == (None, [96, 96, 96], ["rotate", "scale"])
-    assert got[2] == ([64, 128, 128], None, ["flip", "noise", "rotate"])
+    assert got[2] == ([128, 128, 64], None, ["flip", "noise", "rotate"])

@@ -12,6 +12,7 @@ from medseg.cli.app import app
 
 #: ``medseg --help`` lists the commands in the order a person uses them.
 ORDER = [
+    "auto",
     "quickstart",
     "datasets",
     "import",

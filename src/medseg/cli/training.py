@@ -13,7 +13,9 @@ from medseg.core.errors import MedsegError
 
 @command("train")
 def train_cmd(
-    config: Annotated[str | None, typer.Argument(help="YAML config or recipe name (see `medseg config --list`); optional with --resume")] = None,
+    config: Annotated[
+        str | None, typer.Argument(help="YAML config, recipe (`medseg config --list`) or a data set folder (trained by its plan); optional with --resume")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/<name>)")] = None,
     set_: SetOpt = None,
     resume: Annotated[Path | None, typer.Option(help="continue this run folder from its last checkpoint")] = None,
@@ -39,8 +41,13 @@ def train_cmd(
         run_dir = resume
     else:
         if config is None:
-            raise MedsegError("no config given", where="CONFIG", fix="give a YAML file or recipe name, e.g. `medseg train quickstart`")
-        cfg = load_config(resolve_config_path(config), overrides)
+            raise MedsegError("no config given", where="CONFIG", fix="give a YAML file, a recipe name (e.g. `medseg train quickstart`) or a data set folder")
+        if (Path(config) / "dataset.json").is_file():  # a data set folder: its plan and cache decide everything
+            from medseg.workflows.auto.config import dataset_config
+
+            cfg = dataset_config(config, overrides)
+        else:
+            cfg = load_config(resolve_config_path(config), overrides)
         run_dir = out or Path("runs") / cfg.name
     from medseg.engine.train import train
 
@@ -192,3 +199,27 @@ def study_cmd(
         on_point=point,
     )
     console.print(f"report: [bold]{index}[/]")
+
+
+@command("auto")
+def auto_cmd(
+    data: Annotated[Path, typer.Argument(help="a data folder in any format `medseg import` reads (detected), or a medseg data set")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the run folder to create")],
+    time_budget: Annotated[str | None, typer.Option(help="wall clock for all of it, e.g. 10m (default: 1500 optimiser steps, a few minutes)")] = None,
+    folds: Annotated[int, typer.Option(help="0: one training; 5: patient-grouped 5-fold cross-validation, the folds predict as an ensemble")] = 0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    ray: Annotated[str | None, typer.Option("--ray", help="with --folds 5: run the folds on a Ray cluster (HOST:PORT, auto or local)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted auto run in --out")] = False,
+    progress: Annotated[bool, typer.Option(help="show training progress bars")] = False,
+) -> None:
+    """Import, plan, size to the device and budget, train, pick the configuration and post-processing — no config.
+
+    Every decision and its reason goes to OUT/auto.json and OUT/plan.json; OUT is a run folder for
+    predict, evaluate, report and the demo. Example: medseg auto Dataset777_Nuclei --out runs/nuclei
+    """
+    from medseg.workflows.auto import run_auto
+
+    def echo(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    run_auto(data, out, time_budget=time_budget, folds=folds, device=device, ray=ray, resume=resume, progress=progress, echo=echo)

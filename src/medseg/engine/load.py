@@ -49,9 +49,16 @@ def load_inferer(
         RunError: no run given, or a run folder without a usable checkpoint.
         MedsegError: unknown backend.
     """
+    from medseg.runs import read_ensemble, read_postprocessing
+
     folders = [Path(runs)] if isinstance(runs, str | Path) else [Path(r) for r in runs]
     if not folders:
         raise RunError("no run given", where="RUN", fix="give a run folder written by `medseg train`")
+    if len(folders) == 1 and read_ensemble(folders[0]):  # a cross-validated run predicts with all its folds
+        pp_from = folders[0]
+        folders = read_ensemble(folders[0])
+    else:
+        pp_from = folders[0]
     if backend == "onnx":
         from medseg.engine.onnx import load_onnx_module
 
@@ -61,9 +68,7 @@ def load_inferer(
     else:
         raise MedsegError(f"unknown backend {backend!r}", where="--backend", fix=f"use {' or '.join(BACKENDS)}")
     if postprocess is None:
-        from medseg.runs import read_postprocessing
-
-        postprocess = read_postprocessing(folders[0])
+        postprocess = read_postprocessing(pp_from)
     return Inferer(modules, tta=tta, overlap=overlap, sw_batch_size=sw_batch_size, postprocess=postprocess)
 
 

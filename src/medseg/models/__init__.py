@@ -9,6 +9,7 @@ from medseg.models import (  # noqa: F401  (each import registers its family)
     attention_unet,
     classical,
     dense_unet,
+    dynunet,
     fcn,
     improved_unet,
     mednext,

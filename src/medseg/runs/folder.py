@@ -20,6 +20,7 @@ from medseg.data.store import Dataset, load_dataset
 from medseg.runs.layout import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
+    ENSEMBLE_FILE,
     POSTPROCESS_FILE,
     PREDICTIONS_DIR,
     PREPROCESS_FILE,
@@ -174,6 +175,12 @@ def read_postprocessing(run_dir: str | Path) -> list[int]:
     """Class indices whose largest connected component alone is kept (empty when nothing was decided)."""
     path = Path(run_dir) / POSTPROCESS_FILE
     return [int(k) for k in json.loads(path.read_text(encoding="utf-8"))["keep_largest"]] if path.is_file() else []
+
+
+def read_ensemble(run_dir: str | Path) -> list[Path]:
+    """The member runs listed in ``RUN/ensemble.json`` (``medseg auto --folds 5``); empty for a single run."""
+    data = _json(Path(run_dir) / ENSEMBLE_FILE)
+    return [Path(r) for r in data.get("runs", [])] if data else []
 
 
 # ------------------------------------------------------------------------------ evaluations

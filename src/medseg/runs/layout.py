@@ -30,6 +30,7 @@ CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
 PREPROCESS_FILE = "preprocess.json"  # the preprocessing recipe of the training cache, inverted at prediction
 POSTPROCESS_FILE = "postprocessing.json"
+ENSEMBLE_FILE = "ensemble.json"  # member runs that predict together (medseg auto --folds 5)
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "curves.png"
 CHECKPOINTS_DIR = "checkpoints"
@@ -52,6 +53,7 @@ __all__ = [
     "HISTORY_FILE",
     "METRICS_FILE",
     "POSTPROCESS_FILE",
+    "ENSEMBLE_FILE",
     "PREDICTIONS_DIR",
     "PREPROCESS_FILE",
     "REPORT_DIR",

@@ -20,13 +20,21 @@ from medseg.data.formats.common import parse_names, volume_stem, volume_suffix
 from medseg.data.formats.nifti import check_channels, group_channels, n_channels_of, volume_dataset
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
 
+#: the endings nnU-Net v2 reads (``file_ending`` in dataset.json)
+NNUNET_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".nrrd", ".mha", ".gipl")
+
 
 def _labels(raw: dict, where: Path) -> list[str]:
+    """Class names by value. nnU-Net regions (``"name": [1, 2]``) and the ignore label keep the integer
+    values the label files hold: a value named only inside a region is called ``label_<v>``."""
     try:
         if all(str(k).isdigit() for k in raw):
             pairs = {int(k): str(v) for k, v in raw.items()}
         else:
-            pairs = {int(v): str(k) for k, v in raw.items()}
+            pairs = {int(v): str(k) for k, v in raw.items() if not isinstance(v, list | tuple)}
+            for v in raw.values():
+                for x in v if isinstance(v, list | tuple) else []:
+                    pairs.setdefault(int(x), f"label_{int(x)}")
     except (TypeError, ValueError):
         raise FormatError("'labels' must map label values to names", where=where, fix='e.g. {"0": "background", "1": "liver"}') from None
     if sorted(pairs) != list(range(len(pairs))):
@@ -65,7 +73,12 @@ def read_msd(path: Path, modalities: str | list[str] | None = None, name: str = 
     img_dir, lab_dir = path / "imagesTr", path / "labelsTr"
     if not img_dir.is_dir():
         raise FormatError("no imagesTr/ folder", where=path, fix="give the task folder")
-    ending = meta.get("file_ending", ".nii.gz")
+    ending = str(meta.get("file_ending", ".nii.gz")).lower()
+    if ending not in NNUNET_ENDINGS:
+        raise FormatError(f"file_ending {ending!r} is not one nnU-Net reads", where=meta_path, fix=f"use one of {' '.join(NNUNET_ENDINGS)}")
+
+    def ours(p: Path) -> bool:
+        return p.is_file() and p.name.lower().endswith(ending) and not p.name.startswith("._")
     groups: dict[str, list[Path]] = {}
     labels: dict[str, Path] = {}
     if isinstance(meta.get("training"), list) and meta["training"]:
@@ -87,7 +100,7 @@ def read_msd(path: Path, modalities: str | list[str] | None = None, name: str = 
             if entry.get("label"):
                 labels[cid] = (path / entry["label"]).resolve()
     else:
-        groups = group_channels([p for p in sorted(img_dir.iterdir()) if volume_suffix(p)])
+        groups = group_channels([p for p in sorted(img_dir.iterdir()) if ours(p)])
         for cid, files in groups.items():
             if len(files) != len(mods):
                 raise FormatError(
@@ -96,12 +109,12 @@ def read_msd(path: Path, modalities: str | list[str] | None = None, name: str = 
                     fix=f"give all {len(mods)} channel files",
                 )
         if lab_dir.is_dir():
-            labels = {volume_stem(p): p for p in sorted(lab_dir.iterdir()) if volume_suffix(p)}
+            labels = {volume_stem(p): p for p in sorted(lab_dir.iterdir()) if ours(p)}
     if not groups:
         raise FormatError("no training cases", where=img_dir, fix="check imagesTr/ and dataset.json")
     ts_dir = path / "imagesTs"
     if ts_dir.is_dir():  # unlabelled test images: imported, kept out of the splits, predicted with `medseg predict`
-        for cid, files in group_channels([p for p in sorted(ts_dir.iterdir()) if volume_suffix(p)]).items():
+        for cid, files in group_channels([p for p in sorted(ts_dir.iterdir()) if ours(p)]).items():
             if cid in groups:
                 raise FormatError(f"case {cid!r} is in both imagesTr/ and imagesTs/", where=ts_dir, fix="rename one of them")
             groups[cid] = files

@@ -1,0 +1,127 @@
+"""``medseg auto``: detection → plan → measured sizing → training → choice → post-processing, resumable; bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from releases import nnunet_raw, nuclei_tiles
+from typer.testing import CliRunner
+
+from medseg.cli import app
+from medseg.core.errors import ConfigError, DatasetError, RunError
+from medseg.workflows.auto import config as auto_cfg
+from medseg.workflows.auto import run as auto_run
+from medseg.workflows.auto.run import run_auto
+
+
+@pytest.fixture
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny budgets: a few steps are enough to exercise every stage."""
+    monkeypatch.setattr(auto_run, "MIN_STEPS", 5)
+    monkeypatch.setattr(auto_run, "REFUSE_STEPS", 2)
+    monkeypatch.setattr(auto_run, "TRAIN_OVERHEAD_S", 0.0)
+    monkeypatch.setattr(auto_run, "BASE_WIDTHS", {"cpu": (4,), "cuda": (4,), "mps": (4,)})
+
+
+def _tiles(root: Path, n_train: int = 4, size: int = 32) -> Path:
+    return nuclei_tiles(root, n_train=n_train, n_test=1, size=size).root
+
+
+def test_auto_config_follows_the_plan() -> None:
+    plan = {
+        "dims": 3,
+        "configurations": {
+            "3d": {
+                "patch_size": [16, 64, 64],
+                "batch_size": 2,
+                "n_stages": 5,
+                "strides": [[1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+                "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+            }
+        },
+    }
+    raw, why = auto_cfg.auto_config("/d", "/d/plan.json", plan, "3d", base_width=16, budget_s=300)
+    p = raw["model"]["params"]
+    assert p["filters"] == [16, 32, 64, 128, 256]
+    assert p["strides"] == [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
+    assert p["kernel_sizes"][0] == [1, 3, 3]
+    assert p["n_deep_supervision"] == 3
+    assert raw["train"]["time_budget"] == "300s" and raw["data"]["configuration"] == "3d"
+    assert raw["data"]["preprocess"] == {"enabled": True, "orientation": "RAS", "spacing": "plan", "crop": "nonzero", "normalize": "auto"}
+    assert {"network", "loss", "augmentation", "sampling", "split"} <= set(why)
+    assert auto_cfg.widths(8, 2, 32) == [32, 64, 128, 256, 512, 512, 512, 512]  # nnU-Net's 2D cap
+
+
+def test_auto_end_to_end_and_predict(tmp_path: Path, quick: None) -> None:
+    data = _tiles(tmp_path / "raw")
+    lines: list[str] = []
+    state = run_auto(data, tmp_path / "run", time_budget="40s", echo=lines.append)
+    out = tmp_path / "run"
+    text = "\n".join(lines)
+    assert "estimate:" in text and " s in all" in text and "MB" in text
+    assert state["estimate"]["total_s"] > 0 and state["measured"]["total_s"] > 0
+    assert set(state["stages"]) >= {"import", "plan", "size", "train.2d", "choose", "postprocess", "done"}
+    assert state["decisions"]["format"]["value"] == "msd"
+    assert "why" in state["decisions"]["configuration"]
+    saved = json.loads((out / "auto.json").read_text())
+    assert saved["decisions"]["postprocessing"]["why"]
+    assert (out / "plan.json").is_file() and (out / "checkpoints" / "best.ckpt").is_file()
+    # one cache: the plan's (medseg prepare's spec), not a second one built by training
+    assert len(list((out / "data" / "preprocessed").iterdir())) == 1
+    # the run folder predicts like any other
+    res = CliRunner().invoke(app, ["predict", str(out), str(data / "imagesTs"), "--out", str(tmp_path / "pred")])
+    assert res.exit_code == 0, res.output
+    pred = np.asarray(Image.open(next((tmp_path / "pred").glob("*.png"))))
+    assert pred.shape == (32, 32) and set(np.unique(pred)) <= {0, 1}
+
+
+def test_interrupted_auto_resumes(tmp_path: Path, quick: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _tiles(tmp_path / "raw")
+    real = auto_run._train
+
+    def interrupted(*a: object, **k: object) -> Path:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auto_run, "_train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_auto(data, tmp_path / "run", time_budget="40s", echo=lambda s: None)
+    first = json.loads((tmp_path / "run" / "auto.json").read_text())
+    assert "size" in first["stages"] and "train.2d" not in first["stages"]
+    with pytest.raises(RunError, match="not empty"):
+        run_auto(data, tmp_path / "run", time_budget="40s", echo=lambda s: None)
+    monkeypatch.setattr(auto_run, "_train", real)
+    state = run_auto(data, tmp_path / "run", time_budget="40s", resume=True, echo=lambda s: None)
+    assert "done" in state["stages"]
+    assert state["stages"]["size"] == first["stages"]["size"]  # not measured again
+    assert state["estimate"] == first["estimate"]
+
+
+def test_too_short_budget_is_refused_with_the_minimum(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["auto", str(_tiles(tmp_path / "raw")), "--out", str(tmp_path / "run"), "--time-budget", "1s"])
+    assert res.exit_code == 2
+    line = res.output.strip().splitlines()[-1]
+    assert "--time-budget too short" in line and "give at least" in line
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_one_case_is_refused(tmp_path: Path) -> None:
+    data = nnunet_raw(tmp_path / "raw", ".png", n_train=1, n_test=0).root
+    with pytest.raises(DatasetError, match="1 labelled patient") as e:
+        run_auto(data, tmp_path / "run", echo=lambda s: None)
+    assert "\n" not in e.value.one_line()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bad_flags(tmp_path: Path) -> None:
+    data = _tiles(tmp_path / "raw")
+    with pytest.raises(ConfigError, match="--folds"):
+        run_auto(data, tmp_path / "a", folds=3)
+    with pytest.raises(ConfigError, match="duration"):
+        run_auto(data, tmp_path / "b", time_budget="soon")
+    with pytest.raises(ConfigError, match="--ray runs cross-validation"):
+        run_auto(data, tmp_path / "c", ray="local")
+    assert not any((tmp_path / n).exists() for n in "abc")

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from releases import nnunet_raw, nuclei_tiles
 from typer.testing import CliRunner
 
 from medseg.cli import app
-from medseg.core.errors import ConfigError, DatasetError, RunError
+from medseg.core.errors import ConfigError, RunError
 from medseg.workflows.auto import config as auto_cfg
 from medseg.workflows.auto import run as auto_run
 from medseg.workflows.auto.run import run_auto
+from releases import nnunet_raw, nuclei_tiles
 
 
 @pytest.fixture
@@ -104,16 +104,80 @@ def test_too_short_budget_is_refused_with_the_minimum(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["auto", str(_tiles(tmp_path / "raw")), "--out", str(tmp_path / "run"), "--time-budget", "1s"])
     assert res.exit_code == 2
     line = res.output.strip().splitlines()[-1]
-    assert "--time-budget too short" in line and "give at least" in line
+    assert "--time-budget: too short" in line and "give at least" in line
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_one_case_is_refused(tmp_path: Path) -> None:
-    data = nnunet_raw(tmp_path / "raw", ".png", n_train=1, n_test=0).root
-    with pytest.raises(DatasetError, match="1 labelled patient") as e:
-        run_auto(data, tmp_path / "run", echo=lambda s: None)
-    assert "\n" not in e.value.one_line()
-    assert not (tmp_path / "run" / "checkpoints").exists()
+def test_one_case_trains_with_a_warning(tmp_path: Path, quick: None) -> None:
+    data = nnunet_raw(tmp_path / "raw", ".png", n_train=1, n_test=0, shape=(32, 32)).root
+    lines: list[str] = []
+    with pytest.warns(UserWarning, match="one labelled patient"):
+        state = run_auto(data, tmp_path / "run", time_budget="30s", echo=lines.append)
+    assert "validated on its training case" in state["decisions"]["split"]["why"]
+    assert any(line.startswith("warning: one labelled patient") for line in lines)
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+class Stop(Exception):
+    pass
+
+
+def _plan_only(data: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, dict]:
+    """Run auto up to the plan (sizing raises), return (auto.json, plan.json)."""
+
+    def stop(*a: object, **k: object) -> None:
+        raise Stop
+
+    monkeypatch.setattr(auto_run, "_size", stop)
+    with pytest.raises(Stop):
+        run_auto(data, out, echo=lambda s: None)
+    return json.loads((out / "auto.json").read_text()), json.loads((out / "plan.json").read_text())
+
+
+def _folder(root: Path, pairs: list[tuple[np.ndarray, np.ndarray]]) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, (img, mask) in enumerate(pairs):
+        Image.fromarray(img.astype(np.uint8)).save(root / "images" / f"t{i}.png")
+        Image.fromarray((mask * 255).astype(np.uint8)).save(root / "masks" / f"t{i}.png")
+    return root
+
+
+def test_class_that_never_occurs_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rel = nnunet_raw(tmp_path / "raw", ".png", classes=("organ", "lesion"))
+    rel.dataset_json.write_text(json.dumps({**rel.dataset, "labels": {"background": 0, "organ": 1, "lesion": 2, "absent": 3}}))
+    state, plan = _plan_only(rel.root, tmp_path / "run", monkeypatch)
+    assert any("'absent' never occurs" in w for w in state["warnings"])
+    assert plan["configurations"]["2d"]["patch_size"] == [24, 32]  # the whole (24, 32) tile: divisible by its 2² and 2³ poolings
+
+
+def test_thin_structures_and_wild_sizes_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    pairs = []
+    for shape in [(16, 16), (40, 300), (256, 200), (64, 64), (20, 500)]:
+        mask = np.zeros(shape, bool)
+        mask[shape[0] // 2, :] = True  # a 1-pixel-thin line
+        img = rng.normal(60, 10, shape) + 120 * mask
+        pairs.append((np.clip(img, 0, 255), mask))
+    state, plan = _plan_only(_folder(tmp_path / "raw", pairs), tmp_path / "run", monkeypatch)
+    conf = plan["configurations"]["2d"]
+    med = plan["median_shape"]
+    assert med == [40.0, 200.0]  # independent: medians of (16, 40, 256, 64, 20) and (16, 300, 200, 64, 500)
+    div = [2**p for p in conf["pool_per_axis"]]
+    assert all(p % d == 0 for p, d in zip(conf["patch_size"], div, strict=True))
+    assert conf["batch_size"] >= 2
+    assert any("very small case" in w for w in state["warnings"])
+    raw, _ = auto_cfg.auto_config(tmp_path / "run" / "data", tmp_path / "run" / "data" / "plan.json", plan, "2d")
+    assert len(raw["model"]["params"]["filters"]) == conf["n_stages"] or len(raw["model"]["params"]["filters"]) == auto_cfg.MAX_STAGES
+
+
+def test_label_outside_classes_stops_auto_in_one_line(tmp_path: Path) -> None:
+    rel = nnunet_raw(tmp_path / "raw", ".png")
+    rel.dataset_json.write_text(json.dumps({**rel.dataset, "labels": {"background": 0, "organ": 1}}))
+    res = CliRunner().invoke(app, ["auto", str(rel.root), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2
+    assert "label value 2 has no class" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "data").exists()
 
 
 def test_bad_flags(tmp_path: Path) -> None:

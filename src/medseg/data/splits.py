@@ -156,4 +156,6 @@ def select(splits: Mapping[str, Any], name: str, fold: int | None = None) -> lis
         return list(folds[fold][name])
     if name not in SETS:
         raise SplitError(f"unknown split {name!r}", where="--split", fix="use train, val or test")
+    if name == "val" and not splits.get("val") and splits.get("val_on_train"):  # one labelled patient: nothing is held out
+        return list(splits.get("train", []))
     return list(splits.get(name, []))

@@ -20,6 +20,7 @@ def prepare_dataset(
     cpu_cores: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    fingerprint: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """``medseg prepare``: fingerprint, plan (``plan.json`` in the data set folder) and the cache.
 
@@ -30,6 +31,7 @@ def prepare_dataset(
         cpu_cores: CPU budget of the plan (default: this machine's cores).
         overwrite: rebuild a cache that exists (also one built with another spec).
         progress: show progress bars.
+        fingerprint: the data set's fingerprint when already computed.
 
     Returns:
         ``(plan, plan_file, cache_folder)``.
@@ -39,7 +41,7 @@ def prepare_dataset(
     from medseg.data.source import open_dataset
 
     ds = open_dataset(config)
-    fp = None
+    fp = fingerprint
     plan_src = plan_path or config.data.plan
     if plan_src:
         plan = load_plan(plan_src)
@@ -47,7 +49,7 @@ def prepare_dataset(
             raise ConfigError(f"the plan is for {plan.get('dims')}D data but the data set is {ds.info.dims}D", where=plan_src, fix="plan this data set")
         plan_file = Path(plan_src)
     else:
-        fp = make_fingerprint(ds, progress=progress)
+        fp = fp or make_fingerprint(ds, progress=progress)
         plan = make_plan(fp, dims=ds.info.dims, gpu_memory_gb=gpu_memory_gb, cpu_cores=cpu_cores, ras_spacings=ras_spacings(ds) if ds.info.dims == 3 else None)
         plan_file = write_plan(plan, ds.root / PLAN_FILE)
     spec = resolve_spec(config, ds, plan, fp)

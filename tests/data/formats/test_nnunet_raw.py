@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from PIL import Image
-from releases import ENDINGS_2D, ENDINGS_3D, nnunet_raw, nuclei_tiles
 
 from medseg.core.errors import FormatError
 from medseg.data.formats import import_dataset
 from medseg.data.formats.detect import detect_format
 from medseg.data.store import load_dataset
+from releases import ENDINGS_2D, ENDINGS_3D, nnunet_raw, nuclei_tiles
 
 
 def _independent(path: Path) -> np.ndarray:

@@ -47,7 +47,7 @@ def widths(n_stages: int, dims: int, base: int) -> list[int]:
 def network(conf: dict[str, Any], dims: int, base: int) -> dict[str, Any]:
     """``dynunet`` parameters from a plan configuration: its kernels and strides (at most :data:`MAX_STAGES` stages)."""
     n = min(int(conf["n_stages"]), MAX_STAGES)
-    strides = [[1] * dims, *[list(s) for s in conf["strides"]][:n - 1]]
+    strides = [[1] * dims, *[list(s) for s in conf["strides"]][: n - 1]]
     kernels = [list(k) for k in conf["kernel_sizes"]][:n]
     return {
         "filters": widths(n, dims, base),

@@ -88,11 +88,23 @@ def _import(auto: Auto, data: Path) -> Path:
     return ds_path
 
 
-def _check_data(ds: Any) -> int:
-    """Labelled patients; fewer than 2 is refused (nothing to validate on); labels beyond the classes are caught at import."""
+def _check_data(auto: Auto, ds: Any) -> int:
+    """Labelled patients (none is refused; labels beyond the classes are refused at import). With one, it trains
+    and validates on the same case (``val_on_train`` in ``RUN/splits-auto.json``), with a warning."""
     n = len(set(ds.labelled_patients.values()))
-    if n < 2:
-        raise DatasetError(f"{n} labelled patient(s): training needs at least 2 (one to validate the model on)", where=ds.root, fix="add labelled cases")
+    if n == 0:
+        raise DatasetError("no labelled case", where=ds.root, fix="add cases with labels (images alone can only be predicted)")
+    if n == 1:
+        import warnings
+
+        from medseg.data.splits import SETS
+
+        ids = sorted(ds.labelled_patients)
+        write_json(auto.out / "splits-auto.json", {**{k: [] for k in SETS}, "train": ids, "val_on_train": True})
+        msg = "one labelled patient: the model is validated on its training case, so validation Dice is optimistic"
+        warnings.warn(msg, stacklevel=2)
+        auto.echo(f"warning: {msg}")
+        auto.decide("split", ids, msg)
     return n
 
 
@@ -109,8 +121,15 @@ def _plan(auto: Auto, ds_path: Path, device: str) -> dict[str, Any]:
         import torch
 
         gpu_gb = max(2.0, min(40.0, torch.cuda.get_device_properties(0).total_memory / 2**30 * 0.8))
+    from medseg.data.inspect import fingerprint
+    from medseg.data.store import load_dataset
+
     cfg = config_from_dict({"data": {"dataset": str(ds_path), "preprocess": dict(PLAN_DEFAULTS)}})
-    plan, plan_file, cache = prepare_dataset(cfg, gpu_memory_gb=gpu_gb, progress=False)
+    fp = fingerprint(load_dataset(ds_path), progress=False)
+    for w in fp.get("warnings", []):
+        auto.echo(f"warning: {w}")
+    auto.state["warnings"] = list(fp.get("warnings", []))
+    plan, plan_file, cache = prepare_dataset(cfg, gpu_memory_gb=gpu_gb, progress=False, fingerprint=fp)
     write_json(auto.out / "plan.json", plan)
     auto.decide("spacing", plan["target_spacing"], "median spacing of the cases (10th percentile along a strongly anisotropic axis), as nnU-Net")
     auto.decide(
@@ -154,7 +173,7 @@ def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], device: s
             if per_run is not None and per_run / m["step_s"] < REFUSE_STEPS:
                 need = runs * (REFUSE_STEPS * m["step_s"] + TRAIN_OVERHEAD_S) + auto.elapsed() + 30
                 raise ConfigError(
-                    f"--time-budget too short: {per_run / m['step_s']:.0f} optimiser steps per training at {m['step_s']:.2f} s a step",
+                    f"too short: {per_run / m['step_s']:.0f} optimiser steps per training at {m['step_s']:.2f} s a step",
                     where="--time-budget",
                     fix=f"give at least {math.ceil(need / 60)}m ({runs} training(s) of {REFUSE_STEPS}+ steps on {m['device']})",
                 )
@@ -239,7 +258,7 @@ def run_auto(
     auto = Auto(out, resume, echo)
     auto.state.update(data=str(data.resolve()), time_budget_s=budget_s, folds=folds, device=dev)
     ds = load_dataset(_import(auto, data))
-    n_patients = _check_data(ds)
+    n_patients = _check_data(auto, ds)
     plan = _plan(auto, ds.root, dev)
     plan["_file"] = str(ds.root / "plan.json")
     names = [plan["recommended"]] if folds else list(plan["configurations"])
@@ -251,6 +270,8 @@ def run_auto(
         raw, why = auto_config(
             ds.root, plan["_file"], plan, name, base_width=sizes[name]["base_width"], device=dev, budget_s=sizes[name]["train_s"], n_labelled=n_patients
         )
+        if n_patients == 1:
+            raw["data"]["split"]["file"] = str((out / "splits-auto.json").resolve())
         runs[name] = raw
         for k, v in why.items():
             auto.decide(f"{name}.{k}", raw["model"]["params"] if k == "network" else None, v)

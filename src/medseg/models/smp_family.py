@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import segmentation_models_pytorch as smp
 import torch.nn as nn
 
 from medseg.models.catalog import register_model
@@ -26,11 +25,19 @@ _WEIGHTS = (
 _TINY = {"encoder_depth": 3}
 
 
+def _smp(name: str) -> Callable[..., nn.Module]:
+    """An smp architecture class, imported when a model is built (not when the catalogue is listed: smp pulls
+    timm and torchvision, seconds of start-up that ``medseg predict`` with another model should not pay)."""
+    import segmentation_models_pytorch as smp
+
+    return getattr(smp, name)
+
+
 def _wrap(net: nn.Module, in_channels: int, encoder_depth: int) -> nn.Module:
     return PadToMultiple(net, 2**encoder_depth, in_channels=in_channels)
 
 
-def _unet_like(cls: Callable[..., nn.Module], doc: str) -> Callable[[str], Callable[..., nn.Module]]:
+def _unet_like(cls: str, doc: str) -> Callable[[str], Callable[..., nn.Module]]:
     """Builders for smp's U-Net-shaped decoders (``Unet``, ``UnetPlusPlus``), which share their arguments."""
 
     def factory(encoder: str) -> Callable[..., nn.Module]:
@@ -44,7 +51,7 @@ def _unet_like(cls: Callable[..., nn.Module], doc: str) -> Callable[[str], Calla
             decoder_attention_type: str | None = None,
         ) -> nn.Module:
             dec = tuple(decoder_channels)[-encoder_depth:] if len(tuple(decoder_channels)) > encoder_depth else tuple(decoder_channels)
-            net = cls(
+            net = _smp(cls)(
                 encoder, encoder_depth, None, decoder_channels=dec, decoder_attention_type=decoder_attention_type, in_channels=in_channels, classes=num_classes
             )
             return _wrap(net, in_channels, encoder_depth)
@@ -55,14 +62,14 @@ def _unet_like(cls: Callable[..., nn.Module], doc: str) -> Callable[[str], Calla
     return factory
 
 
-_unet = _unet_like(smp.Unet, "smp ``Unet``; ``decoder_channels`` needs one entry per encoder stage (``encoder_depth``).")
-_unetplusplus = _unet_like(smp.UnetPlusPlus, "smp ``UnetPlusPlus`` (nested dense skip pathways).")
+_unet = _unet_like("Unet", "smp ``Unet``; ``decoder_channels`` needs one entry per encoder stage (``encoder_depth``).")
+_unetplusplus = _unet_like("UnetPlusPlus", "smp ``UnetPlusPlus`` (nested dense skip pathways).")
 
 
 def _linknet(encoder: str) -> Callable[..., nn.Module]:
     def build(spatial_dims: int, in_channels: int, num_classes: int, encoder_depth: int = 5) -> nn.Module:
         """smp ``Linknet`` (encoder features added, not concatenated, to the decoder)."""
-        return _wrap(smp.Linknet(encoder, encoder_depth, None, in_channels=in_channels, classes=num_classes), in_channels, encoder_depth)
+        return _wrap(_smp("Linknet")(encoder, encoder_depth, None, in_channels=in_channels, classes=num_classes), in_channels, encoder_depth)
 
     return build
 
@@ -83,7 +90,7 @@ def _fpn(encoder: str) -> Callable[..., nn.Module]:
         smp's fixed ``upsampling=4`` is only right for ``encoder_depth=5``; it is derived here.
         """
         encoder_depth = max(3, encoder_depth)
-        net = smp.FPN(
+        net = _smp("FPN")(
             encoder,
             encoder_depth,
             None,
@@ -111,7 +118,7 @@ def _deeplabv3plus(encoder: str) -> Callable[..., nn.Module]:
         decoder_atrous_rates: Sequence[int] = (12, 24, 36),
     ) -> nn.Module:
         """smp ``DeepLabV3Plus`` (atrous spatial pyramid pooling + a light decoder)."""
-        net = smp.DeepLabV3Plus(
+        net = _smp("DeepLabV3Plus")(
             encoder,
             max(3, encoder_depth),
             None,

@@ -189,3 +189,18 @@ def test_bad_flags(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--ray runs cross-validation"):
         run_auto(data, tmp_path / "c", ray="local")
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+@pytest.mark.slow
+def test_five_folds_predict_as_one_ensemble(tmp_path: Path, quick: None) -> None:
+    data = _tiles(tmp_path / "raw", n_train=5, size=32)
+    state = run_auto(data, tmp_path / "run", time_budget="100s", folds=5, echo=lambda s: None)
+    out = tmp_path / "run"
+    members = json.loads((out / "ensemble.json").read_text())["runs"]
+    assert len(members) == 5
+    assert len(state["stages"]["folds"]["cases"]) == 5  # every case scored once, out of fold
+    val = [json.loads((Path(m) / "splits.json").read_text())["folds"][k]["val"] for k, m in enumerate(members)]
+    assert sorted(c for v in val for c in v) == sorted(state["stages"]["folds"]["cases"])
+    from medseg.engine.load import load_inferer
+
+    assert len(load_inferer(out).nets) == 5

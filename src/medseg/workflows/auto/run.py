@@ -143,7 +143,7 @@ def _plan(auto: Auto, ds_path: Path, device: str) -> dict[str, Any]:
     return plan
 
 
-def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], device: str, budget_s: float | None, folds: int) -> dict[str, Any]:
+def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], *, device: str, budget_s: float | None, folds: int) -> dict[str, Any]:
     """Per configuration: the width the budget affords, the measured step time and peak memory, the training budget."""
     from medseg.workflows.auto.estimate import measure_steps
 
@@ -264,7 +264,7 @@ def run_auto(
     names = [plan["recommended"]] if folds else list(plan["configurations"])
     if folds:
         auto.decide("configuration", plan["recommended"], f"cross-validation trains the plan's recommendation only ({plan['why']})")
-    sizes = _size(auto, plan, ds, names, dev, budget_s, folds)
+    sizes = _size(auto, plan, ds, names, device=dev, budget_s=budget_s, folds=folds)
     runs: dict[str, Any] = {}
     for name in names:
         raw, why = auto_config(
@@ -275,7 +275,7 @@ def run_auto(
         runs[name] = raw
         for k, v in why.items():
             auto.decide(f"{name}.{k}", raw["model"]["params"] if k == "network" else None, v)
-    est = _estimate(auto, plan, ds, sizes, names, folds)
+    est = _estimate(auto, plan, ds, sizes, names, folds=folds)
     _say_plan(auto, plan, runs, sizes, est)
     auto.save()
     if folds:
@@ -312,7 +312,7 @@ def run_auto(
     return auto.state
 
 
-def _estimate(auto: Auto, plan: dict[str, Any], ds: Any, sizes: dict[str, Any], names: list[str], folds: int) -> dict[str, Any]:
+def _estimate(auto: Auto, plan: dict[str, Any], ds: Any, sizes: dict[str, Any], names: list[str], *, folds: int) -> dict[str, Any]:
     """Seconds and peak memory of what is left, from the measured steps."""
     from medseg.workflows.auto.estimate import predict_seconds
 

@@ -143,8 +143,18 @@ def _plan(auto: Auto, ds_path: Path, device: str) -> dict[str, Any]:
     return plan
 
 
+def _fits(step_s: float, per_run: float | None) -> bool:
+    """Whether a step time buys enough steps: the budget's share, or the default's 1500 steps in DEFAULT_RUN_S."""
+    return DEFAULT_STEPS * step_s <= DEFAULT_RUN_S if per_run is None else per_run / step_s >= MIN_STEPS
+
+
 def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], *, device: str, budget_s: float | None, folds: int) -> dict[str, Any]:
-    """Per configuration: the width the budget affords, the measured step time and peak memory, the training budget."""
+    """Per configuration: the width the budget affords, the measured step time and peak memory, the training budget.
+
+    The narrowest width is measured first; a wider one is measured only when its step time, extrapolated from
+    the narrowest (cost ∝ width², the convolutions'), would still fit — on a slow device the expensive widths
+    are never built.
+    """
     from medseg.workflows.auto.estimate import measure_steps
 
     if auto.done("size"):
@@ -155,33 +165,35 @@ def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], *, device
     for name in names:
         conf = plan["configurations"][name]
         dims = 3 if name == "3d" else 2
-        chosen = None
-        tried = []
-        for base in BASE_WIDTHS.get(device, BASE_WIDTHS["cpu"]):
+
+        def measure(base: int, conf: dict[str, Any] = conf, dims: int = dims, name: str = name) -> dict[str, Any]:
             raw, _ = auto_config(ds.root, plan["_file"], plan, name, base_width=base, device=device)
             m = measure_steps(raw, spatial_dims=dims, in_channels=ds.info.n_channels, n_classes=len(ds.info.class_names), patch=conf["patch_size"])
-            tried.append({"base_width": base, **m})
-            train_s = per_run if per_run is not None else DEFAULT_STEPS * m["step_s"]
-            if per_run is None and train_s <= DEFAULT_RUN_S:
-                chosen = (base, m, max(train_s, DEFAULT_BUDGET_S[0]))
-                break
-            if per_run is not None and train_s / m["step_s"] >= MIN_STEPS:
-                chosen = (base, m, train_s)
-                break
-        if chosen is None:
-            base, m = tried[-1]["base_width"], tried[-1]
-            if per_run is not None and per_run / m["step_s"] < REFUSE_STEPS:
-                need = runs * (REFUSE_STEPS * m["step_s"] + TRAIN_OVERHEAD_S) + auto.elapsed() + 30
-                raise ConfigError(
-                    f"too short: {per_run / m['step_s']:.0f} optimiser steps per training at {m['step_s']:.2f} s a step",
-                    where="--time-budget",
-                    fix=f"give at least {math.ceil(need / 60)}m ({runs} training(s) of {REFUSE_STEPS}+ steps on {m['device']})",
-                )
-            train_s = per_run if per_run is not None else min(DEFAULT_STEPS * m["step_s"], DEFAULT_BUDGET_S[1])
-            chosen = (base, m, train_s)
-        base, m, train_s = chosen
+            return {"base_width": base, **m}
+
+        widths = sorted(BASE_WIDTHS.get(device, BASE_WIDTHS["cpu"]))
+        m = measure(widths[0])
+        tried = [m]
+        for base in reversed(widths[1:]):  # widest first
+            if _fits(m["step_s"] * (base / widths[0]) ** 2, per_run):
+                wide = measure(base)
+                tried.append(wide)
+                if _fits(wide["step_s"], per_run):
+                    m = wide
+                    break
+        if per_run is not None and per_run / m["step_s"] < REFUSE_STEPS:
+            need = runs * (REFUSE_STEPS * m["step_s"] + TRAIN_OVERHEAD_S) + auto.elapsed() + 30
+            raise ConfigError(
+                f"too short: {max(per_run, 0.0) / m['step_s']:.0f} optimiser steps per training at {m['step_s']:.2f} s a step",
+                where="--time-budget",
+                fix=f"give at least {math.ceil(need / 60)}m ({runs} training(s) of {REFUSE_STEPS}+ steps on {m['device']})",
+            )
+        if per_run is not None:
+            train_s = per_run
+        else:
+            train_s = min(max(DEFAULT_STEPS * m["step_s"], DEFAULT_BUDGET_S[0]), DEFAULT_BUDGET_S[1])
         sizes[name] = {
-            "base_width": base,
+            "base_width": m["base_width"],
             "step_s": m["step_s"],
             "peak_mb": m["peak_mb"],
             "train_s": train_s,

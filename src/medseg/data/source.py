@@ -23,12 +23,10 @@ def resolve_dataset(config: Config) -> Path:
 
 def resolve_splits(config: Config, ds: Dataset, run_dir: Path | None = None) -> dict[str, Any]:
     """The split of a run: ``data.split.file`` if given, else the data set's ``splits.json`` when its
-    seed and ratios match the config, else a new patient-grouped split (saved in the run folder)."""
+    seed and ratios match the config, else a new patient-grouped split (any of them saved in the run folder)."""
     sc = config.data.split
-    if sc.file:
-        return load_splits(sc.file, ds.patients)
-    splits: dict[str, Any] | None = None
-    if ds.splits_path.is_file():
+    splits: dict[str, Any] | None = load_splits(sc.file, ds.patients) if sc.file else None
+    if splits is None and ds.splits_path.is_file():
         cand = load_splits(ds.splits_path, ds.patients)
         same = cand.get("seed") == sc.seed and list(cand.get("ratios", [])) == list(sc.ratios)
         if same and (not sc.n_folds or len(cand.get("folds") or []) == sc.n_folds):

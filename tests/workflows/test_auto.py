@@ -204,3 +204,22 @@ def test_five_folds_predict_as_one_ensemble(tmp_path: Path, quick: None) -> None
     from medseg.engine.load import load_inferer
 
     assert len(load_inferer(out).nets) == 5
+
+
+def test_train_dataset_folder_uses_the_prepared_plan_and_cache(tmp_path: Path) -> None:
+    from medseg.config import config_from_dict
+    from medseg.data.formats import import_dataset
+    from medseg.data.preprocessing import default_cache_dir, resolve_spec
+    from medseg.workflows.auto.config import dataset_config
+    from medseg.workflows.prepare import PLAN_DEFAULTS, prepare_dataset
+
+    rel = nnunet_raw(tmp_path / "raw", ".nrrd", channels=("CT",))
+    ds = import_dataset("msd", rel.root, tmp_path / "ds")
+    plan, plan_file, cache = prepare_dataset(config_from_dict({"data": {"dataset": str(ds.root), "preprocess": dict(PLAN_DEFAULTS)}}), progress=False)
+    cfg = dataset_config(ds.root, ["train.iterations=7"])
+    assert cfg.data.plan == str(plan_file.resolve()) and cfg.data.configuration == plan["recommended"]
+    assert cfg.model.name == "dynunet" and cfg.model.params["filters"][0] == 32 and cfg.train.iterations == 7
+    # the spec training resolves is the one `medseg prepare` cached: the same folder, no second cache
+    assert default_cache_dir(ds, resolve_spec(cfg, ds, plan)) == cache
+    res = CliRunner().invoke(app, ["train", str(ds.root), "--set", "train.lrr=1"])
+    assert res.exit_code == 2 and "--set train.lrr=1" in res.output

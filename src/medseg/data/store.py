@@ -45,11 +45,13 @@ DEFAULT_COLORS: list[tuple[int, int, int]] = [
 
 
 class ClassInfo(BaseModel):
-    """A segmentation class: its name and display colour (RGB 0–255)."""
+    """A segmentation class: its name and display colour (RGB 0–255); for a region (multi-label data
+    imported from region-based labels) the label values whose union it is."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
     color: tuple[int, int, int] = (255, 0, 0)
+    labels: list[int] | None = Field(None, description="region: the label values whose union this class is (nnU-Net region-based labels)")
 
 
 class CaseEntry(BaseModel):

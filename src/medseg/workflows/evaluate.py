@@ -36,7 +36,7 @@ from medseg.core.errors import ConfigError, DatasetError, MedsegError, RunError,
 from medseg.core.progress import track
 from medseg.data.labelset import LabelSet, region_channels, region_values
 from medseg.data.labelset import parse_labels as parse_label_set
-from medseg.data.store import DatasetInfo
+from medseg.data.store import DatasetInfo, with_ignore
 from medseg.io import read_mask
 from medseg.metrics import nnunet
 from medseg.metrics.nnunet import Key, key_name
@@ -71,6 +71,7 @@ def evaluate_run(
     """
     from medseg.engine.case_loss import probability_loss
     from medseg.engine.load import load_inferer
+    from medseg.engine.module import split_ignored
 
     run_dir = Path(run_dir)
     config, info = read_run(run_dir)
@@ -80,6 +81,8 @@ def evaluate_run(
     split = split or cfg.split
     checkpoint = checkpoint or cfg.checkpoint
     ds = run_dataset(run_dir, info, config)
+    ds.info = with_ignore(ds.info, config.data.ignore_label)
+    ignore = ds.info.ignore_label
     ids = split_ids(run_dir, ds, split, config.data.split.fold)
     if not ids:
         raise SplitError(f"the {split} set of this run is empty", where=run_dir / SPLITS_FILE, fix="evaluate another split (--split val)")
@@ -95,7 +98,8 @@ def evaluate_run(
         ) from None
     scored = ds.info.foreground
     names = [ds.info.class_names[k] for k in scored]
-    acc = MetricTable(names, metric_columns(cfg), ["case", "patient"], ds.info.class_names, ds.info.multi_label, loss_name=config.train.loss)
+    all_names = ds.info.class_names[: ds.info.n_outputs] if ds.info.multi_label else ds.info.class_names
+    acc = MetricTable(names, metric_columns(cfg), ["case", "patient"], all_names, ds.info.multi_label, loss_name=config.train.loss)
     out = eval_dir(run_dir, split)
     nn_keys = run_keys(ds.info)
     nn_cases = []
@@ -114,13 +118,15 @@ def evaluate_run(
             if cfg.loss:  # the test loss: the run's loss function on this case (not counted in the latency)
                 acc.losses[cid] = probability_loss(inferer.nets[0], inferer.probabilities(case), case)
             t0 = time.perf_counter()
-            m = score_case(pred, case.label, scored, names, case.spacing, cfg=cfg, multi_label=ds.info.multi_label)
-            acc.add({"case": cid, "patient": case.patient_id}, pred, case.label, m)
+            ref, valid = split_ignored(case.label, ignore, ds.info.multi_label)
+            ignored = None if valid is None else ~valid
+            m = score_case(pred, ref, scored, names, case.spacing, cfg=cfg, multi_label=ds.info.multi_label, ignore=ignored)
+            acc.add({"case": cid, "patient": case.patient_id}, pred, ref, m, ignored)
             files = (str(ds.case_path(cid)), f"{PREDICTIONS_DIR}/{cid}.npz" if save_predictions else cid)
             if ds.info.multi_label:
-                nn_cases.append((*files, nnunet.channel_metrics(pred, case.label, nn_keys)))
+                nn_cases.append((*files, nnunet.channel_metrics(pred, ref, nn_keys, valid)))
             else:
-                nn_cases.append((*files, nnunet.case_metrics(pred, case.label, nn_keys)))
+                nn_cases.append((*files, nnunet.case_metrics(pred, case.label, nn_keys, ignore)))
             t_metrics += time.perf_counter() - t0
         header = {
             "run": str(run_dir),
@@ -256,7 +262,7 @@ def run_keys(info: DatasetInfo) -> list[Key]:
     """nnU-Net's keys of a data set's scored classes: the class index (= label value), or per channel of
     multi-label data its region's label values (``labels``), else the channel number + 1."""
     if info.multi_label:
-        return [tuple(c.labels) if c.labels else k + 1 for k, c in enumerate(info.classes)]
+        return [tuple(info.classes[k].labels or ()) or k + 1 for k in info.foreground]
     return list(info.foreground)
 
 

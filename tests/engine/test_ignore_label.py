@@ -141,6 +141,29 @@ def test_training_and_evaluation_leave_the_ignore_label_out(dims: int, tmp_path:
         assert entry["metrics"]["2"]["TP"] == int(((pred == 2) & (label == 2)).sum())
         assert entry["metrics"]["2"]["FP"] == int(((pred == 2) & (label != 2) & valid).sum())
         assert "3" not in entry["metrics"]
+    if dims == 2:  # the viewer stripes the unannotated voxels of the ground truth
+        from medseg.demo.app import DemoState
+        from medseg.viz.overlay import HATCH_COLOR
+
+        st = DemoState(run)
+        rv = st.runs.get("run")
+        cid = next(c for c in rv.case_ids if (ds.load_case(c).label == 3).any())
+        pic, _, _ = st.render("run", None, cid, "axial", 0, "auto (1–99 %)", 0.5, None, "side by side")
+        rv.dataset.info = rv.dataset.info.model_copy(update={"ignore_label": None})
+        plain, _, _ = st.render("run", None, cid, "axial", 0, "auto (1–99 %)", 0.5, None, "side by side")
+        white = lambda a: int((a == np.asarray(HATCH_COLOR)).all(-1).sum())  # noqa: E731
+        assert white(pic) > white(plain)
+
+
+def test_hatch_stripes_only_the_mask() -> None:
+    from medseg.viz.overlay import hatch
+
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    mask = np.zeros((6, 8), bool)
+    mask[2:5, 1:7] = True
+    out = hatch(rgb, mask, (9, 9, 9), period=3)
+    ii, jj = np.indices(mask.shape)
+    assert np.array_equal((out == 9).all(-1), mask & ((ii + jj) % 3 == 0))
 
 
 def test_validation_dice_skips_ignored_voxels() -> None:

@@ -121,6 +121,88 @@ def bce(multi_label: bool, pos_weight: Sequence[float] | None = None) -> nn.Modu
     return _CrossEntropy(True, pos_weight)
 
 
+class IgnoreLabelLoss(nn.Module):
+    """``lambda_dice`` × soft Dice + ``lambda_ce`` × CE on the voxels whose target is not ``ignore_index``.
+
+    As nnU-Net does: the Dice term sees probabilities and one-hot targets both multiplied by the
+    mask of annotated voxels (after one-hot encoding, so an ignored voxel counts for no class, the
+    background included), and CE averages over annotated voxels only (``ignore_index``; skipped
+    when a batch has none). Multi-label (region) targets ``(B, K, ...)`` carry the ignore label as
+    their last channel ``ignore_index = K - 1``: sigmoid Dice on the masked channels and BCE
+    averaged over annotated voxel × channel pairs. Written here because MONAI's ``MaskedDiceLoss``
+    masks the index target before one-hot encoding, which turns ignored voxels into background.
+    """
+
+    def __init__(
+        self,
+        ignore_index: int,
+        *,
+        include_background: bool,
+        squared_pred: bool,
+        lambda_dice: float,
+        lambda_ce: float,
+        weight: Sequence[float] | None,
+        multi_label: bool = False,
+    ):
+        super().__init__()
+        self.multi_label = multi_label
+        self.ignore_index = int(ignore_index)
+        self.dice = DiceLoss(include_background=include_background, squared_pred=squared_pred)
+        self.lambda_dice, self.lambda_ce = float(lambda_dice), float(lambda_ce)
+        self.register_buffer("weight", _weights(weight))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.multi_label:
+            return self._regions(logits, target)
+        t = target[:, 0].long()
+        valid = t != self.ignore_index
+        total = logits.sum() * 0.0
+        if self.lambda_dice:
+            mask = valid.unsqueeze(1).to(logits.dtype)
+            onehot = nn.functional.one_hot(torch.where(valid, t, 0), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+            total = total + self.lambda_dice * self.dice(torch.softmax(logits, 1) * mask, onehot * mask)
+        if self.lambda_ce and bool(valid.any()):
+            total = total + self.lambda_ce * nn.functional.cross_entropy(logits, t, weight=self.weight, ignore_index=self.ignore_index)
+        return total
+
+    def _regions(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask = (target[:, self.ignore_index : self.ignore_index + 1] < 0.5).to(logits.dtype)
+        t = target[:, : self.ignore_index].to(logits.dtype) * mask
+        total = logits.sum() * 0.0
+        if self.lambda_dice:
+            total = total + self.lambda_dice * self.dice(torch.sigmoid(logits) * mask, t)
+        n = mask.sum() * logits.shape[1]
+        if self.lambda_ce and bool(n > 0):
+            pw = None if self.weight is None else self.weight.view(1, -1, *([1] * (logits.ndim - 2)))
+            bce = nn.functional.binary_cross_entropy_with_logits(logits, t, pos_weight=pw, reduction="none")
+            total = total + self.lambda_ce * (bce * mask).sum() / n
+        return total
+
+
+#: the losses that take an ignore label, and how their parameters map onto :class:`IgnoreLabelLoss`
+_IGNORE_DEFAULTS = {
+    "dice": {"lambda_ce": 0.0, "lambda_dice": 1.0},
+    "ce": {"lambda_dice": 0.0, "lambda_ce": 1.0},
+    "bce": {"lambda_dice": 0.0, "lambda_ce": 1.0},
+    "dice_ce": {"lambda_dice": 1.0, "lambda_ce": 1.0},
+}
+
+
+def ignore_label_loss(name: str, multi_label: bool, ignore_index: int, **params: Any) -> nn.Module:
+    """The loss ``name`` restricted to annotated voxels (see :class:`IgnoreLabelLoss`)."""
+    if name not in _IGNORE_DEFAULTS:
+        raise ConfigError(f"loss {name!r} cannot leave out the ignore label", where="train.loss", fix="use dice_ce, dice or ce with an ignore label")
+    params = dict(params)
+    if "pos_weight" in params:
+        params["weight"] = params.pop("pos_weight")
+    allowed = {"include_background", "squared_pred", "lambda_dice", "lambda_ce", "weight"}
+    unknown = set(params) - allowed
+    if unknown:
+        raise ConfigError(f"bad argument for loss {name!r}: {sorted(unknown)}", where="train.loss_params", fix="check the loss's arguments in docs/recipes.md")
+    kw: dict[str, Any] = {"include_background": True, "squared_pred": False, "weight": None, **_IGNORE_DEFAULTS[name], **params}
+    return IgnoreLabelLoss(ignore_index, multi_label=multi_label, **kw)
+
+
 class DeepSupervisionLoss(nn.Module):
     """Weighted sum of a loss over several outputs, full resolution first.
 
@@ -152,8 +234,13 @@ class DeepSupervisionLoss(nn.Module):
         return total  # type: ignore[return-value]
 
 
-def build_loss(name: str, multi_label: bool, deep_supervision_weights: Sequence[float] | None = None, **params: Any) -> nn.Module:
-    """Build a registered loss, wrapped so it also accepts a list of deep-supervision outputs."""
+def build_loss(
+    name: str, multi_label: bool, deep_supervision_weights: Sequence[float] | None = None, ignore_index: int | None = None, **params: Any
+) -> nn.Module:
+    """Build a registered loss, wrapped so it also accepts a list of deep-supervision outputs.
+
+    With ``ignore_index`` (the ignore label's class) the loss counts only annotated voxels.
+    """
     builder = LOSSES.get(name)
     if LOSSES.meta(name).get("multi_label_only") and not multi_label:
         raise ConfigError(
@@ -161,6 +248,8 @@ def build_loss(name: str, multi_label: bool, deep_supervision_weights: Sequence[
             where="train.loss",
             fix="use ce, dice_ce or focal for single-label data",
         )
+    if ignore_index is not None:
+        return DeepSupervisionLoss(ignore_label_loss(name, multi_label, ignore_index, **params), deep_supervision_weights)
     try:
         loss = builder(multi_label=multi_label, **params)
     except TypeError as e:

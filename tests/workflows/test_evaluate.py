@@ -89,6 +89,21 @@ def test_evaluate_run_writes_every_file(tiny_run: Path) -> None:
             break
     else:
         pytest.fail("no case with both masks non-empty")
+    # nnU-Net's summary layout beside ours: counts of the saved predictions, by hand
+    nn = json.loads((out / "summary_nnunet.json").read_text())
+    assert len(nn["metric_per_case"]) == summary["n_cases"]
+    for entry in nn["metric_per_case"]:
+        cid = Path(entry["prediction_file"]).stem
+        case = ds.load_case(cid)
+        with np.load(out / "predictions" / f"{cid}.npz") as z:
+            pred = z["label"]
+        for k in ds.info.foreground:
+            p, g = pred == k, case.label == k
+            assert entry["metrics"][str(k)]["TP"] == int((p & g).sum()) and entry["metrics"][str(k)]["FP"] == int((p & ~g).sum())
+            assert entry["metrics"][str(k)]["TN"] == int((~p & ~g).sum())
+    first = ds.info.foreground[0]
+    dices = [e["metrics"][str(first)]["Dice"] for e in nn["metric_per_case"]]
+    assert nn["mean"][str(first)]["Dice"] == pytest.approx(np.nanmean(dices))
 
 
 def test_test_loss_and_pixel_accuracy_of_a_run(tiny_run: Path) -> None:

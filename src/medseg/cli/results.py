@@ -22,10 +22,16 @@ def evaluate_cmd(
     labels: Annotated[list[str] | None, typer.Option("--labels", help="label values to score: 1,2 or 1=liver,2=tumour (default: all found)")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder for --pred/--ref (default: <pred>_eval)")] = None,
     config: Annotated[str | None, typer.Option("--config", help="YAML whose eval section sets the metric conventions (with --pred/--ref)")] = None,
+    dataset_json: Annotated[
+        Path | None,
+        typer.Option("--dataset-json", help="nnU-Net / MSD dataset.json: labels, regions, ignore label (default: <pred>/dataset.json if present)"),
+    ] = None,
+    ignore_label: Annotated[int | None, typer.Option("--ignore-label", help="label value whose reference voxels no metric counts")] = None,
     set_: SetOpt = None,
     progress: bool = True,
 ) -> None:
-    """Score a run on a split, or any two folders of masks: metrics.csv (case × class) and summary.json.
+    """Score a run on a split, or any two folders of masks: metrics.csv (case × class), summary.json and
+    nnU-Net's summary.json layout as summary_nnunet.json.
 
     Metric conventions (HD95 / ASSD / NSD modes, empty-mask policies, time saved, lesions) are the
     eval.* config fields, e.g. --set eval.surface.hd95_mode=monai; see docs/metrics.md.
@@ -42,13 +48,19 @@ def evaluate_cmd(
         from medseg.recipes import resolve_config_path
 
         cfg = load_config(resolve_config_path(config) if config else None, list(set_ or []))
-        result = evaluate_folders(pred, ref, labels=labels, out=out, config=cfg.eval, progress=progress)
+        result = evaluate_folders(
+            pred, ref, labels=labels, out=out, config=cfg.eval, progress=progress, dataset_json=dataset_json, ignore_label=ignore_label
+        )
         title = f"{pred.name} vs {ref.name}"
     else:
         if run is None:
             raise MedsegError("nothing to evaluate", where="evaluate", fix="give a run folder, or --pred DIR --ref DIR")
-        if config is not None or labels or out is not None:
-            raise MedsegError("--config, --labels and --out apply to --pred/--ref", where="evaluate", fix="for a run, change settings with --set eval.…")
+        if config is not None or labels or out is not None or dataset_json is not None or ignore_label is not None:
+            raise MedsegError(
+                "--config, --labels, --out, --dataset-json and --ignore-label apply to --pred/--ref",
+                where="evaluate",
+                fix="for a run, change settings with --set eval.…",
+            )
         result = evaluate_run(run, split=split, checkpoint=checkpoint, progress=progress, overrides=list(set_ or []))
         title = ""
     from medseg.metrics.registry import METRICS

@@ -82,6 +82,12 @@ class DataConfig(Section):
     slices: bool = Field(False, description="train a 2D model on slices of a 3D data set")
     slice_axis: int = Field(0, ge=0, le=2, description="the axis cut into slices")
     context_slices: int = Field(0, ge=0, description="2.5D: this many neighbouring slices on each side become extra channels")
+    ignore_label: int | None = Field(
+        None,
+        ge=1,
+        description="the label value (the highest class) of unannotated voxels: left out of the loss, metrics, validation Dice and "
+        "foreground sampling; default a class named 'ignore'",
+    )
 
     @field_validator("num_workers")
     @classmethod

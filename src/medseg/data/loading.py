@@ -360,6 +360,7 @@ class SegDataModule(L.LightningDataModule):
                 slices=d.slices,
                 slice_axis=d.slice_axis,
                 context_slices=d.context_slices,
+                ignore_class=self.ds.info.ignore_label,
             )
         slice_index = self._slice_index(items) if d.slices else None
         return CaseItems(items, tf, sampler=sampler, slice_index=slice_index, multi_label=self.multi_label)

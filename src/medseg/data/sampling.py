@@ -38,6 +38,7 @@ class PatchSampler:
         slices: sample 2D slices of 3D volumes.
         slice_axis: the axis cut into slices.
         context_slices: 2.5D — neighbouring slices on each side, stacked as channels.
+        ignore_class: the ignore label: never a foreground class to centre a patch on.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class PatchSampler:
         slices: bool = False,
         slice_axis: int = 0,
         context_slices: int = 0,
+        ignore_class: int | None = None,
     ):
         self.patch_size = None if patch_size is None else [int(p) for p in patch_size]
         self.oversample = float(foreground_oversample)
@@ -56,10 +58,14 @@ class PatchSampler:
         self.slices = slices
         self.slice_axis = slice_axis
         self.context = context_slices
+        self.ignore_class = ignore_class
         self._warned = False
 
     def _pick_foreground(self, item: dict[str, Any], rng: np.random.Generator) -> np.ndarray | None:
         locs = item_locations(item)
+        if locs is not None and self.ignore_class is not None and len(locs):
+            locs = np.asarray(locs)
+            locs = locs[locs[:, 0] != self.ignore_class]
         if locs is None or len(locs) == 0:
             if not self._warned:
                 self._warned = True

@@ -41,4 +41,9 @@ def resolve_splits(config: Config, ds: Dataset, run_dir: Path | None = None) -> 
 
 
 def open_dataset(config: Config) -> Dataset:
-    return load_dataset(resolve_dataset(config))
+    """The config's data set, with ``data.ignore_label`` applied (checked: the highest class)."""
+    from medseg.data.store import with_ignore
+
+    ds = load_dataset(resolve_dataset(config))
+    ds.info = with_ignore(ds.info, config.data.ignore_label)
+    return ds

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medseg.core.atomic import atomic_dir, write_json
 from medseg.core.case import Case
 from medseg.core.errors import DatasetError
 
 DATASET_FILE = "dataset.json"
+#: the class name that marks unannotated voxels (as in nnU-Net)
+IGNORE_CLASS = "ignore"
 SPLITS_FILE = "splits.json"
 CASES_DIR = "cases"
 
@@ -45,11 +47,13 @@ DEFAULT_COLORS: list[tuple[int, int, int]] = [
 
 
 class ClassInfo(BaseModel):
-    """A segmentation class: its name and display colour (RGB 0–255)."""
+    """A segmentation class: its name and display colour (RGB 0–255); for a region (multi-label data
+    imported from region-based labels) the label values whose union it is."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
     color: tuple[int, int, int] = (255, 0, 0)
+    labels: list[int] | None = Field(None, description="region: the label values whose union this class is (nnU-Net region-based labels)")
 
 
 class CaseEntry(BaseModel):
@@ -84,6 +88,14 @@ class DatasetInfo(BaseModel):
     )
     cases: list[CaseEntry] = Field(default_factory=list)
     source: dict[str, Any] = Field(default_factory=dict)
+    ignore_label: int | None = Field(
+        None,
+        description="the class whose voxels are not annotated (nnU-Net's ignore label): the last class; default the class named 'ignore'. "
+        "Left out of the loss, of every metric, of validation Dice and of foreground sampling",
+    )
+    regions_class_order: list[int] | None = Field(
+        None, description="region data sets: the label value each region (class) is painted with when written back as a label map, in class order"
+    )
 
     @field_validator("classes")
     @classmethod
@@ -93,18 +105,55 @@ class DatasetInfo(BaseModel):
             raise ValueError(f"class names must be unique, got {names}")
         return v
 
+    @model_validator(mode="after")
+    def _ignore_last(self) -> DatasetInfo:
+        names = self.class_names
+        if IGNORE_CLASS in names and self.ignore_label is None:
+            self.ignore_label = names.index(IGNORE_CLASS)
+        if self.ignore_label is not None and self.ignore_label != len(names) - 1:
+            got = names[self.ignore_label] if 0 <= self.ignore_label < len(names) else "no class"
+            raise ValueError(f"the ignore label must be the highest class ({len(names) - 1}, {names[-1]!r}), got {self.ignore_label} ({got!r})")
+        if self.regions_class_order is not None and len(self.regions_class_order) != len(names):
+            raise ValueError(f"regions_class_order has {len(self.regions_class_order)} entries for {len(names)} regions")
+        return self
+
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
 
     @property
     def foreground(self) -> list[int]:
-        """Indices of the classes that are scored (all but background for single-label data)."""
-        return list(range(len(self.classes))) if self.multi_label else list(range(1, len(self.classes)))
+        """Indices of the classes that are scored (all but background for single-label data, and never the ignore label)."""
+        return [k for k in range(0 if self.multi_label else 1, len(self.classes)) if k != self.ignore_label]
+
+    @property
+    def n_outputs(self) -> int:
+        """Network output channels: one per class, less the ignore label (never predicted)."""
+        return len(self.classes) - (self.ignore_label is not None)
 
     @property
     def n_channels(self) -> int:
         return len(self.modalities)
+
+
+def with_ignore(info: DatasetInfo, configured: int | None, where: str = "data.ignore_label") -> DatasetInfo:
+    """The description with a configured ignore label (``data.ignore_label``) applied and checked.
+
+    Raises:
+        ConfigError: the value is not the data set's highest class, or differs from its ignore class.
+    """
+    from medseg.core.errors import ConfigError
+
+    if configured is None or configured == info.ignore_label:
+        return info
+    last = len(info.classes) - 1
+    if info.multi_label or configured != last or info.ignore_label is not None:
+        raise ConfigError(
+            f"ignore label {configured} is not the highest class of {info.name!r} ({last}: {info.class_names[last]!r})",
+            where=where,
+            fix=f"set it to {last}, or relabel so the unannotated value is the highest",
+        )
+    return info.model_copy(update={"ignore_label": configured})
 
 
 def make_classes(names: list[str], colors: list[tuple[int, int, int]] | None = None, background: bool = True) -> list[ClassInfo]:
@@ -162,6 +211,12 @@ def validate_case(case: Case, info: DatasetInfo, where: str | Path) -> None:
             fix="resample the label onto the image grid",
         )
     values = np.unique(lab)
+    if info.ignore_label is not None and values.size == 1 and int(values[0]) == info.ignore_label:
+        raise DatasetError(
+            f"every voxel is the ignore label {info.ignore_label} ({info.class_names[info.ignore_label]!r}): nothing is annotated",
+            where=where,
+            fix="annotate part of the case, or leave it out",
+        )
     bad = [int(v) for v in values if v < 0 or v >= len(info.classes)]
     if bad:
         raise DatasetError(

@@ -17,6 +17,7 @@ from medseg.demo.runs import DemoError, RunsFolder, RunView
 from medseg.demo.uploads import Upload, predict_upload, read_upload
 from medseg.metrics.registry import METRICS
 from medseg.viz import render as R
+from medseg.viz.overlay import hatch
 
 
 def format_number(v: Any, digits: int = 3) -> str:
@@ -127,9 +128,12 @@ class DemoState:
         grey = R.window(sl(case.image, 1)[0], preset)
         lead = 1 if multi else 0
         ref = None if case.label is None else sl(case.label, lead)
+        ign = run.dataset.info.ignore_label
+        ignored = None if ref is None or ign is None else (ref[ign].astype(bool) if multi else ref == ign)
+        striped = (lambda rgb: hatch(rgb, ignored)) if ignored is not None and ignored.any() else (lambda rgb: rgb)
         panels: list[np.ndarray] = []
         if view == "side by side":
-            panels.append(R.titled(R.upscale(R.blend(grey, ref, colors, shown, alpha, multi=multi), sp), "ground truth"))
+            panels.append(R.titled(R.upscale(striped(R.blend(grey, ref, colors, shown, alpha, multi=multi)), sp), "ground truth"))
         for rv in others:
             pred = sl(self.prediction(rv, case_id), lead)
             if view == "side by side":
@@ -138,7 +142,7 @@ class DemoState:
                 rgb = R.contour_overlay(grey, pred, ref, colors, shown, alpha=alpha, multi=multi)
             else:
                 rgb = R.error_map(grey, pred, ref, shown, alpha, multi=multi)
-            panels.append(R.titled(R.upscale(rgb, sp), rv.name[:40]))
+            panels.append(R.titled(R.upscale(striped(rgb), sp), rv.name[:40]))
         picture = R.side_by_side(panels)
         metrics = self.metrics_html(others, case, names, fg) + "".join(f'<p class="medseg-msg">{n}</p>' for n in notes)
         return picture, metrics, R.legend_html(names, colors, shown, view)

@@ -102,7 +102,8 @@ class Inferer:
 
     @property
     def num_classes(self) -> int:
-        return len(self.resolved.class_names)
+        """Output channels: one per class, less the ignore label (never predicted)."""
+        return len(self.resolved.class_names) - (getattr(self.nets[0], "ignore_label", None) is not None)
 
     @property
     def multi_label(self) -> bool:

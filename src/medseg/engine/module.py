@@ -24,6 +24,15 @@ def logits_to_labels(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     return logits > 0 if multi_label else logits.argmax(1)
 
 
+def split_ignored(ref: np.ndarray, ignore_label: int | None, multi_label: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A reference without its ignore label: ``(ref, valid)``; multi-label data lose their last (ignore) channel."""
+    if ignore_label is None:
+        return ref, None
+    if multi_label:
+        return ref[:ignore_label], ~ref[ignore_label].astype(bool)
+    return ref, ref != ignore_label
+
+
 def plain_tensor(x: torch.Tensor) -> torch.Tensor:
     """Drop tensor subclasses (MONAI's MetaTensor adds a Python hook to every op of a forward pass)."""
     return x.as_subclass(torch.Tensor) if type(x) is not torch.Tensor else x
@@ -84,6 +93,8 @@ class SegModule(L.LightningModule):
         multi_label: sigmoid per class instead of softmax.
         resolved: what the run trains with (:class:`~medseg.runs.Resolved` as a dict: the plan's patch,
             slicing, preprocessing); validation predicts with it. Default: derived from ``config``.
+        ignore_label: the class of unannotated voxels (the last one), or None: the network has no
+            output for it, and its voxels count in neither the loss nor the validation Dice.
     """
 
     def __init__(
@@ -95,6 +106,7 @@ class SegModule(L.LightningModule):
         multi_label: bool = False,
         *,
         resolved: dict[str, Any] | None = None,
+        ignore_label: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -104,9 +116,11 @@ class SegModule(L.LightningModule):
         self.multi_label = multi_label
         self.spatial_dims = spatial_dims
         t = self.cfg.train
-        self.net = create_model(self.cfg.model.name, spatial_dims, in_channels, len(class_names), **self.cfg.model.params)
-        self.loss_fn = build_loss(t.loss, multi_label, t.deep_supervision_weights, **t.loss_params)
-        self.scored = list(range(len(class_names))) if multi_label else list(range(1, len(class_names)))
+        self.ignore_label = ignore_label
+        n_out = len(class_names) - (ignore_label is not None)
+        self.net = create_model(self.cfg.model.name, spatial_dims, in_channels, n_out, **self.cfg.model.params)
+        self.loss_fn = build_loss(t.loss, multi_label, t.deep_supervision_weights, ignore_index=ignore_label, **t.loss_params)
+        self.scored = [k for k in range(0 if multi_label else 1, len(class_names)) if k != ignore_label]
         self._dice: dict[str, list[np.ndarray]] = {}
         self._accuracy: dict[str, list[int]] = {}  # stage → [voxels right, voxels]
         #: optimiser steps the learning-rate schedule spans and per epoch (set by ``train`` from the resolved length)
@@ -147,8 +161,9 @@ class SegModule(L.LightningModule):
             pred = logits_to_labels(_first(out).detach(), self.multi_label).cpu().numpy()
             ref = (y > 0.5 if self.multi_label else y[:, 0]).cpu().numpy()
             for p, r in zip(pred, ref, strict=True):
-                self._dice.setdefault(stage, []).append(metrics_from_counts(confusion_counts(p, r, self.scored, self.multi_label))["dice"])
-                right, total = correct_voxels(p, r)
+                r, valid = split_ignored(r, self.ignore_label, self.multi_label)
+                self._dice.setdefault(stage, []).append(metrics_from_counts(confusion_counts(p, r, self.scored, self.multi_label, valid))["dice"])
+                right, total = correct_voxels(p, r) if valid is None else correct_voxels(p[..., valid], r[..., valid])
                 acc = self._accuracy.setdefault(stage, [0, 0])
                 acc[0] += right
                 acc[1] += total

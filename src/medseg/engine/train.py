@@ -83,9 +83,15 @@ def check_resume_compatible(saved: Config, new: Config, where: Path) -> None:
         )
 
 
-def check_output_kind(config: Config, multi_label: bool) -> None:
+def check_output_kind(config: Config, multi_label: bool, regions: bool = False) -> None:
     """A multi-label data set needs sigmoid outputs, a single-label one softmax."""
     out = config.train.output
+    if out == "softmax" and regions:
+        raise ConfigError(
+            "the data set's classes are regions (nested or overlapping label unions): softmax cross-entropy cannot train them",
+            where="train.output",
+            fix="set train.output=sigmoid (or auto): one sigmoid output per region, trained with dice_ce (Dice + BCE)",
+        )
     if out == "softmax" and multi_label:
         raise ConfigError(
             "the data set is multi-label (classes may overlap) but train.output is softmax", where="train.output", fix="set train.output=sigmoid (or auto)"
@@ -139,7 +145,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     out = Path(out)
     rank = global_rank_from_env()
     ds = open_dataset(config)  # fail on bad data before touching the output folder
-    check_output_kind(config, ds.info.multi_label)
+    check_output_kind(config, ds.info.multi_label, bool(ds.info.regions_class_order))
     ckpt_path: Path | None = None
     if resume:
         saved, _ = read_run(out)
@@ -164,7 +170,9 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     # the batches' geometry, not the data set's: 2D slices of volumes, 2.5D context channels; the patch the
     # plan gives, the preprocessing (the cache is built now) — saved, so inference predicts as trained
     resolved = resolve_training(config, dm)
-    module = SegModule(config.dump(), dm.spatial_dims, dm.in_channels, info.class_names, info.multi_label, resolved=resolved.to_dict())
+    module = SegModule(
+        config.dump(), dm.spatial_dims, dm.in_channels, info.class_names, info.multi_label, resolved=resolved.to_dict(), ignore_label=info.ignore_label
+    )
     if resolved.preprocess is not None and rank == 0:
         write_preprocess(run_dir, resolved.preprocess)
     length = resolve_length(config.train, len(dm.train_dataset()), config.data.batch_size)

@@ -72,7 +72,7 @@ def overlap_conventions(cfg: Any) -> dict[str, str]:
 )
 def overlap(m: CaseMasks, cfg: Any) -> dict[str, np.ndarray]:
     """Dice, IoU, precision, recall, specificity, F1, volumes and voxel counts (docs/metrics.md, Overlap)."""
-    counts = confusion_counts(m.pred, m.ref, m.classes, m.multi_label)
+    counts = confusion_counts(m.pred, m.ref, m.classes, m.multi_label, m.valid)
     out = metrics_from_counts(counts, float(np.prod(m.spacing)))
     out.update(tp=counts[:, 0], fp=counts[:, 1], fn=counts[:, 2])
     return out

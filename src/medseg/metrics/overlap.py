@@ -17,7 +17,9 @@ def _masks(arr: np.ndarray, k: int, multi_label: bool) -> np.ndarray:
     return arr[k].astype(bool) if multi_label else arr == k
 
 
-def confusion_counts(pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], multi_label: bool = False) -> np.ndarray:
+def confusion_counts(
+    pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], multi_label: bool = False, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Counts ``(n_classes, 4)`` = TP, FP, FN, TN per class.
 
     Args:
@@ -25,6 +27,8 @@ def confusion_counts(pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], 
             arrays ``(K, ...)``.
         classes: class indices (or channels) to count.
         multi_label: whether inputs are channel stacks.
+        valid: spatial mask of the voxels that count (the others, e.g. the ignore label's, are
+            left out of all four counts); default every voxel.
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
@@ -32,10 +36,13 @@ def confusion_counts(pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], 
     for i, k in enumerate(classes):
         p = _masks(pred, k, multi_label)
         r = _masks(ref, k, multi_label)
+        n = p.size
+        if valid is not None:
+            p, r, n = p & valid, r & valid, int(np.count_nonzero(valid))
         tp = int(np.count_nonzero(p & r))
         fp = int(np.count_nonzero(p)) - tp
         fn = int(np.count_nonzero(r)) - tp
-        out[i] = (tp, fp, fn, p.size - tp - fp - fn)
+        out[i] = (tp, fp, fn, n - tp - fp - fn)
     return out
 
 

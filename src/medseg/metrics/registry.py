@@ -155,6 +155,9 @@ class CaseMasks:
         names: their names (for per-class settings).
         spacing: voxel size per spatial axis in mm.
         multi_label: whether ``pred`` and ``ref`` are channel stacks.
+        valid: spatial mask of the voxels that count, or None (all). Where it is false (the
+            reference holds the ignore label) ``pred`` and ``ref`` are background already;
+            voxel counts (TN) leave those voxels out too.
     """
 
     pred: np.ndarray
@@ -163,6 +166,7 @@ class CaseMasks:
     names: Sequence[str]
     spacing: Sequence[float]
     multi_label: bool = False
+    valid: np.ndarray | None = None
 
     def mask(self, which: Literal["pred", "ref"], i: int) -> np.ndarray:
         """Boolean mask of the ``i``-th scored class in the prediction or the reference."""

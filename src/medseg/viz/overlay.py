@@ -38,6 +38,25 @@ def overlay(image: np.ndarray, label: np.ndarray, colors: Sequence[Sequence[int]
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+#: colour of the stripes over voxels of the ignore label (not annotated)
+HATCH_COLOR = (255, 255, 255)
+
+
+def hatch(rgb: np.ndarray, mask: np.ndarray, color: Sequence[int] = HATCH_COLOR, period: int = 4) -> np.ndarray:
+    """Diagonal stripes over ``mask`` (every ``period``-th anti-diagonal pixel): how the ignore label is shown,
+    so unannotated voxels read as "no answer here" rather than as a class.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 picture.
+        mask: ``(H, W)`` booleans.
+    """
+    ii, jj = np.indices(mask.shape)
+    stripes = mask.astype(bool) & ((ii + jj) % period == 0)
+    out = rgb.copy()
+    out[stripes] = np.asarray(color, dtype=out.dtype)
+    return out
+
+
 def best_slice(label: np.ndarray, axis: int = 0, multi_label: bool = False) -> int:
     """Index of the slice along ``axis`` of a 3D label with the most foreground."""
     fg = label.any(axis=0) if multi_label else label > 0

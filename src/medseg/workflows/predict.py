@@ -11,6 +11,8 @@ from medseg.core.atomic import atomic_dir, write_json
 from medseg.core.case import Case
 from medseg.core.errors import MedsegError, RunError
 from medseg.core.progress import track
+from medseg.data.labelset import paint_regions
+from medseg.data.store import DatasetInfo
 from medseg.engine.load import load_inferer
 from medseg.io import Source, check_format, read_images, write_mask
 from medseg.io.raster import write_overlay
@@ -100,13 +102,14 @@ def predict(
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for case, source in track(cases, "predict", enabled=progress):
             label = predictor.predict(case)
+            written, written_names = as_written(label, trained, names)
             entry = {"case": case.case_id, "source": case.meta.get("source"), "shape": list(case.spatial_shape), "spacing": list(case.spacing)}
             if fmt == "rle-csv":
-                rle += list(rle_rows(case, label, names))
+                rle += list(rle_rows(case, written, written_names))
             else:
                 if (tmp / source.file_name(fmt or source.format)).exists():
                     raise MedsegError(f"two inputs are named {source.name!r}", where=source.path, fix="rename one of them, or predict them separately")
-                entry["file"] = write_mask(label, source, tmp, fmt=fmt, values=values, class_names=names).name
+                entry["file"] = write_mask(written, source, tmp, fmt=fmt, values=values, class_names=written_names).name
             if probabilities:
                 p = tmp / f"{entry['file'].split('.')[0] if 'file' in entry else case.case_id}_probs.npz"
                 with open(p, "wb") as fh:
@@ -121,3 +124,16 @@ def predict(
             write_rle_csv(tmp / "submission.csv", rle)
         write_json(tmp / "predictions.json", {"runs": [str(r) for r in runs], "format": fmt or "input", "classes": names, "tta": tta, "cases": listing})
     return out
+
+
+def as_written(label: np.ndarray, info: DatasetInfo | None, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """What a mask file holds: region channels painted into a label map in ``regions_class_order``
+    (later regions overwrite earlier ones, as nnU-Net writes them), named by value; else the prediction as it is."""
+    if info is None or not info.regions_class_order or label.ndim == 0:
+        return label, names
+    order = info.regions_class_order[: label.shape[0]]
+    by_value = [f"label_{v}" for v in range(max(order) + 1)]
+    by_value[0] = "background"
+    for k, v in enumerate(order):
+        by_value[v] = info.class_names[k]
+    return paint_regions(label, order), by_value

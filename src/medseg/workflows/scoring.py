@@ -39,8 +39,12 @@ def score_case(
     *,
     cfg: EvalConfig,
     multi_label: bool = False,
+    ignore: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Every enabled registered metric of one case, as arrays of length ``len(classes)``.
+
+    Voxels where ``ignore`` is true (the reference holds the ignore label) are left out of every
+    metric, as nnU-Net does: both masks are background there and voxel counts skip them.
 
     Args:
         pred, ref: label maps of class indices, or boolean stacks ``(K, ...)`` when ``multi_label``.
@@ -49,13 +53,28 @@ def score_case(
         spacing: voxel size per spatial axis in mm.
         cfg: the evaluation settings.
         multi_label: whether inputs are channel stacks.
+        ignore: spatial mask of the ignored voxels, or None.
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} != reference shape {ref.shape}")
-    masks = CaseMasks(pred, ref, list(classes), list(names), tuple(float(s) for s in spacing), multi_label)
+    valid = None
+    if ignore is not None and ignore.any():
+        pred, ref = without_ignored(pred, ignore), without_ignored(ref, ignore)
+        valid = ~ignore
+    masks = CaseMasks(pred, ref, list(classes), list(names), tuple(float(s) for s in spacing), multi_label, valid)
     out: dict[str, np.ndarray] = {}
     for metric in METRICS.enabled(cfg):
         out.update(metric.score(masks, cfg))
+    return out
+
+
+def without_ignored(arr: np.ndarray, ignore: np.ndarray) -> np.ndarray:
+    """A copy of a label map (or channel stack) that is background (0 / false) where ``ignore`` is true."""
+    out = arr.copy()
+    if out.ndim == ignore.ndim:
+        out[ignore] = 0
+    else:
+        out[:, ignore] = False
     return out
 
 
@@ -99,13 +118,17 @@ class MetricTable:
     losses: dict[str, float] = field(default_factory=dict)
     loss_name: str = ""
 
-    def add(self, ids: dict[str, str], pred: np.ndarray, ref: np.ndarray, m: dict[str, np.ndarray]) -> None:
+    def add(self, ids: dict[str, str], pred: np.ndarray, ref: np.ndarray, m: dict[str, np.ndarray], ignore: np.ndarray | None = None) -> None:
+        """One case's rows and voxel counts (voxels where ``ignore`` is true left out)."""
         for i, name in enumerate(self.names):
             self.rows.append({**ids, "class": name, **{k: float(m[k][i]) for k in self.columns}})
+        valid = None if ignore is None else ~ignore
         if self.multi_label:
-            c = confusion_counts(pred, ref, list(range(len(self.all_names))), multi_label=True)
+            c = confusion_counts(pred, ref, list(range(len(self.all_names))), multi_label=True, valid=valid)
             self.ml_counts = c if self.ml_counts is None else self.ml_counts + c
         else:
+            if valid is not None:
+                pred, ref = pred[valid], ref[valid]
             c = confusion_matrix(pred, ref, len(self.all_names))
             self.matrix = c if self.matrix is None else self.matrix + c
 

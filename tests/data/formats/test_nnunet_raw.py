@@ -62,13 +62,15 @@ def test_channel_names_ct_gives_global_normalisation(tmp_path: Path) -> None:
     assert plan["normalization"] == ["ct", "zscore"]
 
 
-def test_regions_and_ignore_keep_label_values(tmp_path: Path) -> None:
+def test_png_raw_folder_with_regions_and_ignore_imports_one_channel_per_region(tmp_path: Path) -> None:
     rel = nnunet_raw(tmp_path / "raw", ".png", regions=True, ignore=True)
     ds = import_dataset("msd", rel.root, tmp_path / "ds")
-    # values 1..3 (regions' members) and 4 (ignore) keep their numbers
-    assert ds.info.class_names == ["background", "label_1", "label_2", "enhancing_tumor", "ignore"]
+    assert ds.info.class_names == ["whole_tumor", "tumor_core", "enhancing_tumor", "ignore"]
+    members = [[1, 2, 3], [2, 3], [3], [4]]  # each region is the union of its label values; 4 is the ignore label
     for c in rel.training:
-        assert np.array_equal(ds.load_case(c.name).label, c.label_array)
+        got = ds.load_case(c.name).label
+        want = np.stack([np.isin(c.label_array, m) for m in members])
+        assert np.array_equal(got.astype(bool), want)
 
 
 def test_nuclei_png_raw_folder_imports(tmp_path: Path) -> None:

@@ -19,27 +19,24 @@ from pathlib import Path
 from medseg.data.formats.common import parse_names, volume_stem, volume_suffix
 from medseg.data.formats.nifti import check_channels, group_channels, n_channels_of, volume_dataset
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
+from medseg.data.labelset import LabelSet, parse_labels
 
 #: the endings nnU-Net v2 reads (``file_ending`` in dataset.json)
 NNUNET_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz", ".nrrd", ".mha", ".gipl")
 
 
-def _labels(raw: dict, where: Path) -> list[str]:
-    """Class names by value. nnU-Net regions (``"name": [1, 2]``) and the ignore label keep the integer
-    values the label files hold: a value named only inside a region is called ``label_<v>``."""
-    try:
-        if all(str(k).isdigit() for k in raw):
-            pairs = {int(k): str(v) for k, v in raw.items()}
-        else:
-            pairs = {int(v): str(k) for k, v in raw.items() if not isinstance(v, list | tuple)}
-            for v in raw.values():
-                for x in v if isinstance(v, list | tuple) else []:
-                    pairs.setdefault(int(x), f"label_{int(x)}")
-    except (TypeError, ValueError):
-        raise FormatError("'labels' must map label values to names", where=where, fix='e.g. {"0": "background", "1": "liver"}') from None
-    if sorted(pairs) != list(range(len(pairs))):
-        raise FormatError(f"'labels' values {sorted(pairs)} are not 0…K-1", where=where, fix="number classes consecutively from 0")
-    return [pairs[i] for i in range(len(pairs))]
+def _labels(meta: dict, where: Path) -> LabelSet:
+    raw = meta["labels"]
+    if isinstance(raw, dict) and all(str(k).isdigit() for k in raw):  # MSD: "0": "background"
+        try:
+            raw = {str(v): int(k) for k, v in raw.items()}
+        except (TypeError, ValueError):
+            raise FormatError("'labels' must map label values to names", where=where, fix='e.g. {"0": "background", "1": "liver"}') from None
+    labels = parse_labels(raw, meta.get("regions_class_order"), where=where)
+    values = sorted(labels.names)
+    if not labels.regions and values != list(range(len(values))):
+        raise FormatError(f"'labels' values {values} are not 0…K-1", where=where, fix="number classes consecutively from 0")
+    return labels
 
 
 @FORMATS.register("msd", help="Medical Segmentation Decathlon / nnU-Net raw folder (dataset.json, imagesTr/, labelsTr/)")
@@ -64,7 +61,8 @@ def read_msd(path: Path, modalities: str | list[str] | None = None, name: str = 
         missing.append("modality (or channel_names)")
     if missing:
         raise FormatError(f"dataset.json lacks key(s) {', '.join(missing)}", where=meta_path, fix="add them as in the MSD / nnU-Net dataset.json")
-    names = _labels(meta["labels"], meta_path)
+    label_set = _labels(meta, meta_path)
+    names = [label_set.names[v] for v in sorted(label_set.names)]
     chan_raw = meta.get("channel_names", meta.get("modality"))
     try:
         mods = [str(chan_raw[k]) for k in sorted(chan_raw, key=int)]
@@ -137,4 +135,6 @@ def read_msd(path: Path, modalities: str | list[str] | None = None, name: str = 
         fmt="msd",
         what="an MSD / nnU-Net raw folder",
         class_names=names,
+        label_set=label_set,
+        where=meta_path,
     )

@@ -13,15 +13,18 @@ to RAS+. A label must lie on its image's grid (same shape and affine) and hold i
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from medseg.core.case import Case
+from medseg.core.errors import MedsegWarning
 from medseg.data.formats.common import default_classes, parse_names, volume_case, volume_stem, volume_suffix
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
-from medseg.data.store import DatasetInfo, make_classes
+from medseg.data.labelset import LabelSet, region_channels, region_values
+from medseg.data.store import IGNORE_CLASS, ClassInfo, DatasetInfo, make_classes
 from medseg.io import read_array, read_label
 from medseg.io.labels import ValueConvention
 
@@ -169,8 +172,16 @@ def volume_dataset(
     what: str,
     patients: dict[str, str] | None = None,
     class_names: list[str] | None = None,
+    label_set: LabelSet | None = None,
+    where: Path | None = None,
 ) -> Imported:
-    """The ``Imported`` for cases made of volume files (shared by the nifti, csv and msd formats)."""
+    """The ``Imported`` for cases made of volume files (shared by the nifti, csv and msd formats).
+
+    With a region ``label_set`` (nnU-Net region-based labels, declared in ``where``) each label
+    map becomes one boolean channel per region (:func:`region_cases`).
+    """
+    if label_set is not None and label_set.regions:
+        return region_cases(path, groups, labels, n_chan, label_set, modalities=modalities, name=name, fmt=fmt, what=what, patients=patients, where=where)
     names = class_names or classes_from_labels(list(labels.values()), parse_names(classes), path)
     mods = parse_names(modalities) or (["image"] if n_chan == 1 else [f"channel_{i}" for i in range(n_chan)])
     if len(mods) != n_chan:
@@ -200,5 +211,74 @@ def volume_dataset(
                 )
             yield case
         info.mask_values = stored.values  # read before dataset.json is written, once every case is in
+
+    return Imported(info=info, cases=cases())
+
+
+def region_cases(
+    path: Path,
+    groups: dict[str, list[Path]],
+    labels: dict[str, Path],
+    n_chan: int,
+    label_set: LabelSet,
+    *,
+    modalities: str | list[str] | None,
+    name: str,
+    fmt: str,
+    what: str,
+    patients: dict[str, str] | None,
+    where: Path | None,
+) -> Imported:
+    """Region-based labels: multi-label cases, channel k the union of region k's label values.
+
+    The ignore label, if any, becomes a last channel named ``ignore`` (its voxels are left out
+    of training and scoring). A label file holding a value outside the declared ones is refused;
+    a region value that no case holds is warned about once every case is read.
+    """
+    mods = parse_names(modalities) or (["image"] if n_chan == 1 else [f"channel_{i}" for i in range(n_chan)])
+    if len(mods) != n_chan:
+        raise FormatError(f"{len(mods)} modality names for {n_chan} channels", where="--option modalities", fix=f"give {n_chan} names")
+    _, _, first = read_array(next(iter(groups.values()))[0])
+    keys = list(label_set.regions.values())
+    classes = make_classes(list(label_set.regions), background=False)
+    for c, key in zip(classes, keys, strict=True):
+        c.labels = list(region_values(key))
+    if label_set.ignore is not None:
+        classes.append(ClassInfo(name=IGNORE_CLASS, color=(128, 128, 128), labels=[label_set.ignore]))
+    info = DatasetInfo(
+        name=name,
+        description=f"Imported from {what}",
+        dims=2 if len(first.shape) == 2 else 3,
+        modalities=mods,
+        classes=classes,
+        multi_label=True,
+        regions_class_order=[*label_set.regions_class_order, *([label_set.ignore] if label_set.ignore is not None else [])],
+        source={"format": fmt, "path": str(path), "regions": {n: list(region_values(k)) for n, k in label_set.regions.items()}},
+    )
+    allowed = sorted(label_set.values)
+    channel_keys = [*keys, *([label_set.ignore] if label_set.ignore is not None else [])]
+
+    def cases() -> Iterator[Case]:
+        seen: set[int] = set()
+        for cid, files in groups.items():
+            case = volume_case(files, labels.get(cid), case_id=cid, patient_id=(patients or {}).get(cid, ""))
+            if case.image.shape[0] != n_chan:
+                raise FormatError(f"image has {case.image.shape[0]} channels, others {n_chan}", where=files[0], fix="give every case the same channels")
+            if case.label is not None:
+                values = {int(v) for v in np.unique(case.label)}
+                bad = sorted(values - set(allowed))
+                if bad:
+                    raise FormatError(
+                        f"label value(s) {bad} are not among the data set's values {allowed}",
+                        where=labels[cid],
+                        fix="declare them in dataset.json or remap the label",
+                    )
+                seen |= values
+                case.label = region_channels(case.label, channel_keys)
+            yield case
+        absent = {n: sorted(set(region_values(k)) - seen) for n, k in label_set.regions.items()}
+        for n, missing in absent.items():
+            if missing:
+                warnings.warn(MedsegWarning(f"{where or path}: labels.{n}: label value(s) {missing} occur in no case"), stacklevel=2)
 
     return Imported(info=info, cases=cases())

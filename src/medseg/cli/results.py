@@ -248,3 +248,30 @@ def demo_cmd(
         err_console.print(f"[bold yellow]warning:[/] binding {host}: other machines can reach the demo{login}", highlight=False)
     console.print(f"medseg demo on [bold]http://{host}:{port}/[/] (Ctrl+C stops it)", highlight=False)
     serve(runs_dir, host=host, port=port, auth=credentials, max_upload_mb=max_upload_mb, max_concurrent=max_concurrent)
+
+
+@command("workspace")
+def workspace_cmd(
+    root: Annotated[Path, typer.Argument(help="workspace folder (created when missing): data/, datasets/, runs/, weights/, jobs/")],
+    host: Annotated[str, typer.Option(help="address to bind; anything but this machine needs --auth")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 7860,
+    auth: Annotated[str | None, typer.Option(help="require a login, USER:PASSWORD")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="largest upload accepted (images, zips of data), in MB")] = 512,
+    max_concurrent: Annotated[int, typer.Option(help="predictions of uploads running at once (others queue)")] = 2,
+    max_jobs: Annotated[int, typer.Option(help="jobs (imports, trainings, evaluations) running at once; others queue")] = 1,
+) -> None:
+    """Start the browser workspace: create data sets, configure and start trainings, watch them live, look at the results."""
+    try:
+        from medseg.demo import is_loopback, parse_auth, serve
+    except ImportError as e:  # gradio missing
+        from medseg.core.errors import DependencyError
+
+        raise DependencyError(f"the workspace needs the demo extra ({e.name} is missing)", where="medseg workspace", fix="pip install 'medseg[demo]'") from None
+
+    if max_upload_mb <= 0 or max_concurrent < 1 or max_jobs < 1:
+        raise MedsegError("--max-upload-mb must be > 0, --max-concurrent and --max-jobs ≥ 1", where="medseg workspace", fix="e.g. --max-jobs 1")
+    credentials = parse_auth(auth)
+    if not is_loopback(host) and credentials is None:
+        raise MedsegError(f"binding {host} lets other machines start jobs", where="--host", fix="add --auth USER:PASSWORD, or bind 127.0.0.1")
+    console.print(f"medseg workspace {root} on [bold]http://{host}:{port}/[/] (Ctrl+C stops it; running jobs are interrupted)", highlight=False)
+    serve(None, workspace=root, host=host, port=port, auth=credentials, max_upload_mb=max_upload_mb, max_concurrent=max_concurrent, max_jobs=max_jobs)

@@ -136,23 +136,20 @@ def add_jobs_tab(jobs: JobManager) -> dict[str, Any]:
         links = gr.HTML(elem_id="job-links")
         action = gr.HTML(elem_id="job-action")
         log = gr.Textbox(label="log (last lines)", lines=10, max_lines=10, interactive=False, autoscroll=True, elem_id="job-log")
-        datasets_sig = gr.State(",".join(jobs.ws.datasets()))
         seen = gr.State({"curves": None, "jobs": None})
         timer = gr.Timer(1.0)
 
-    def tick(job_id: str | None, ds_sig: str, memo: dict[str, Any]) -> tuple[Any, ...]:
+    def tick(job_id: str | None, memo: dict[str, Any]) -> tuple[Any, ...]:
         memo = dict(memo or {})
         sig = ";".join(f"{j.id}:{j.state}" for j in jobs.jobs())
         pick_update = gr.update(choices=choices()) if sig != memo.get("jobs") else gr.skip()
         memo["jobs"] = sig
-        new_ds = ",".join(jobs.ws.datasets())
-        ds_out = new_ds if new_ds != ds_sig else gr.skip()
         try:
             job = jobs.get(job_id) if job_id else None
         except MedsegError:
             job = None
         if job is None:
-            return jobs_table(jobs), pick_update, "<p>Pick a job.</p>", "", gr.skip(), "", "", ds_out, memo
+            return jobs_table(jobs), pick_update, "<p>Pick a job.</p>", "", gr.skip(), "", "", memo
         curves_path = jobs.ws.root / (job.run or "-") / "curves.png"
         curves_out: Any = gr.skip()
         if job.run and curves_path.is_file():
@@ -169,7 +166,6 @@ def add_jobs_tab(jobs: JobManager) -> dict[str, Any]:
             curves_out,
             links_html(jobs, job),
             jobs.log_tail(job.id, 3000),
-            ds_out,
             memo,
         )
 
@@ -199,11 +195,11 @@ def add_jobs_tab(jobs: JobManager) -> dict[str, Any]:
             return f'<p class="medseg-msg">⚠ {html.escape(e.one_line())}</p>'
         return f"<p>queued as job {html.escape(new.id)}</p>"
 
-    outputs = [table, pick, status, history, curves, links, log, datasets_sig, seen]
-    timer.tick(tick, [pick, datasets_sig, seen], outputs, concurrency_id="tick", concurrency_limit=4, show_progress="hidden", **private)
-    pick.change(lambda: {"curves": None, "jobs": None}, None, seen, **private).then(tick, [pick, datasets_sig, seen], outputs, **private)
+    outputs = [table, pick, status, history, curves, links, log, seen]
+    timer.tick(tick, [pick, seen], outputs, concurrency_id="tick", concurrency_limit=4, show_progress="hidden", **private)
+    pick.change(lambda: {"curves": None, "jobs": None}, None, seen, **private).then(tick, [pick, seen], outputs, **private)
     stop.click(lambda j: act("stop", j), pick, action, **private)
     resume.click(lambda j: act("resume", j), pick, action, **private)
     evaluate.click(lambda j, s: act("evaluate", j, s), [pick, split], action, **private)
     report.click(lambda j, s: act("report", j, s), [pick, split], action, **private)
-    return {"pick": pick, "datasets_changed": datasets_sig}
+    return {"pick": pick, "timer": timer}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -245,13 +246,13 @@ def add_workspace_tabs(jobs: JobManager, tabs: Any) -> dict[str, Any]:
             return msg(e.one_line()), gr.skip()
         return msg(f"unpacked into data/{rel}", ok=True), gr.update(choices=ws.data_folders(), value=rel)
 
-    def create_ds(fmt_v: str, src_v: str | None, name: str, classes_v: str) -> str:
+    def create_ds(fmt_v: str, src_v: str | None, name: str, classes_v: str) -> tuple[str, str | None]:
         try:
             argv, target = import_argv(ws, fmt_v, src_v, name, classes_v)
             job = jobs.submit("import", f"data set {name}", argv, run=target)
         except MedsegError as e:
-            return msg(e.one_line())
-        return msg(f"importing as job {job.id}; the data set appears here when it is done (see Jobs)", ok=True)
+            return msg(e.one_line()), None
+        return msg(f"importing as job {job.id}", ok=True), job.id
 
     for f in fields:
         f.change(check, fields, [nr_msg, nr_yaml, nr_cmd], trigger_mode="always_last", **private)
@@ -260,7 +261,28 @@ def add_workspace_tabs(jobs: JobManager, tabs: Any) -> dict[str, Any]:
     ds_pick.change(show, ds_pick, [ds_info, ds_grid], **private)
     ds_refresh.click(refresh, [ds_pick, src], [ds_pick, nr_ds, src, nr_weights], **private)
     zip_btn.click(unzip, [zip_file, new_name], [ds_msg, src], **private)
-    create.click(create_ds, [fmt, src, new_name, classes], ds_msg, **private)
-    # a finished import shows up in both data set pickers without a reload
-    jobs_parts["datasets_changed"].change(refresh, [ds_pick, src], [ds_pick, nr_ds, src, nr_weights], **private)
+    def follow(job_id: str | None, ds: str | None, src_value: str | None) -> Any:
+        """Stream the import job's state (once a second) until it ends; then show the new data set."""
+        if not job_id:
+            return
+        t0 = time.time()
+        while True:
+            job = jobs.get(job_id)
+            if not job.active:
+                break
+            tail = jobs.log_tail(job_id, 300).strip().splitlines()[-1:] or [""]
+            yield (msg(f"job {job_id}: {job.state}, {time.time() - t0:.0f} s — {tail[0]}", ok=True), *(gr.skip(),) * 6)
+            time.sleep(1.0)
+        if job.state != "finished":
+            yield (msg(f"job {job_id} {job.state}: see its log on the Jobs page"), *(gr.skip(),) * 6)
+            return
+        name = (job.run or "").removeprefix("datasets/")
+        names = ws.datasets()
+        pickers = refresh(name if name in names else ds, src_value)
+        yield (msg(f"data set {name} created", ok=True), *pickers, *show(name))
+
+    import_job = gr.State(None)
+    create.click(create_ds, [fmt, src, new_name, classes], [ds_msg, import_job], **private).then(
+        follow, [import_job, ds_pick, src], [ds_msg, ds_pick, nr_ds, src, nr_weights, ds_info, ds_grid], concurrency_limit=None, **private
+    )
     return {"ds_pick": ds_pick, "ds_info": ds_info, "ds_grid": ds_grid, "show": show, **jobs_parts}

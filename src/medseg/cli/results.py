@@ -172,33 +172,49 @@ def compare_cmd(
 
     cmp = compare_runs(list(runs), split, by, with_macs=macs)
     header, rows = display_table(cmp)
-    t = Table(title=f"Comparison on the {split} split")
-    for h in header:
-        t.add_column(h, overflow="fold")
-    for r in rows:
-        t.add_row(*r)
-    console.print(t)
+    print_table(f"Comparison on the {split} split", header, rows)
     ph, prows = paired_table(cmp)
     if prows:
-        pt = Table(title=f"Paired statistics per {by} (Dice b − a)")
-        for h in ph:
-            pt.add_column(h, overflow="fold")
-        for r, raw in zip(prows, cmp.paired, strict=True):
-            if raw["class"] == "mean":
-                pt.add_row(*r)
-        console.print(pt)
+        means = [r for r, raw in zip(prows, cmp.paired, strict=True) if raw["class"] == "mean"]
+        print_table(f"Paired statistics per {by} (Dice b − a)", ph, means)
     sh, srows = study_table(cmp)
     if srows:
-        st = Table(title="Loss, pixel accuracy, pixel-level averages (background included), time saved per case")
-        for h in sh:
-            st.add_column(h, overflow="fold")
-        for r in srows:
-            st.add_row(*r)
-        console.print(st)
+        print_table("Loss, pixel accuracy, pixel-level averages (background included), time saved per case", sh, srows)
     for w in cmp.warnings:
         console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if out is not None:
         console.print(f"comparison written to [bold]{write_comparison(cmp, out)}[/]")
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Print a table whole when the terminal is wide enough; else turned on its side (one column per row of
+    the table, its first cell as the heading), in as many blocks as needed, so that no column is squeezed
+    into a few characters per line."""
+    from rich.measure import Measurement
+
+    def table(head: list[str], body: list[list[str]], name: str) -> Table:
+        t = Table(title=name)
+        for i, h in enumerate(head):
+            t.add_column(h, overflow="fold", no_wrap=i == 0)
+        for r in body:
+            t.add_row(*r)
+        return t
+
+    wide = console.options.update_width(100_000)
+    whole = table(header, rows, title)
+    if Measurement.get(console, wide, whole).maximum <= console.width or not rows:
+        console.print(whole)
+        return
+    n = len(rows)
+    while n > 1:
+        chunk = rows[:n]
+        side = table([header[0], *[r[0] for r in chunk]], [[h, *[r[i] for r in chunk]] for i, h in enumerate(header) if i], title)
+        if Measurement.get(console, wide, side).maximum <= console.width:
+            break
+        n -= 1
+    for start in range(0, len(rows), n):
+        chunk = rows[start : start + n]
+        console.print(table([header[0], *[r[0] for r in chunk]], [[h, *[r[i] for r in chunk]] for i, h in enumerate(header) if i], title))
 
 
 @command("report")

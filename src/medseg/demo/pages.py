@@ -261,6 +261,7 @@ def add_workspace_tabs(jobs: JobManager, tabs: Any) -> dict[str, Any]:
     ds_pick.change(show, ds_pick, [ds_info, ds_grid], **private)
     ds_refresh.click(refresh, [ds_pick, src], [ds_pick, nr_ds, src, nr_weights], **private)
     zip_btn.click(unzip, [zip_file, new_name], [ds_msg, src], **private)
+
     def follow(job_id: str | None, ds: str | None, src_value: str | None) -> Any:
         """Stream the import job's state (once a second) until it ends; then show the new data set."""
         if not job_id:

@@ -37,8 +37,6 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-
-
 def create_server(
     runs_dir: str | Path | None,
     auth: tuple[str, str] | None = None,

@@ -15,7 +15,10 @@ import csv
 import html
 import io
 import time
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from medseg.core.errors import MedsegError
 from medseg.demo.jobs import Job, JobManager
@@ -39,6 +42,17 @@ def _duration(job: Job) -> str:
     if not job.started:
         return "—"
     return f"{(job.ended or time.time()) - job.started:.0f} s"
+
+
+def read_picture(path: Path) -> np.ndarray | None:
+    """An RGB picture read once (``None`` when it is being replaced or is damaged)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError):
+        return None
 
 
 def jobs_table(jobs: JobManager) -> str:
@@ -127,7 +141,10 @@ def add_jobs_tab(jobs: JobManager) -> dict[str, Any]:
             resume = gr.Button("Resume", elem_id="job-resume", scale=1)
         status = gr.HTML(elem_id="job-status")
         with gr.Row():
-            curves = gr.Image(label="learning curves (loss, Dice, pixel accuracy)", type="filepath", interactive=False, elem_id="job-curves", scale=3)
+            # sent as pixels: the training replaces the file while the page may be reading it
+            curves = gr.Image(
+                label="learning curves (loss, Dice, pixel accuracy)", type="numpy", format="png", interactive=False, elem_id="job-curves", scale=3
+            )
             history = gr.HTML(elem_id="job-history")
         with gr.Row():
             split = gr.Radio(["val", "test"], value="test", label="evaluate on", elem_id="eval-split")
@@ -142,7 +159,7 @@ def add_jobs_tab(jobs: JobManager) -> dict[str, Any]:
     def tick(job_id: str | None, memo: dict[str, Any]) -> tuple[Any, ...]:
         memo = dict(memo or {})
         sig = ";".join(f"{j.id}:{j.state}" for j in jobs.jobs())
-        pick_update = gr.update(choices=choices()) if sig != memo.get("jobs") else gr.skip()
+        pick_update = gr.update(choices=choices(), value=job_id) if sig != memo.get("jobs") else gr.skip()
         memo["jobs"] = sig
         try:
             job = jobs.get(job_id) if job_id else None
@@ -155,7 +172,7 @@ def add_jobs_tab(jobs: JobManager) -> dict[str, Any]:
         if job.run and curves_path.is_file():
             stamp = f"{job.id}:{curves_path.stat().st_mtime_ns}"
             if stamp != memo.get("curves"):
-                curves_out, memo["curves"] = str(curves_path), stamp
+                curves_out, memo["curves"] = read_picture(curves_path), stamp
         elif memo.get("curves") is not None:
             curves_out, memo["curves"] = None, None
         return (

@@ -107,8 +107,6 @@ def create_server(
         footer_links=[],
         theme=theme,
         css=CSS,
-        # the learning curves are shown from the runs folder (read-only; nothing else outside gradio's cache)
-        allowed_paths=[str(root)] if jobs is not None else None,
     )
     holder["gradio"] = next(r.app for r in app.routes if isinstance(r, Mount))
     app.state.medseg = blocks.medseg

@@ -196,6 +196,7 @@ def test_the_digits_path(workspace: tuple[str, Path], tmp_path: Path) -> None:
         pg.locator("#eval-split label", has_text="test").click()
         pg.click("#job-evaluate")
         pg.wait_for_function(_text("run-results", "test: mean Dice"))
+        pg.wait_for_function(r"/evaluate[^\n]*finished/.test(document.querySelector('#jobs-list').innerText)")  # one job per run at a time
         pg.click("#job-report")
         pg.wait_for_selector("#report-link")
         href = pg.get_attribute("#report-link", "href")

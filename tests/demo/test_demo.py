@@ -411,3 +411,62 @@ def test_cli_warns_when_not_on_loopback(runs_dir: Path, monkeypatch: pytest.Monk
     assert calls == [{"runs": runs_dir, "host": "0.0.0.0", "port": 9999, "auth": None, "max_upload_mb": 64.0, "max_concurrent": 2}]
     r = CliRunner().invoke(app, ["demo", str(runs_dir), "--auth", "u:p"])
     assert r.exit_code == 0 and "warning" not in r.output and calls[-1]["host"] == "127.0.0.1" and calls[-1]["auth"] == ("u", "p")
+
+
+def test_runs_table_follows_an_evaluation_made_after_loading(runs_dir: Path) -> None:
+    """A run (re-)evaluated while the page is open shows its new Dice when the Runs tab is refreshed."""
+    import json
+    import time
+
+    from medseg.demo.app import DemoState
+
+    st = DemoState(runs_dir)
+    summary = runs_dir / "unet2d" / "eval" / "test" / "summary.json"
+    saved = summary.read_text()
+    assert st.runs.get("unet2d").row()["mean_dice"] == pytest.approx(json.loads(saved)["mean_dice"])
+    try:
+        time.sleep(0.01)
+        summary.write_text(json.dumps({**json.loads(saved), "mean_dice": 0.123}))
+        assert "0.123" in st.runs_html()
+    finally:
+        summary.write_text(saved)
+
+
+def test_newest_run_first_upload_refuses_a_volume_for_a_2d_run_and_time_saved_explained(runs_dir: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from medseg.demo.app import DemoState
+
+    root = tmp_path / "runs"
+    shutil.copytree(runs_dir / "unet2d", root / "b_old")
+    shutil.copytree(runs_dir / "unet2d", root / "a_new")
+    os.utime(root / "b_old" / "run.json", (1e9, 1e9))
+    st = DemoState(root)
+    assert st.runs.names == ["a_new", "b_old"] and st.runs.newest == "a_new"
+    os.utime(root / "a_new" / "run.json", (1e9 - 5, 1e9 - 5))
+    assert st.runs.newest == "b_old"
+    assert "a_new" in st.model_note("a_new") and "2D images" in st.model_note("a_new")
+    _nifti(tmp_path / "vol.nii.gz")
+    with pytest.raises(DemoError, match=r"vol\.nii\.gz: run a_new was trained on 2D images and this upload is a 3D volume"):
+        st.predict(str(tmp_path / "vol.nii.gz"), "a_new")
+    cid = st.runs.get("a_new").case_ids[0]
+    _, metrics, _ = st.render("a_new", None, cid, "axial", 0, "auto (1–99 %)", 0.5, None, "side by side")
+    assert "time saved" in metrics and "Negative" in metrics
+    _, val_metrics, _ = st.render("a_new", None, st.case_choices("a_new", "val")[0][1], "axial", 0, "auto (1–99 %)", 0.5, None, "side by side", "val")
+    assert "(val)" in val_metrics and "not evaluated on the val split" in val_metrics
+
+
+def test_workspace_cli_refuses_other_hosts_without_a_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import medseg.demo
+    from medseg.cli import app
+
+    calls: list[dict] = []
+    monkeypatch.setattr(medseg.demo, "serve", lambda runs, **kw: calls.append({"runs": runs, **kw}))
+    r = CliRunner().invoke(app, ["workspace", str(tmp_path / "ws"), "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "--auth" in r.output and calls == []
+    r = CliRunner().invoke(app, ["workspace", str(tmp_path / "ws"), "--host", "0.0.0.0", "--auth", "u:p", "--max-jobs", "3"])
+    assert r.exit_code == 0, r.output
+    assert calls[-1]["workspace"] == tmp_path / "ws" and calls[-1]["max_jobs"] == 3 and calls[-1]["auth"] == ("u", "p")

@@ -74,8 +74,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         start_new_session=True,
     )
     # the server starts while the runs are trained: runs appear in the page when it is loaded
-    _train(root, "cardiac2d", "phantom2d", {"n_patients": 6, "slices_per_patient": 2, "size": 32}, epochs=2, report=True)
     _train(root, "cardiac3d", "phantom3d", {"n_patients": 6, "size": 32, "depth": 8}, epochs=1)
+    _train(root, "cardiac2d", "phantom2d", {"n_patients": 6, "slices_per_patient": 2, "size": 32}, epochs=2, report=True)  # the newest
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -157,7 +157,9 @@ def test_case_view_reacts_to_every_control(page: Any) -> None:
     pg = page
     shot = _shot(pg)
     assert _image_array(pg, "#case-image").std() > 5, "the first picture is blank"
-    # select another case from the searchable list (the 2D run is shown first)
+    # the newest run is shown first (the 2D run, trained last)
+    assert pg.input_value("#run-a input") == "cardiac2d"
+    # select another case from the searchable list
     first_line = _metrics(pg).splitlines()[0]
     pg.click("#case input")
     ids = [pg.locator('[role="option"]').nth(i).get_attribute("aria-label") for i in range(pg.locator('[role="option"]').count())]
@@ -205,25 +207,37 @@ def test_upload_predict_download_and_bad_files(page: Any, server: tuple[str, Pat
     pg = page
     url, _ = server
     aff = np.array([[0.9, 0, 0, -20.0], [0, 0.9, 0, 10.0], [0, 0, 4.0, 3.0], [0, 0, 0, 1]])
-    vol = np.random.default_rng(0).normal(100, 30, size=(32, 32, 5)).astype(np.float32)
+    vol = np.random.default_rng(0).normal(100, 30, size=(32, 32, 8)).astype(np.float32)
     nib.save(nib.Nifti1Image(vol, aff), str(tmp_path / "scan.nii.gz"))
     (tmp_path / "broken.nii.gz").write_bytes(b"definitely not a NIfTI file")
+    # the Upload tab predicts with the Cases tab's run and says so
+    pg.get_by_role("tab", name="Cases").click()
+    _pick(pg, "run-a", "cardiac2d")
+    pg.wait_for_function("document.querySelector('#metrics').innerText.includes('cardiac2d')")
     pg.get_by_role("tab", name="Upload").click()
-    _pick(pg, "upload-run", "cardiac2d")
+    pg.wait_for_function("document.querySelector('#upload-info').innerText.includes('cardiac2d')")
     # a malformed file: a message in the page, no traceback
     pg.set_input_files("#upload-file input[type=file]", str(tmp_path / "broken.nii.gz"))
     pg.wait_for_timeout(500)
     pg.click("#predict")
     pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('cannot read')")
     assert "Traceback" not in pg.inner_text("body")
-    # the server keeps serving: a good NIfTI is predicted, shown and offered on its own grid
+    # a volume given to a run trained on 2D images: refused with a message
     clear = pg.locator("#upload-file button[aria-label='Clear']")
     if clear.count():
         clear.first.click()
     pg.set_input_files("#upload-file input[type=file]", str(tmp_path / "scan.nii.gz"))
     pg.wait_for_timeout(500)
     pg.click("#predict")
-    pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('Predicted')")
+    pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('trained on 2D images')")
+    # the server keeps serving: with the 3D run chosen in the Cases tab, the NIfTI is predicted, shown and offered on its own grid
+    pg.get_by_role("tab", name="Cases").click()
+    _pick(pg, "run-a", "cardiac3d")
+    pg.wait_for_function("document.querySelector('#metrics').innerText.includes('cardiac3d')")
+    pg.get_by_role("tab", name="Upload").click()
+    pg.wait_for_function("document.querySelector('#upload-info').innerText.includes('cardiac3d')")
+    pg.click("#predict")
+    pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('Predicted with cardiac3d')")
     pg.wait_for_selector("#upload-image img")
     assert _image_array(pg, "#upload-image").std() > 5
     href = pg.get_attribute("#upload-mask a", "href")

@@ -223,3 +223,26 @@ def test_study_metrics_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(console, "width", 400)
     res = CliRunner().invoke(app, ["compare", str(missed), str(exact), "--no-macs"])
     assert res.exit_code == 0 and re.search(r"│ missed +│ 0\.000 +│ 0\.980 +│ 0\.490 +│", res.output), res.output
+
+
+def test_compare_table_reads_in_an_80_column_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too wide for the terminal: the table is printed on its side, every heading and value whole on one line."""
+    from medseg.cli.app import console
+    from medseg.reports.tables import display_table
+
+    a = fake_run(tmp_path, "run_alpha", {"liver": [0.8] * 10, "tumour": [0.6] * 10})
+    b = fake_run(tmp_path, "run_beta", {"liver": [0.7] * 10, "tumour": [0.5] * 10})
+    header, rows = display_table(compare_runs([a, b], split="test", with_macs=False))
+    monkeypatch.setattr(console, "width", 80)
+    res = CliRunner().invoke(app, ["compare", str(a), str(b), "--no-macs"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for h in header[1:]:
+        assert any(re.match(rf"^│ {re.escape(h)} +│", line) for line in lines), h
+    liver_row = next(line for line in lines if "Dice liver" in line)
+    cells = [c.strip() for c in liver_row.strip("│").split("│")]
+    assert cells[1:] == [r[header.index(cells[0])] for r in rows]
+    monkeypatch.setattr(console, "width", 400)  # wide enough: the table as it is, one row per run
+    res = CliRunner().invoke(app, ["compare", str(a), str(b), "--no-macs"])
+    assert any(line.startswith("│ run_alpha") for line in res.output.splitlines()), res.output

@@ -184,33 +184,49 @@ def compare_cmd(
 
     cmp = compare_runs(list(runs), split, by, with_macs=macs)
     header, rows = display_table(cmp)
-    t = Table(title=f"Comparison on the {split} split")
-    for h in header:
-        t.add_column(h, overflow="fold")
-    for r in rows:
-        t.add_row(*r)
-    console.print(t)
+    print_table(f"Comparison on the {split} split", header, rows)
     ph, prows = paired_table(cmp)
     if prows:
-        pt = Table(title=f"Paired statistics per {by} (Dice b − a)")
-        for h in ph:
-            pt.add_column(h, overflow="fold")
-        for r, raw in zip(prows, cmp.paired, strict=True):
-            if raw["class"] == "mean":
-                pt.add_row(*r)
-        console.print(pt)
+        means = [r for r, raw in zip(prows, cmp.paired, strict=True) if raw["class"] == "mean"]
+        print_table(f"Paired statistics per {by} (Dice b − a)", ph, means)
     sh, srows = study_table(cmp)
     if srows:
-        st = Table(title="Loss, pixel accuracy, pixel-level averages (background included), time saved per case")
-        for h in sh:
-            st.add_column(h, overflow="fold")
-        for r in srows:
-            st.add_row(*r)
-        console.print(st)
+        print_table("Loss, pixel accuracy, pixel-level averages (background included), time saved per case", sh, srows)
     for w in cmp.warnings:
         console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     if out is not None:
         console.print(f"comparison written to [bold]{write_comparison(cmp, out)}[/]")
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """Print a table whole when the terminal is wide enough; else turned on its side (one column per row of
+    the table, its first cell as the heading), in as many blocks as needed, so that no column is squeezed
+    into a few characters per line."""
+    from rich.measure import Measurement
+
+    def table(head: list[str], body: list[list[str]], name: str) -> Table:
+        t = Table(title=name)
+        for i, h in enumerate(head):
+            t.add_column(h, overflow="fold", no_wrap=i == 0)
+        for r in body:
+            t.add_row(*r)
+        return t
+
+    wide = console.options.update_width(100_000)
+    whole = table(header, rows, title)
+    if Measurement.get(console, wide, whole).maximum <= console.width or not rows:
+        console.print(whole)
+        return
+    n = len(rows)
+    while n > 1:
+        chunk = rows[:n]
+        side = table([header[0], *[r[0] for r in chunk]], [[h, *[r[i] for r in chunk]] for i, h in enumerate(header) if i], title)
+        if Measurement.get(console, wide, side).maximum <= console.width:
+            break
+        n -= 1
+    for start in range(0, len(rows), n):
+        chunk = rows[start : start + n]
+        console.print(table([header[0], *[r[0] for r in chunk]], [[h, *[r[i] for r in chunk]] for i, h in enumerate(header) if i], title))
 
 
 @command("report")
@@ -260,3 +276,30 @@ def demo_cmd(
         err_console.print(f"[bold yellow]warning:[/] binding {host}: other machines can reach the demo{login}", highlight=False)
     console.print(f"medseg demo on [bold]http://{host}:{port}/[/] (Ctrl+C stops it)", highlight=False)
     serve(runs_dir, host=host, port=port, auth=credentials, max_upload_mb=max_upload_mb, max_concurrent=max_concurrent)
+
+
+@command("workspace")
+def workspace_cmd(
+    root: Annotated[Path, typer.Argument(help="workspace folder (created when missing): data/, datasets/, runs/, weights/, jobs/")],
+    host: Annotated[str, typer.Option(help="address to bind; anything but this machine needs --auth")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 7860,
+    auth: Annotated[str | None, typer.Option(help="require a login, USER:PASSWORD")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="largest upload accepted (images, zips of data), in MB")] = 512,
+    max_concurrent: Annotated[int, typer.Option(help="predictions of uploads running at once (others queue)")] = 2,
+    max_jobs: Annotated[int, typer.Option(help="jobs (imports, trainings, evaluations) running at once; others queue")] = 1,
+) -> None:
+    """Start the browser workspace: create data sets, configure and start trainings, watch them live, look at the results."""
+    try:
+        from medseg.demo import is_loopback, parse_auth, serve
+    except ImportError as e:  # gradio missing
+        from medseg.core.errors import DependencyError
+
+        raise DependencyError(f"the workspace needs the demo extra ({e.name} is missing)", where="medseg workspace", fix="pip install 'medseg[demo]'") from None
+
+    if max_upload_mb <= 0 or max_concurrent < 1 or max_jobs < 1:
+        raise MedsegError("--max-upload-mb must be > 0, --max-concurrent and --max-jobs ≥ 1", where="medseg workspace", fix="e.g. --max-jobs 1")
+    credentials = parse_auth(auth)
+    if not is_loopback(host) and credentials is None:
+        raise MedsegError(f"binding {host} lets other machines start jobs", where="--host", fix="add --auth USER:PASSWORD, or bind 127.0.0.1")
+    console.print(f"medseg workspace {root} on [bold]http://{host}:{port}/[/] (Ctrl+C stops it; running jobs are interrupted)", highlight=False)
+    serve(None, workspace=root, host=host, port=port, auth=credentials, max_upload_mb=max_upload_mb, max_concurrent=max_concurrent, max_jobs=max_jobs)

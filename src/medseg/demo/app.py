@@ -1,12 +1,13 @@
 """The web demo: browse a folder of runs, compare predictions on test cases, try a model on an upload.
 
-``medseg demo RUNS_DIR`` calls :func:`serve`. The page (gradio) has three tabs:
+``medseg demo RUNS_DIR`` calls :func:`~medseg.demo.server.serve`. The page (gradio) has three tabs
+(``medseg workspace ROOT`` adds Data sets, New run and Jobs before them, :mod:`medseg.demo.pages`):
 
-* **Cases** — one run (or two side by side), a searchable test-case list, slice slider and plane for
+* **Cases** — one run (or two side by side; the newest run first), a split and a searchable case list, slice slider and plane for
   3D, window/level presets, opacity, per-class visibility, view mode (side by side | overlay |
   error map) and the case's metrics (loss, Dice, HD95, time saved) from ``eval/test/metrics.csv``.
 * **Upload** — a NIfTI/NRRD/MHA/PNG file or a zipped DICOM series, predicted by the chosen run in a
-  queue of bounded concurrency, shown as an overlay and offered as a mask on the input's grid.
+  queue of bounded concurrency by the Cases tab's run, shown as an overlay and offered as a mask on the input's grid.
 * **Runs** — the comparison table with links to each run's report and curves.
 
 Files of the runs folder are served under ``/runs/<path>`` only: absolute paths, ``..`` and
@@ -17,11 +18,8 @@ Nothing is fetched from the internet: analytics are off, fonts are the system's.
 from __future__ import annotations
 
 import html
-import ipaddress
 import logging
 import os
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 from medseg.core.errors import MedsegError
-from medseg.demo.runs import DemoError, safe_path
 from medseg.demo.state import NONE, DemoState
 from medseg.demo.uploads import UPLOAD_SUFFIXES
 from medseg.viz import render as R
@@ -47,38 +44,19 @@ table.medseg-metrics td:first-child, table.medseg-runs td:first-child { text-ali
 """
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_auth(text: str | None) -> tuple[str, str] | None:
-    """``user:pass`` → ``(user, pass)``; ``None`` stays ``None``."""
-    if text is None:
-        return None
-    user, sep, password = text.partition(":")
-    if not sep or not user or not password:
-        raise DemoError("expected USER:PASSWORD", where="--auth", fix="e.g. --auth alice:s3cret")
-    return user, password
-
-
 def _message(e: BaseException) -> str:
     text = e.one_line() if isinstance(e, MedsegError) else f"unexpected error ({type(e).__name__}); the server keeps running"
     return f'<p class="medseg-msg">⚠ {html.escape(text)}</p>'
 
 
-def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: int = 2) -> Any:
+def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: int = 2, *, jobs: Any = None) -> Any:
     """Build the gradio ``Blocks`` of the demo (not started).
 
     Args:
         runs_dir: the folder holding run folders.
         max_upload_mb: upload size limit in MB.
         max_concurrent: predictions of uploads running at once; more wait in the queue.
+        jobs: a :class:`~medseg.demo.jobs.JobManager` to add the workspace pages (data sets, new run, jobs).
 
     Returns:
         The ``gradio.Blocks``; its ``.medseg`` attribute is the :class:`DemoState`.
@@ -87,27 +65,27 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
 
     st = DemoState(runs_dir, max_upload_mb)
     names = st.runs.names
-    first = names[0] if names else None
+    first = st.runs.newest
+    splits = ["test", "val", "train"]
     planes = list(R.PLANES)
 
-    def on_run(run_a: str | None) -> tuple[Any, Any]:
+    def on_run(run_a: str | None, split: str) -> tuple[Any, Any, str]:
         try:
-            choices = st.case_choices(run_a)
+            choices = st.case_choices(run_a, split)
             cls_names, _, fg, _ = st.classes(run_a) if run_a else ([], [], [], False)
         except MedsegError as e:
             log.warning("%s", e)
-            return gr.update(choices=[], value=None), gr.update(choices=[], value=[])
+            return gr.update(choices=[], value=None), gr.update(choices=[], value=[]), st.model_note(run_a)
         fg_names = [cls_names[k] for k in fg]
-        return gr.update(choices=choices, value=choices[0][1] if choices else None), gr.update(choices=fg_names, value=fg_names)
+        case_update = gr.update(choices=choices, value=choices[0][1] if choices else None)
+        return case_update, gr.update(choices=fg_names, value=fg_names), st.model_note(run_a)
 
-    def on_load(run_a: str | None, run_b: str | None, up_run: str | None) -> tuple[Any, Any, Any]:
-        """New runs appear when the page is (re)loaded."""
+    def on_load(run_a: str | None, run_b: str | None) -> tuple[Any, Any]:
+        """New runs appear when the page is (re)loaded or the Cases tab opened; the newest is the default."""
         names = st.runs.refresh()
-        keep = lambda v: v if v in names else (names[0] if names else None)  # noqa: E731
         return (
-            gr.update(choices=names, value=keep(run_a)),
+            gr.update(choices=names, value=run_a if run_a in names else st.runs.newest),
             gr.update(choices=[NONE, *names], value=run_b if run_b in names else NONE),
-            gr.update(choices=names, value=keep(up_run)),
         )
 
     def on_case(run_a: str | None, case_id: str | None, plane: str) -> tuple[Any, Any]:
@@ -140,13 +118,23 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
         msg = f"<p>Predicted with <b>{html.escape(run_name or '')}</b>: mask {html.escape(mask.name)} on the input's grid (shape {shape}).</p>"
         return st.upload_picture(state, mid, alpha), str(mask), msg, state, gr.update(maximum=max(n - 1, 1), value=mid, visible=n > 1)
 
-    with gr.Blocks(title="medseg demo", analytics_enabled=False) as demo:
-        gr.Markdown(f"## medseg demo — runs in `{html.escape(st.runs.root.name)}/`")
-        with gr.Tab("Cases", id="cases"):
+    title = "medseg workspace" if jobs is not None else "medseg demo"
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        where = jobs.ws.root.name if jobs is not None else st.runs.root.name
+        gr.Markdown(f"## {title} — `{html.escape(where)}/`")
+        tabs = gr.Tabs(elem_id="tabs")
+        tabs.__enter__()
+        ws_parts: dict[str, Any] = {}
+        if jobs is not None:
+            from medseg.demo.pages import add_workspace_tabs
+
+            ws_parts = add_workspace_tabs(jobs, tabs)
+        with gr.Tab("Cases", id="cases") as cases_tab:
             with gr.Row():
                 run_a = gr.Dropdown(names, value=first, label="run", elem_id="run-a", scale=2)
                 run_b = gr.Dropdown([NONE, *names], value=NONE, label="compare with", elem_id="run-b", scale=2)
-                case = gr.Dropdown([], label="test case (type to search)", filterable=True, elem_id="case", scale=3)
+                split = gr.Radio(splits, value="test", label="split", elem_id="split", scale=1)
+                case = gr.Dropdown([], label="case (type to search)", filterable=True, elem_id="case", scale=3)
             with gr.Row():
                 view = gr.Radio(list(R.VIEWS), value="side by side", label="view", elem_id="view")
                 plane = gr.Radio(planes, value="axial", label="plane", elem_id="plane", visible=False)
@@ -162,11 +150,10 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
         with gr.Tab("Upload", id="upload"):
             gr.Markdown(
                 f"Upload one image ({', '.join(UPLOAD_SUFFIXES)}; a .zip holds one DICOM series; at most {max_upload_mb:g} MB). "
-                "The chosen run predicts it; the mask is offered on the input's grid."
+                "The run chosen in the Cases tab predicts it; the mask is offered on the input's grid."
             )
-            with gr.Row():
-                up_run = gr.Dropdown(names, value=first, label="run", elem_id="upload-run")
-                up_file = gr.File(label="image", type="filepath", elem_id="upload-file")
+            up_info = gr.HTML(st.model_note(first), elem_id="upload-info")
+            up_file = gr.File(label="image", type="filepath", elem_id="upload-file")
             up_btn = gr.Button("Predict", variant="primary", elem_id="predict")
             up_msg = gr.HTML(elem_id="upload-msg")
             with gr.Row():
@@ -175,29 +162,41 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
             up_image = gr.Image(label="prediction", type="numpy", interactive=False, elem_id="upload-image", format="png")
             up_mask = gr.File(label="mask (download)", interactive=False, elem_id="upload-mask")
             up_state = gr.State(None)
-        with gr.Tab("Runs", id="runs"):
+        with gr.Tab("Runs", id="runs") as runs_tab:
             refresh = gr.Button("Refresh", size="sm")
             runs_table = gr.HTML(elem_id="runs-html")
+            if jobs is not None:
+                from medseg.demo.results_page import add_comparison
 
-        view_inputs = [run_a, run_b, case, plane, index, preset, alpha, visible, view]
+                add_comparison(jobs, st)
+
+        tabs.__exit__(None, None, None)
+
+        view_inputs = [run_a, run_b, case, plane, index, preset, alpha, visible, view, split]
         view_outputs = [image, metrics, legend]
         conc = {"concurrency_limit": max(2, max_concurrent), "concurrency_id": "view"}
         private = {"api_visibility": "private"}
-        run_a.input(on_run, [run_a], [case, visible], **private).then(on_case, [run_a, case, plane], [index, plane], **private).then(
-            do_render, view_inputs, view_outputs, **conc, **private
-        )
+        for trigger in (run_a.input, split.input):
+            trigger(on_run, [run_a, split], [case, visible, up_info], **private).then(on_case, [run_a, case, plane], [index, plane], **private).then(
+                do_render, view_inputs, view_outputs, **conc, **private
+            )
         for trigger in (case.input, plane.input):
             trigger(on_case, [run_a, case, plane], [index, plane], **private).then(do_render, view_inputs, view_outputs, **conc, **private)
         for trigger in (index.input, alpha.input, preset.input, visible.input, view.input, run_b.input):
             trigger(do_render, view_inputs, view_outputs, trigger_mode="always_last", **conc, **private)
-        demo.load(on_load, [run_a, run_b, up_run], [run_a, run_b, up_run], **private).then(on_run, [run_a], [case, visible], **private).then(
-            on_case, [run_a, case, plane], [index, plane], **private
-        ).then(do_render, view_inputs, view_outputs, **conc, **private).then(st.runs_html, None, runs_table, **private)
+        for trigger in (demo.load, cases_tab.select):
+            trigger(on_load, [run_a, run_b], [run_a, run_b], **private).then(on_run, [run_a, split], [case, visible, up_info], **private).then(
+                on_case, [run_a, case, plane], [index, plane], **private
+            ).then(do_render, view_inputs, view_outputs, **conc, **private)
+        demo.load(st.runs_html, None, runs_table, **private)
+        if ws_parts:
+            demo.load(ws_parts["show"], ws_parts["ds_pick"], [ws_parts["ds_info"], ws_parts["ds_grid"]], **private)
         refresh.click(st.runs_html, None, runs_table, **private)
+        runs_tab.select(st.runs_html, None, runs_table, **private)
 
         up_btn.click(
             do_predict,
-            [up_file, up_run, up_alpha],
+            [up_file, run_a, up_alpha],
             [up_image, up_mask, up_msg, up_state, up_index],
             api_name="predict",
             concurrency_limit=max_concurrent,
@@ -209,102 +208,3 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
     demo.queue(default_concurrency_limit=max_concurrent, max_size=256)
     demo.medseg = st  # type: ignore[attr-defined]
     return demo
-
-
-def create_server(runs_dir: str | Path, auth: tuple[str, str] | None = None, max_upload_mb: float = 512, max_concurrent: int = 2) -> Any:
-    """The ASGI application: the demo page at ``/`` and the runs folder's files at ``/runs/<path>``.
-
-    Args:
-        runs_dir: the folder holding run folders.
-        auth: ``(user, password)`` to require a login, or ``None``.
-        max_upload_mb: upload size limit in MB (gradio refuses larger uploads, the reader checks again).
-        max_concurrent: predictions running at once.
-
-    Returns:
-        A FastAPI application (serve it with uvicorn).
-    """
-    import fastapi
-    import gradio as gr
-    from fastapi.responses import FileResponse, PlainTextResponse
-    from starlette.routing import Mount
-
-    blocks = build_app(runs_dir, max_upload_mb, max_concurrent)
-    root = blocks.medseg.runs.root
-    app = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    holder: dict[str, Any] = {}
-
-    def run_file(path: str, request: Any) -> Any:
-        gapp = holder.get("gradio")
-        if auth is not None and gapp is not None:
-            token = request.cookies.get(f"access-token-{gapp.cookie_id}") or request.cookies.get(f"access-token-unsecure-{gapp.cookie_id}")
-            if token not in gapp.tokens:
-                return PlainTextResponse("log in first", status_code=401)
-        try:
-            target = safe_path(root, path)
-        except DemoError as e:
-            return PlainTextResponse(e.one_line(), status_code=404 if "no such file" in e.problem else 403)
-        return FileResponse(target, headers={"X-Content-Type-Options": "nosniff"})
-
-    # real annotation objects: this module's postponed (string) annotations cannot name the lazily imported fastapi
-    run_file.__annotations__ = {"path": str, "request": fastapi.Request}
-    app.add_api_route("/runs/{path:path}", run_file, methods=["GET"])
-
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    gr.mount_gradio_app(
-        app,
-        blocks,
-        path="/",
-        auth=auth,
-        max_file_size=int(max_upload_mb * 2**20),
-        ssr_mode=False,
-        show_error=False,
-        footer_links=[],
-        theme=theme,
-        css=CSS,
-    )
-    holder["gradio"] = next(r.app for r in app.routes if isinstance(r, Mount))
-    app.state.medseg = blocks.medseg
-    return app
-
-
-def serve(
-    runs_dir: str | Path,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 7860,
-    auth: tuple[str, str] | None = None,
-    max_upload_mb: float = 512,
-    max_concurrent: int = 2,
-    ready: Callable[[str], None] | None = None,
-) -> None:
-    """Start the demo and block until interrupted.
-
-    Args:
-        runs_dir: the folder holding run folders.
-        host: address to bind; 127.0.0.1 (this machine only) unless you mean to share it.
-        port: TCP port.
-        auth: ``(user, password)`` to require a login.
-        max_upload_mb: upload size limit in MB.
-        max_concurrent: predictions running at once.
-        ready: called with the URL once the server accepts connections.
-    """
-    import uvicorn
-
-    app = create_server(runs_dir, auth, max_upload_mb, max_concurrent)
-    # import the inference stack (torch, Lightning, MONAI) while the server starts, not on the first click
-    threading.Thread(target=lambda: __import__("medseg.engine.inferer"), daemon=True).start()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
-    if ready is not None:
-
-        def wait() -> None:
-            import time
-
-            while not server.started and not server.should_exit:
-                time.sleep(0.05)
-            if server.started:
-                ready(url)
-
-        threading.Thread(target=wait, daemon=True).start()
-    server.run()

@@ -100,42 +100,82 @@ class RunView:
     def dataset(self) -> Any:
         return runs.run_dataset(self.path, self.info, self.config)
 
+    _fresh: dict[tuple[str, str], tuple[float, Any]] = field(default_factory=dict, repr=False)
+
+    def _read_fresh(self, key: str, split: str, path: Path, read: Any) -> Any:
+        """``read()``, cached until ``path`` changes (a run evaluated after the page loaded shows its scores)."""
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            mtime = -1
+        hit = self._fresh.get((key, split))
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+        value = read()
+        self._fresh[(key, split)] = (mtime, value)
+        return value
+
     @property
     def eval_dir(self) -> Path:
         return runs.eval_dir(self.path, SPLIT)
 
-    @cached_property
+    @property
     def summary(self) -> dict[str, Any]:
-        return runs.read_summary(self.path, SPLIT)
+        return self.summary_of(SPLIT)
 
-    @cached_property
+    def summary_of(self, split: str) -> dict[str, Any]:
+        """``eval/<split>/summary.json`` (empty if not evaluated), re-read when the file changes."""
+        return self._read_fresh("summary", split, runs.eval_dir(self.path, split) / runs.SUMMARY_FILE, lambda: runs.read_summary(self.path, split))
+
+    @property
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
-        """case → class → column → value, from ``eval/test/metrics.csv`` (empty if not evaluated)."""
-        p = self.eval_dir / runs.METRICS_FILE
-        out: dict[str, dict[str, dict[str, float]]] = {}
-        if not p.is_file():
-            return out
-        for row in runs.read_metrics(p):
-            case, cls = str(row.pop("case", "")), str(row.pop("class", ""))
-            row.pop("patient", None)
-            out.setdefault(case, {})[cls] = {k: _float(v) for k, v in row.items()}
-        return out
+        return self.metrics_of(SPLIT)
 
-    @cached_property
+    def metrics_of(self, split: str) -> dict[str, dict[str, dict[str, float]]]:
+        """case → class → column → value, from ``eval/<split>/metrics.csv`` (empty if not evaluated)."""
+        p = runs.eval_dir(self.path, split) / runs.METRICS_FILE
+
+        def read() -> dict[str, dict[str, dict[str, float]]]:
+            out: dict[str, dict[str, dict[str, float]]] = {}
+            if not p.is_file():
+                return out
+            for row in runs.read_metrics(p):
+                case, cls = str(row.pop("case", "")), str(row.pop("class", ""))
+                row.pop("patient", None)
+                out.setdefault(case, {})[cls] = {k: _float(v) for k, v in row.items()}
+            return out
+
+        return self._read_fresh("metrics", split, p, read)
+
+    @property
     def case_ids(self) -> list[str]:
-        """The test cases: those scored in ``metrics.csv``, else the run's test split."""
-        if self.metrics:
-            return list(self.metrics)
+        return self.case_ids_of(SPLIT)
+
+    def case_ids_of(self, split: str) -> list[str]:
+        """The cases of ``split``: those scored in its ``metrics.csv``, else the run's split."""
+        metrics = self.metrics_of(split)
+        if metrics:
+            return list(metrics)
         try:
-            return runs.split_ids(self.path, self.dataset, SPLIT, self.config.data.split.fold)
+            return runs.split_ids(self.path, self.dataset, split, self.config.data.split.fold)
         except Exception:
             return []
 
-    def case_dice(self, case_id: str) -> float:
+    def case_dice(self, case_id: str, split: str = SPLIT) -> float:
         """Mean Dice over the classes of one case (NaN when unknown)."""
-        vals = [m.get("dice", math.nan) for m in self.metrics.get(case_id, {}).values()]
+        vals = [m.get("dice", math.nan) for m in self.metrics_of(split).get(case_id, {}).values()]
         vals = [v for v in vals if not math.isnan(v)]
         return float(np.mean(vals)) if vals else math.nan
+
+    @property
+    def mtime(self) -> float:
+        """When the run last changed (its run.json, else its config): the newest run is the default choice."""
+        for name in (runs.RUN_FILE, runs.CONFIG_FILE):
+            try:
+                return (self.path / name).stat().st_mtime
+            except OSError:
+                continue
+        return 0.0
 
     @property
     def spatial_dims(self) -> int:
@@ -150,9 +190,9 @@ class RunView:
                 self._inferer = load_inferer(self.path, device="cpu")
             return self._inferer
 
-    def prediction(self, case: Any) -> np.ndarray:
-        """The saved test prediction of ``case``, or a fresh one when none was saved."""
-        label = runs.read_prediction(self.path, SPLIT, case.case_id)
+    def prediction(self, case: Any, split: str = SPLIT) -> np.ndarray:
+        """The saved prediction of ``case`` on ``split``, or a fresh one when none was saved."""
+        label = runs.read_prediction(self.path, split, case.case_id)
         if label is not None and label.shape[-case.ndim :] == case.spatial_shape:
             return label
         return self.inferer().predict(case)
@@ -227,6 +267,11 @@ class RunsFolder:
     @property
     def names(self) -> list[str]:
         return sorted(self._runs)
+
+    @property
+    def newest(self) -> str | None:
+        """The run changed last (the page's default run)."""
+        return max(self._runs, key=lambda n: (self._runs[n].mtime, n), default=None)
 
     def get(self, name: str | None) -> RunView:
         if not name or name not in self._runs:

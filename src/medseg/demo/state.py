@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from medseg.demo.runs import DemoError, RunsFolder, RunView
+from medseg.core.errors import MedsegError
+from medseg.demo.runs import SPLIT, DemoError, RunsFolder, RunView
 from medseg.demo.uploads import Upload, predict_upload, read_upload
 from medseg.metrics.registry import METRICS
 from medseg.viz import render as R
@@ -58,16 +59,17 @@ class DemoState:
     def case(self, run: RunView, case_id: str) -> Any:
         return self._cached(("case", str(run.dataset.root), case_id), lambda: run.dataset.load_case(case_id))
 
-    def prediction(self, run: RunView, case_id: str) -> np.ndarray:
-        return self._cached(("pred", run.name, case_id), lambda: run.prediction(self.case(run, case_id)))
+    def prediction(self, run: RunView, case_id: str, split: str = SPLIT) -> np.ndarray:
+        return self._cached(("pred", run.name, split, case_id), lambda: run.prediction(self.case(run, case_id), split))
 
     # ------------------------------------------------------------------ the Cases tab
 
-    def case_choices(self, run_name: str | None) -> list[tuple[str, str]]:
+    def case_choices(self, run_name: str | None, split: str = SPLIT) -> list[tuple[str, str]]:
         if not run_name:
             return []
         run = self.runs.get(run_name)
-        return [(f"{cid}  (Dice {format_number(run.case_dice(cid), 2)})" if run.metrics else cid, cid) for cid in run.case_ids]
+        scored = bool(run.metrics_of(split))
+        return [(f"{cid}  (Dice {format_number(run.case_dice(cid, split), 2)})" if scored else cid, cid) for cid in run.case_ids_of(split)]
 
     def classes(self, run_name: str | None) -> tuple[list[str], list[tuple[int, int, int]], list[int], bool]:
         """Class names, colours, scored class indices and the multi-label flag of a run's data set."""
@@ -101,6 +103,7 @@ class DemoState:
         alpha: float,
         visible: list[str] | None,
         view: str,
+        split: str = SPLIT,
     ) -> tuple[np.ndarray | None, str, str]:
         """The picture, the metrics HTML and the legend HTML for the current choices."""
         if not run_a or not case_id:
@@ -135,7 +138,7 @@ class DemoState:
         if view == "side by side":
             panels.append(R.titled(R.upscale(striped(R.blend(grey, ref, colors, shown, alpha, multi=multi)), sp), "ground truth"))
         for rv in others:
-            pred = sl(self.prediction(rv, case_id), lead)
+            pred = sl(self.prediction(rv, case_id, split), lead)
             if view == "side by side":
                 rgb = R.blend(grey, pred, colors, shown, alpha, multi=multi)
             elif view == "overlay":
@@ -144,13 +147,14 @@ class DemoState:
                 rgb = R.error_map(grey, pred, ref, shown, alpha, multi=multi)
             panels.append(R.titled(R.upscale(striped(rgb), sp), rv.name[:40]))
         picture = R.side_by_side(panels)
-        metrics = self.metrics_html(others, case, names, fg) + "".join(f'<p class="medseg-msg">{n}</p>' for n in notes)
+        metrics = self.metrics_html(others, case, names, fg, split) + "".join(f'<p class="medseg-msg">{n}</p>' for n in notes)
         return picture, metrics, R.legend_html(names, colors, shown, view)
 
-    def metrics_html(self, runs: list[RunView], case: Any, names: list[str], fg: list[int]) -> str:
-        parts = [f"<h4>case {html.escape(case.case_id)}</h4>"]
+    def metrics_html(self, runs: list[RunView], case: Any, names: list[str], fg: list[int], split: str = SPLIT) -> str:
+        parts = [f"<h4>case {html.escape(case.case_id)} ({html.escape(split)})</h4>"]
+        saved_shown = False
         for rv in runs:
-            m = rv.metrics.get(case.case_id, {})
+            m = rv.metrics_of(split).get(case.case_id, {})
             cols = METRICS.shown("demo", [k for v in m.values() for k in v]) if m else METRICS.shown("demo", ["dice", "hd95"])
             head = "<tr><th>class</th>" + "".join(f"<th>{html.escape(c.heading)}</th>" for c in cols) + "</tr>"
             rows = []
@@ -158,14 +162,17 @@ class DemoState:
                 v = m.get(names[k], {})
                 cells = [html.escape(names[k]), *[format_number(v.get(c.name), c.digits) for c in cols]]
                 rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-            saved = ((rv.summary.get("loss") or {}).get("per_case") or {}).get(case.case_id)  # the test loss `medseg evaluate` recorded
+            saved_shown = saved_shown or any(c.name == "time_saved_s" for c in cols)
+            saved = ((rv.summary_of(split).get("loss") or {}).get("per_case") or {}).get(case.case_id)  # the loss `medseg evaluate` recorded
             loss = float(saved) if isinstance(saved, int | float) else rv.case_loss(case) if case.label is not None else math.nan
             parts.append(
-                f"<p><b>{html.escape(rv.name)}</b> — mean Dice {format_number(rv.case_dice(case.case_id))}, loss {format_number(loss, 4)}"
-                + ("" if m else " (run not evaluated on the test split: <code>medseg evaluate RUN</code>)")
+                f"<p><b>{html.escape(rv.name)}</b> — mean Dice {format_number(rv.case_dice(case.case_id, split))}, loss {format_number(loss, 4)}"
+                + ("" if m else f" (run not evaluated on the {html.escape(split)} split: <code>medseg evaluate RUN --split {html.escape(split)}</code>)")
                 + "</p>"
             )
             parts.append(f'<table class="medseg-metrics">{head}{"".join(rows)}</table>')
+        if saved_shown:
+            parts.append(f'<p class="medseg-note" id="time-saved-note">{TIME_SAVED_NOTE}</p>')
         return "".join(parts)
 
     # ------------------------------------------------------------------ the Runs tab
@@ -226,12 +233,31 @@ class DemoState:
             raise DemoError("no run chosen", where="upload", fix="pick a run")
         up: Upload = read_upload(path, self.max_bytes)
         run = self.runs.get(run_name)
+        if up.case.ndim == 3 and run.spatial_dims == 2:
+            raise DemoError(
+                f"run {run_name} was trained on 2D images and this upload is a 3D volume",
+                where=f"{up.name}{up.suffix}",
+                fix="pick a run trained on volumes (a 3D model, or a 2D model on slices) in the Cases tab",
+            )
         pred, _ = predict_upload(up.case, run.inferer(), progress)
         folder = Path(tempfile.mkdtemp(prefix="mask-", dir=self.out_dir))
         mask_path = up.write_mask(pred, folder)
         _, colors, fg, multi = self.classes(run_name)
         state = {"image": up.case.image[0], "pred": pred, "affine": up.case.affine, "spacing": up.case.spacing, "colors": colors, "classes": fg, "multi": multi}
         return state, mask_path
+
+    def model_note(self, run_name: str | None) -> str:
+        """Which run and model predict uploads (the Cases tab's run)."""
+        if not run_name:
+            return "<p>Pick a run in the Cases tab first.</p>"
+        try:
+            run = self.runs.get(run_name)
+            model, dims = run.info.get("model") or run.config.model.name, run.spatial_dims
+        except MedsegError as e:
+            return f'<p class="medseg-msg">{html.escape(e.one_line())}</p>'
+        kind = "2D images: it refuses volumes" if dims == 2 else "volumes and their slices"
+        who = f"<b>{html.escape(run_name)}</b> (model {html.escape(str(model))}, trained on {kind})"
+        return f'<p id="upload-model">Predicted by the Cases tab\'s run {who}.</p>'
 
     @staticmethod
     def upload_picture(state: dict[str, Any] | None, index: float, alpha: float) -> np.ndarray | None:
@@ -248,6 +274,13 @@ class DemoState:
 
 
 NONE = "(none)"
+#: what the "time saved (s)" column means (docs/metrics.md, time saved)
+TIME_SAVED_NOTE = (
+    "<b>time saved (s)</b>: seconds a reader saves by starting from this prediction instead of drawing the class by hand "
+    "(slices passed × drawing time − slices failed × checking time; a slice passes when its Dice reaches the threshold; "
+    "eval.time_saved in the config). <b>Negative</b>: the time lost checking the failed slices is more than the time saved "
+    "on the passed ones — correcting this prediction takes longer than drawing from scratch."
+)
 
 
 def file_url(part: str) -> str:

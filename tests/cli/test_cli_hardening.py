@@ -43,13 +43,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.
     return root, res
 
 
+def medseg_lines_only(stderr: str) -> None:
+    """stderr holds medseg's own warning (a training this short makes few steps) and nothing else."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) <= 2, stderr  # no "💡 Tip … litlogger", no LeafSpec warning, no "GPU available", no "weights_only"
+    if lines:
+        assert "UserWarning: this training makes only" in lines[0] and "contextlib" not in lines[0] and "lightning" not in stderr.lower(), stderr
+
+
 def test_training_prints_medseg_lines_only(trained: tuple[Path, subprocess.CompletedProcess]) -> None:
     root, res = trained
     assert res.stdout.strip() == "run folder: runs/t", res.stdout
-    assert res.stderr == "", res.stderr  # no "💡 Tip … litlogger", no LeafSpec warning, no "GPU available"
+    medseg_lines_only(res.stderr)
     resumed = medseg("train", "--resume", "runs/t", "--set", "train.epochs=2", "--no-progress", cwd=root)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stdout.strip() == "run folder: runs/t" and resumed.stderr == "", resumed.stdout + resumed.stderr
+    assert resumed.stdout.strip() == "run folder: runs/t", resumed.stdout
+    medseg_lines_only(resumed.stderr)
     assert len((root / "runs/t/history.csv").read_text().splitlines()) == 3
 
 

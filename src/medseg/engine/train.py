@@ -218,7 +218,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     module.steps_per_epoch = max(1, length.steps_per_epoch // config.train.accumulate_grad_batches)
     short = warn_if_short(length)
     if short and rank == 0 and MODELS.meta(config.model.name).get("training") != "fit":
-        warnings.warn(short, stacklevel=2)
+        warnings.warn(short, stacklevel=3)  # the caller of train(), past quiet_lightning
     device = resolve_device(config.train.device)
     if rank == 0:
         update_run(

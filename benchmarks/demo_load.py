@@ -51,7 +51,7 @@ def make_run(root: Path) -> tuple[Path, str]:
             "name": "bench",
             "data": {"dataset": "phantom2d", "builtin": {"n_patients": 6, "slices_per_patient": 2, "size": 64}, "cache_dir": str(root / ".cache")},
             "model": {"name": "unet", "params": {"channels": [8, 16, 32], "num_res_units": 0}},
-            "train": {"epochs": 1, "device": "cpu"},
+            "train": {"epochs": 1, "device": "cpu", "iterations_per_epoch": None},
         }
     )
     train(cfg, root / "runs" / "bench", progress=False)

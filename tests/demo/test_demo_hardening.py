@@ -174,6 +174,11 @@ def test_zip_bomb_upload_is_refused_before_extraction(tmp_path: Path, monkeypatc
     assert big.stat().st_size < 400 * 1024
     with pytest.raises(DemoError, match=r"expands to 1\.7 MB, more than the limit of 1\.6 MB"):
         read_upload(big, max_bytes=400 * 1024)  # expansion limit: 4 × the upload limit
+    import medseg.demo.uploads as U
+
+    monkeypatch.setattr(U, "MAX_EXPANDED_BYTES", 2**20)  # whatever the upload limit, memory stays bounded (1 GB by default)
+    with pytest.raises(DemoError, match=r"expands to 1\.7 MB, more than the limit of 1\.0 MB"):
+        read_upload(big, max_bytes=512 * 2**20)
     assert list(private.iterdir()) == []
 
 

@@ -6,7 +6,7 @@ once, then ``--distinct`` requests of different files at once (default 20 + 20, 
 NIfTI volume predicted slice by slice, through ``gradio_client`` as a script would. The server
 queues them and runs ``--max-concurrent`` at a time.
 
-Reports per round: requests that completed with a mask (and those that failed), latency
+A warm-up round of each kind comes first and is not counted. Reports per round: requests that completed with a mask (and those that failed), latency
 percentiles (p50 / p99, submit → result, queueing included), the server's resident memory after
 the round (``VmRSS``; Linux) and its peak (``VmHWM``), and the server's own error lines (e.g. h11
 "Content-Length" errors). The last line says whether every request succeeded and whether memory
@@ -166,7 +166,10 @@ def main() -> None:
         proc = start_server(runs, port, args.max_concurrent, log)
         url = f"http://127.0.0.1:{port}/"
         try:
-            burst(url, run, [same, distinct[0]])  # warm-up: model loaded, imports done
+            # warm-up, not counted: one round of each kind (model loaded, imports done, gradio's worker
+            # threads and their memory arenas created: the server's steady state)
+            warm = [burst(url, run, images)[0] for images in ([same] * args.identical, distinct)]
+            print(f"warm-up: {sum(warm)}/{args.identical + len(distinct)} done, RSS {memory_mb(proc.pid, 'VmRSS'):.0f} MB")
             seen = 0
             _, seen = server_errors(log, seen)
             print(f"{'round':>5} {'kind':>9} {'done':>7} {'p50 s':>7} {'p99 s':>7} {'RSS MB':>8} {'peak MB':>8} {'server errors':>13}")
@@ -188,7 +191,7 @@ def main() -> None:
             level = growth < args.level_mb
             print(
                 f"all requests succeeded: {'yes' if all_ok else 'NO'}; RSS per round {', '.join(f'{v:.0f}' for v in rss)} MB; "
-                f"growth over the last {len(tail)} rounds {growth:+.1f} MB/round: {'levelled off' if level else 'STILL GROWING'}"
+                f"growth over the last {len(tail)} rounds {growth:+.1f} MB/round (--level-mb {args.level_mb:g}): {'levelled off' if level else 'STILL GROWING'}"
             )
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

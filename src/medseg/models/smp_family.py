@@ -9,11 +9,15 @@ Each builder lists its keyword arguments explicitly, because smp silently accept
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import segmentation_models_pytorch as smp
 import torch.nn as nn
+
+with warnings.catch_warnings():  # timm, which smp imports, calls torch.jit.interface (deprecated in torch): not the user's concern
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.interface` is deprecated", category=FutureWarning)
+    import segmentation_models_pytorch as smp
 
 from medseg.models.catalog import register_model
 from medseg.models.wrappers import PadToMultiple

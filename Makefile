@@ -20,7 +20,7 @@ test: $(STAMP) browser
 	$(BIN)/pytest
 
 test-all: $(STAMP) browser
-	$(BIN)/pytest -m ""
+	MEDSEG_FUZZ=thorough $(BIN)/pytest -m ""
 
 # Browser tests (report, demo) drive Debian's Chromium with Playwright; install it when missing.
 browser:

@@ -1,16 +1,19 @@
-"""Load on the web demo: concurrent upload predictions through gradio_client on loopback.
+"""Load on the web demo: rounds of concurrent upload predictions through gradio_client on loopback.
 
 Starts ``medseg demo`` in a background process over a runs folder (by default a tiny phantom2d
-run trained here in a few seconds), then sends N prediction requests at once (default 20), each a
-NIfTI volume predicted slice by slice by the run, through ``gradio_client`` as a script would. The
-server queues them and runs ``--max-concurrent`` at a time.
+run trained here in a few seconds). Each round sends ``--identical`` requests of the SAME file at
+once, then ``--distinct`` requests of different files at once (default 20 + 20, 5 rounds), each a
+NIfTI volume predicted slice by slice, through ``gradio_client`` as a script would. The server
+queues them and runs ``--max-concurrent`` at a time.
 
-Reports, per round and as the median over rounds: how many requests completed with a mask, the
-latency percentiles (p50 / p90 / p99, submit → result, so queueing is included), the wall time of
-the burst, and the server's peak resident memory (``VmHWM`` of the server process, Linux).
+A warm-up round of each kind comes first and is not counted. Reports per round: requests that completed with a mask (and those that failed), latency
+percentiles (p50 / p99, submit → result, queueing included), the server's resident memory after
+the round (``VmRSS``; Linux) and its peak (``VmHWM``), and the server's own error lines (e.g. h11
+"Content-Length" errors). The last line says whether every request succeeded and whether memory
+levelled off (growth over the last rounds below ``--level-mb`` per round).
 No reference pipeline exists for this; compare ``--max-concurrent`` settings instead.
 
-Run:  python benchmarks/demo_load.py [--requests 20] [--rounds 3] [--max-concurrent 1 2 4] [--size 96 --depth 12]
+Run:  python benchmarks/demo_load.py [--rounds 5] [--identical 20] [--distinct 20] [--max-concurrent 2] [--size 96 --depth 12]
       python benchmarks/demo_load.py --runs runs --run quickstart
 """
 
@@ -21,7 +24,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,97 +51,102 @@ def make_run(root: Path) -> tuple[Path, str]:
             "name": "bench",
             "data": {"dataset": "phantom2d", "builtin": {"n_patients": 6, "slices_per_patient": 2, "size": 64}, "cache_dir": str(root / ".cache")},
             "model": {"name": "unet", "params": {"channels": [8, 16, 32], "num_res_units": 0}},
-            "train": {"epochs": 1, "device": "cpu"},
+            "train": {"epochs": 1, "device": "cpu", "iterations_per_epoch": None},
         }
     )
     train(cfg, root / "runs" / "bench", progress=False)
     return root / "runs", "bench"
 
 
-def make_input(folder: Path, size: int, depth: int) -> Path:
+def make_input(path: Path, size: int, depth: int, seed: int) -> Path:
     import nibabel as nib
 
-    vol = np.random.default_rng(0).normal(100, 30, size=(size, size, depth)).astype(np.float32)
-    path = folder / "scan.nii.gz"
+    vol = np.random.default_rng(seed).normal(100, 30, size=(size, size, depth)).astype(np.float32)
     nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.8, 4.0, 1.0])), str(path))
     return path
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident set (VmHWM) of a process in MB; NaN where /proc is absent."""
+def memory_mb(pid: int, key: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of a process in MB; NaN where /proc is absent."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return float("nan")
 
 
-def start_server(runs: Path, port: int, max_concurrent: int) -> subprocess.Popen:
+def start_server(runs: Path, port: int, max_concurrent: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     cmd = [sys.executable, "-m", "medseg.cli", "demo", str(runs), "--port", str(port), "--max-concurrent", str(max_concurrent)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    deadline = time.time() + 120
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, start_new_session=True)
+    deadline = time.time() + 180
     while time.time() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
                 return proc
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit("the demo server exited during start-up") from None
+                raise SystemExit(f"the demo server exited during start-up:\n{log.read_text(errors='replace')[-2000:]}") from None
             time.sleep(0.3)
     proc.kill()
-    raise SystemExit("the demo server did not start in 120 s")
+    raise SystemExit("the demo server did not start in 180 s")
 
 
-def burst(url: str, run: str, image: Path, n: int) -> tuple[int, list[float], float]:
-    """N requests released at once; returns (completed with a mask, latencies in s, wall time)."""
+def burst(url: str, run: str, images: list[Path]) -> tuple[int, list[float], list[str]]:
+    """One request per image, released at once; returns (completed with a mask, latencies in s, failures)."""
     from gradio_client import Client, handle_file
 
-    clients = [Client(url, verbose=False) for _ in range(n)]
+    n = len(images)
+    clients = [Client(url, verbose=False, httpx_kwargs={"timeout": 600}) for _ in range(n)]  # a busy machine is no lost request
     latencies: list[float] = [float("nan")] * n
     ok = [False] * n
+    failures: list[str] = []
     gate = threading.Barrier(n + 1)
 
     def one(i: int) -> None:
         gate.wait()
         t0 = time.perf_counter()
         try:
-            out = clients[i].predict(handle_file(str(image)), run, 0.45, api_name="/predict")
+            out = clients[i].predict(handle_file(str(images[i])), run, 0.45, api_name="/predict")
             ok[i] = bool(out[1]) and "Predicted" in str(out[2])
+            if not ok[i]:
+                failures.append(f"request {i}: {str(out[2])[:200]}")
         except Exception as e:  # a failed request is reported, not raised
-            print(f"  request {i} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            failures.append(f"request {i}: {type(e).__name__}: {str(e)[:200]}")
         latencies[i] = time.perf_counter() - t0
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     gate.wait()
-    t0 = time.perf_counter()
     for t in threads:
         t.join()
-    return sum(ok), latencies, time.perf_counter() - t0
+    for c in clients:
+        c.close()
+    return sum(ok), latencies, failures
 
 
-def line(conc: int, label: str, done: str, values: list[float] | tuple[float, ...]) -> str:
-    p50, p90, p99, wall, rate, rss = values
-    return f"{conc:>8} {label:>5} {done:>7} {p50:>7.2f} {p90:>7.2f} {p99:>7.2f} {wall:>7.2f} {rate:>6.2f} {rss:>11.0f}"
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+def server_errors(log: Path, seen: int) -> tuple[list[str], int]:
+    """New error lines of the server's log since ``seen`` bytes."""
+    data = log.read_bytes()
+    lines = data[seen:].decode(errors="replace").splitlines()
+    keys = ("Error", "error", "Exception", "Traceback", "Content-Length")
+    return [ln for ln in lines if any(k in ln for k in keys)], len(data)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, help="runs folder (default: a tiny run trained now)")
     ap.add_argument("--run", default=None, help="run name inside --runs")
-    ap.add_argument("--requests", type=int, default=20)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--max-concurrent", type=int, nargs="+", default=[2])
-    ap.add_argument("--size", type=int, default=96, help="in-plane size of the uploaded volume")
-    ap.add_argument("--depth", type=int, default=12, help="slices of the uploaded volume")
+    ap.add_argument("--identical", type=int, default=20, help="concurrent uploads of the same file per round")
+    ap.add_argument("--distinct", type=int, default=20, help="concurrent uploads of different files per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--max-concurrent", type=int, default=2)
+    ap.add_argument("--size", type=int, default=96, help="in-plane size of the uploaded volumes")
+    ap.add_argument("--depth", type=int, default=12, help="slices of the uploaded volumes")
+    ap.add_argument("--level-mb", type=float, default=4.0, help="memory has levelled off when it grows less than this per round over the last rounds")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="medseg-demo-load-"))
@@ -151,31 +158,47 @@ def main() -> None:
             runs, run = args.runs, args.run
             if run is None:
                 raise SystemExit("--run NAME is needed with --runs")
-        image = make_input(tmp, args.size, args.depth)
-        print(f"input: {args.size}×{args.size}×{args.depth} NIfTI ({image.stat().st_size / 1024:.0f} KB), run {run!r}, {args.requests} concurrent requests")
-        print(f"{'max-conc':>8} {'round':>5} {'done':>7} {'p50 s':>7} {'p90 s':>7} {'p99 s':>7} {'wall s':>7} {'req/s':>6} {'peak RSS MB':>11}")
-        for conc in args.max_concurrent:
-            port = free_port()
-            proc = start_server(runs, port, conc)
-            url = f"http://127.0.0.1:{port}/"
+        same = make_input(tmp / "scan.nii.gz", args.size, args.depth, 0)
+        distinct = [make_input(tmp / f"scan_{i:02d}.nii.gz", args.size, args.depth, i + 1) for i in range(args.distinct)]
+        print(f"input: {args.size}×{args.size}×{args.depth} NIfTI ({same.stat().st_size / 1024:.0f} KB), run {run!r}, --max-concurrent {args.max_concurrent}")
+        port = free_port()
+        log = tmp / "server.log"
+        proc = start_server(runs, port, args.max_concurrent, log)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            # warm-up, not counted: one round of each kind (model loaded, imports done, gradio's worker
+            # threads and their memory arenas created: the server's steady state)
+            warm = [burst(url, run, images)[0] for images in ([same] * args.identical, distinct)]
+            print(f"warm-up: {sum(warm)}/{args.identical + len(distinct)} done, RSS {memory_mb(proc.pid, 'VmRSS'):.0f} MB")
+            seen = 0
+            _, seen = server_errors(log, seen)
+            print(f"{'round':>5} {'kind':>9} {'done':>7} {'p50 s':>7} {'p99 s':>7} {'RSS MB':>8} {'peak MB':>8} {'server errors':>13}")
+            rss: list[float] = []
+            all_ok = True
+            for r in range(args.rounds):
+                for kind, images in (("identical", [same] * args.identical), ("distinct", distinct)):
+                    done, lat, failures = burst(url, run, images)
+                    errors, seen = server_errors(log, seen)
+                    all_ok &= done == len(images) and not errors
+                    now, peak = memory_mb(proc.pid, "VmRSS"), memory_mb(proc.pid, "VmHWM")
+                    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
+                    print(f"{r + 1:>5} {kind:>9} {done:>3}/{len(images):<3} {p50:>7.2f} {p99:>7.2f} {now:>8.0f} {peak:>8.0f} {len(errors):>13}", flush=True)
+                    for line in failures[:3] + errors[:3]:
+                        print(f"      {line}")
+                rss.append(now)
+            tail = rss[len(rss) // 2 :]
+            growth = (tail[-1] - tail[0]) / max(len(tail) - 1, 1) if len(tail) > 1 else float("nan")
+            level = growth < args.level_mb
+            print(
+                f"all requests succeeded: {'yes' if all_ok else 'NO'}; RSS per round {', '.join(f'{v:.0f}' for v in rss)} MB; "
+                f"growth over the last {len(tail)} rounds {growth:+.1f} MB/round (--level-mb {args.level_mb:g}): {'levelled off' if level else 'STILL GROWING'}"
+            )
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
             try:
-                burst(url, run, image, 2)  # warm-up: model loaded, imports done
-                rows = []
-                for r in range(args.rounds):
-                    done, lat, wall = burst(url, run, image, args.requests)
-                    rss = peak_rss_mb(proc.pid)
-                    row = (done, percentile(lat, 50), percentile(lat, 90), percentile(lat, 99), wall, args.requests / wall, rss)
-                    rows.append(row)
-                    print(line(conc, str(r + 1), f"{done}/{args.requests}", row[1:]))
-                med = [statistics.median(v) for v in zip(*rows, strict=True)]
-                all_done = all(r[0] == args.requests for r in rows)
-                print(line(conc, "med", "all" if all_done else "NOT all", med[1:]))
-            finally:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,16 @@ import pytest
 import torch
 
 torch.set_num_threads(2)
+
+try:  # property-based tests: 1,000–1,500 examples per parser by default (about 25 s in all), 20,000 with MEDSEG_FUZZ=thorough (make test-all)
+    from hypothesis import HealthCheck, settings
+
+    _common = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
+    settings.register_profile("medseg", max_examples=1500, **_common)
+    settings.register_profile("thorough", max_examples=20000, **_common)
+    settings.load_profile(os.environ.get("MEDSEG_FUZZ", "medseg"))
+except ModuleNotFoundError:  # the dev extra is not installed: the property-based tests skip themselves
+    pass
 
 
 @pytest.fixture(autouse=True)

@@ -150,3 +150,37 @@ def test_large_file_that_is_not_dicom_is_refused_fast(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="not a DICOM file") as e:
         read_image(tmp_path / "series")
     assert time.perf_counter() - t0 < 1.0 and "blob" in str(e.value)
+
+
+def test_zipped_series_errors_name_the_member_and_bombs_are_refused_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    write_series(tmp_path / "ct", n=4)
+    files = sorted((tmp_path / "ct").iterdir())
+    files[2].write_bytes(files[2].read_bytes()[:-40])  # pixel data cut short
+    with pytest.raises(FormatError) as e:
+        read_image(_zip(tmp_path / "ct", tmp_path / "ct.zip", "series/"))
+    text = str(e.value)
+    assert f"ct.zip:series/{files[2].name}" in text and str(tmp_path / "tmp") not in text and "\n" not in text, text
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf, zf.open("IM1.dcm", "w", force_zip64=True) as fh:
+        for _ in range(80):
+            fh.write(bytes(2**20))  # 80 MB of zeros in about 80 KB
+    t0 = time.perf_counter()
+    with pytest.raises(FormatError, match=r"member 'IM1.dcm' expands .*a zip bomb") as e:
+        read_image(tmp_path / "bomb.zip")
+    assert time.perf_counter() - t0 < 1.0 and "bomb.zip" in str(e.value)
+    with pytest.raises(FormatError, match=r"member .IM1.dcm. expands to 80 MB, more than the limit of 10 MB"):
+        read_image(tmp_path / "bomb.zip", max_bytes=10 * 2**20)
+    assert not list((tmp_path / "tmp").iterdir())  # nothing left extracted
+
+
+def test_series_too_large_for_the_limit_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medseg.io.dicom_input as D
+
+    write_series(tmp_path / "ct", n=5)
+    voxels = 5 * ROWS * COLS
+    case, _ = read_image(tmp_path / "ct", max_bytes=2 * voxels)  # float32 takes 4 × voxels = twice the limit: allowed
+    assert case.spatial_shape == (5, ROWS, COLS)
+    monkeypatch.setattr(D, "read_series_pixels", lambda s: pytest.fail("pixels decoded"))
+    with pytest.raises(FormatError, match=rf"the series has {voxels:,} voxels"):
+        read_image(tmp_path / "ct", max_bytes=2 * voxels - 1)

@@ -96,3 +96,32 @@ def test_readers_on_missing_and_broken_files(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert checkpoint_path(tmp_path).name == "last.ckpt"  # best falls back to last
+
+
+def test_saved_predictions_are_written_whole_and_temporaries_never_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from medseg.core.atomic import host_tag, temp_prefix
+    from medseg.runs import eval_dir, prediction_files, save_prediction
+
+    folder = eval_dir(tmp_path, "test") / "predictions"
+    folder.mkdir(parents=True)
+    label = np.arange(24, dtype=np.uint8).reshape(2, 3, 4) % 3
+    affine = np.diag([0.8, 0.9, 2.5, 1.0])
+    save_prediction(folder, "c1", label, affine)
+    with np.load(folder / "c1.npz") as z:  # read back by numpy itself
+        np.testing.assert_array_equal(z["label"], label)
+        np.testing.assert_array_equal(z["affine"], affine)
+    live = folder / f"{temp_prefix('c2')}ab12.tmp.npz"  # a write in progress in this process
+    live.write_bytes(b"half")
+    (folder / f".c3.~999999999-{host_tag()}.cd34.tmp.npz").write_bytes(b"half")  # left by a killed writer
+    assert [p.name for p in prediction_files(tmp_path, "test")] == ["c1.npz"]
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez_compressed", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_prediction(folder, "c4", label, affine)
+    assert not (folder / "c4.npz").exists() and not [p for p in folder.iterdir() if p.name.startswith(".c4.")]  # nothing half-written
+    assert os.path.exists(live) and [p.name for p in prediction_files(tmp_path, "test")] == ["c1.npz"]

@@ -35,7 +35,17 @@ app.registered_commands.sort(key=lambda c: ORDER.index(c.name) if c.name in ORDE
 
 
 def main() -> None:
-    app()
+    """The ``medseg`` entry point: SIGTERM stops a command like Ctrl+C does, with its temporaries removed."""
+    import sys
+
+    from medseg.core.signals import Terminated, sigterm_raises
+
+    try:
+        with sigterm_raises():
+            app()
+    except Terminated:
+        print("medseg: stopped (SIGTERM); unfinished outputs were removed", file=sys.stderr)
+        raise
 
 
 __all__ = ["app", "main"]

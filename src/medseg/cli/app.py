@@ -8,11 +8,32 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from medseg import __version__
 from medseg.core.errors import MedsegError
 
+
+def _flags_without_type(params: list[Any]) -> list[Any]:
+    """On/off options (``--version``, ``--overwrite/--no-overwrite``, ``--help``) are shown without a ``<bool>`` type."""
+    for p in params:
+        if getattr(p, "is_flag", False) and getattr(p, "metavar", "") is None:
+            p.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=Group,
     name="medseg",
     help="Medical image segmentation: import → inspect → prepare → train → evaluate → predict → compare / sweep → report → demo.",
     no_args_is_help=True,
@@ -37,7 +58,7 @@ def command(name: str, **kwargs: Any) -> Callable[[F], F]:
                 err_console.print(f"[bold red]error:[/] {e.one_line()}", markup=True, highlight=False, soft_wrap=True)
                 raise typer.Exit(e.exit_code) from None
 
-        app.command(name, **kwargs)(wrapper)
+        app.command(name, cls=Command, **kwargs)(wrapper)
         return fn
 
     return deco
@@ -47,7 +68,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override 
 
 
 @app.callback(invoke_without_command=True)
-def _main(version: Annotated[bool, typer.Option("--version", help="print the version and exit")] = False) -> None:
+def _main(version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True)] = False) -> None:
     if version:
         console.print(f"medseg {__version__}")
         raise typer.Exit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -28,6 +29,21 @@ class SplitConfig(Section):
         return v
 
 
+#: the largest patch / resize / padding size in voxels (512³): a typo must not ask for terabytes
+MAX_SIZE_VOXELS = 2**27
+
+
+def check_size(v: list[int] | None, what: str) -> list[int] | None:
+    """A spatial size: 2 or 3 whole numbers, each at least 1, at most 512³ voxels (``None`` stays ``None``)."""
+    if v is None:
+        return v
+    if len(v) not in (2, 3) or any(int(s) < 1 for s in v):
+        raise ValueError(f"{what} must be 2 or 3 whole numbers ≥ 1, one per spatial axis (got {list(v)})")
+    if math.prod(v) > MAX_SIZE_VOXELS:
+        raise ValueError(f"{what} {list(v)} holds {math.prod(v):,} voxels, more than {MAX_SIZE_VOXELS:,} (512³)")
+    return v
+
+
 class PreprocessConfig(Section):
     """Geometry and intensity preprocessing, cached once per plan (``medseg prepare``); see docs/pipeline.md.
 
@@ -46,6 +62,18 @@ class PreprocessConfig(Section):
     resize: list[int] | None = Field(None, description="resize every case to this spatial size (after resampling); 2 sizes with data.slices resize each slice")
     pad_to: list[int] | None = Field(None, description="pad (centred, zeros) to at least this spatial size")
     cache_dir: str | None = Field(None, description="the cache folder (default: <data set>/preprocessed/<spec hash>); one of another spec is refused")
+
+    @field_validator("resize", "pad_to")
+    @classmethod
+    def _sizes(cls, v: list[int] | None) -> list[int] | None:
+        return check_size(v, "a size")
+
+    @field_validator("spacing")
+    @classmethod
+    def _spacing(cls, v: list[float] | str | None) -> list[float] | str | None:
+        if isinstance(v, list) and (len(v) not in (2, 3) or not all(0 < s < float("inf") for s in v)):
+            raise ValueError(f"spacing must be 2 or 3 positive millimetre values, one per spatial axis (got {v})")
+        return v
 
     @field_validator("clip_percentiles")
     @classmethod
@@ -88,6 +116,11 @@ class DataConfig(Section):
         description="the label value (the highest class) of unannotated voxels: left out of the loss, metrics, validation Dice and "
         "foreground sampling; default a class named 'ignore'",
     )
+
+    @field_validator("patch_size")
+    @classmethod
+    def _patch(cls, v: list[int] | None) -> list[int] | None:
+        return check_size(v, "patch_size")
 
     @field_validator("num_workers")
     @classmethod

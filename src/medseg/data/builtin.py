@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -299,10 +300,30 @@ def list_builtins() -> list[tuple[str, int, str]]:
 
 def make_builtin(name: str, **options: Any) -> BuiltinData:
     builder = BUILTINS.get(name)
+    check_builtin_options(name, builder, options)
     try:
         return builder(**options)
     except TypeError as e:
         raise ConfigError(f"bad option for built-in data set {name!r}: {e}", where="data.builtin", fix="see `medseg datasets`") from None
+
+
+def check_builtin_options(name: str, builder: Any, options: dict[str, Any]) -> None:
+    """Counts and sizes of a generator must be positive (``seed`` any integer): refused before anything is generated."""
+    import inspect
+
+    params = inspect.signature(builder).parameters
+    for key, value in options.items():
+        default = params[key].default if key in params else None
+        if key == "seed" or isinstance(default, bool) or not isinstance(default, int | float):
+            continue
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if ok and isinstance(default, int):
+            ok = float(value).is_integer()
+        if not ok:
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            raise ConfigError(
+                f"option {key} of built-in data set {name!r} must be {kind} > 0 (got {value!r})", where=f"data.builtin.{key}", fix="see `medseg datasets`"
+            )
 
 
 def materialize(name: str, options: dict[str, Any] | None = None, cache_dir: str | Path | None = None, seed: int = 0) -> Path:

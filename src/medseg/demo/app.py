@@ -20,6 +20,8 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np
 
 from medseg.core.errors import MedsegError
+from medseg.demo.served import Served
 from medseg.demo.state import NONE, DemoState
 from medseg.demo.uploads import UPLOAD_SUFFIXES
 from medseg.viz import render as R
@@ -44,9 +48,17 @@ table.medseg-metrics td:first-child, table.medseg-runs td:first-child { text-ali
 """
 
 
+def hide_temp_paths(text: str) -> str:
+    """``text`` with every path inside the server's temporary folders cut to its file name (uploads, extracted zips)."""
+    roots = {os.path.realpath(tempfile.gettempdir()), tempfile.gettempdir(), os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir()}
+    for root in sorted(roots, key=len, reverse=True):
+        text = re.sub(re.escape(root.rstrip("/")) + r"/[^\s'\",;:)]*", lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+    return text
+
+
 def _message(e: BaseException) -> str:
     text = e.one_line() if isinstance(e, MedsegError) else f"unexpected error ({type(e).__name__}); the server keeps running"
-    return f'<p class="medseg-msg">⚠ {html.escape(text)}</p>'
+    return f'<p class="medseg-msg">⚠ {html.escape(hide_temp_paths(text))}</p>'
 
 
 def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: int = 2, *, jobs: Any = None) -> Any:
@@ -64,6 +76,7 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
     import gradio as gr
 
     st = DemoState(runs_dir, max_upload_mb)
+    served = Served(st.out_dir)  # pictures go to gradio as files; upload views stay here, bounded
     names = st.runs.names
     first = st.runs.newest
     splits = ["test", "val", "train"]
@@ -97,7 +110,8 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
 
     def do_render(*args: Any) -> tuple[Any, str, str]:
         try:
-            return st.render(*args)
+            picture, metrics, legend = st.render(*args)
+            return served.picture(picture), metrics, legend
         except Exception as e:  # never a traceback in the page
             if not isinstance(e, MedsegError):
                 log.exception("render failed")
@@ -116,10 +130,19 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
         mid = n // 2
         shape = tuple(state["image"].shape)
         msg = f"<p>Predicted with <b>{html.escape(run_name or '')}</b>: mask {html.escape(mask.name)} on the input's grid (shape {shape}).</p>"
-        return st.upload_picture(state, mid, alpha), str(mask), msg, state, gr.update(maximum=max(n - 1, 1), value=mid, visible=n > 1)
+        pred = state["pred"]
+        if pred.dtype.kind in "iub" and pred.size and pred.min() >= 0 and pred.max() < 256:
+            state = {**state, "pred": pred.astype(np.uint8)}
+        token = served.remember(state)  # the session keeps a token, not the arrays
+        picture = served.picture(st.upload_picture(state, mid, alpha))
+        return picture, str(mask), msg, token, gr.update(maximum=max(n - 1, 1), value=mid, visible=n > 1)
+
+    def show_upload(token: str | None, index: float, alpha: float) -> Any:
+        return served.picture(st.upload_picture(served.recall(token), index, alpha))
 
     title = "medseg workspace" if jobs is not None else "medseg demo"
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    # gradio's cached copies of served files are removed after an hour (checked every 10 minutes)
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         where = jobs.ws.root.name if jobs is not None else st.runs.root.name
         gr.Markdown(f"## {title} — `{html.escape(where)}/`")
         tabs = gr.Tabs(elem_id="tabs")
@@ -161,7 +184,7 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
                 up_index = gr.Slider(0, 1, value=0, step=1, label="slice", visible=False, elem_id="upload-slice")
             up_image = gr.Image(label="prediction", type="numpy", interactive=False, elem_id="upload-image", format="png")
             up_mask = gr.File(label="mask (download)", interactive=False, elem_id="upload-mask")
-            up_state = gr.State(None)
+            up_state = gr.State(None, time_to_live=3600)  # a token of `served`
         with gr.Tab("Runs", id="runs") as runs_tab:
             refresh = gr.Button("Refresh", size="sm")
             runs_table = gr.HTML(elem_id="runs-html")
@@ -203,8 +226,10 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
             concurrency_id="predict",
         )
         for trigger in (up_index.input, up_alpha.input):
-            trigger(st.upload_picture, [up_state, up_index, up_alpha], up_image, trigger_mode="always_last", **private)
+            trigger(show_upload, [up_state, up_index, up_alpha], up_image, trigger_mode="always_last", **private)
 
     demo.queue(default_concurrency_limit=max_concurrent, max_size=256)
+    demo.state_session_capacity = 200  # sessions whose component values gradio keeps (about 80 KB each; scripts never close theirs)
     demo.medseg = st  # type: ignore[attr-defined]
+    demo.medseg_served = served  # type: ignore[attr-defined]
     return demo

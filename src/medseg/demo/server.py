@@ -8,11 +8,14 @@ page plus the workspace pages (data sets, new runs, jobs) over a workspace folde
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medseg.core.atomic import clean_stale
 from medseg.demo.app import CSS, build_app
 from medseg.demo.runs import DemoError, safe_path
 
@@ -74,6 +77,7 @@ def create_server(
         runs_dir = ws.runs_dir
     if runs_dir is None:
         raise DemoError("no runs folder given", where="medseg demo", fix="give RUNS_DIR, or a workspace")
+    clean_stale(tempfile.gettempdir())  # output folders of demo servers that were killed
     blocks = build_app(runs_dir, max_upload_mb, max_concurrent, jobs=jobs)
     root = blocks.medseg.runs.root
     app = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -158,4 +162,7 @@ def serve(
                 ready(url)
 
         threading.Thread(target=wait, daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    finally:  # the masks and pictures written for this server's answers
+        shutil.rmtree(app.state.medseg.out_dir, ignore_errors=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.core.atomic import temp_prefix
 from medseg.core.errors import MedsegError
 from medseg.demo.runs import SPLIT, DemoError, RunsFolder, RunView
 from medseg.demo.uploads import Upload, predict_upload, read_upload
@@ -40,7 +41,7 @@ class DemoState:
     def __init__(self, runs_dir: str | Path, max_upload_mb: float = 512):
         self.runs = RunsFolder(runs_dir)
         self.max_bytes = int(max_upload_mb * 2**20)
-        self.out_dir = Path(tempfile.mkdtemp(prefix="medseg-demo-"))
+        self.out_dir = Path(tempfile.mkdtemp(prefix=temp_prefix("medseg-demo"), suffix=".tmp"))  # removed when stale (core.atomic)
         self._cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 

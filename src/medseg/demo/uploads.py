@@ -23,6 +23,9 @@ from medseg.io import Source, read_image, write_mask
 
 #: accepted upload suffixes (lower case)
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".zip", ".dcm", ".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+#: a zipped upload expands to at most this many bytes, whatever the upload limit (memory and disk stay
+#: bounded: the decoded series may take twice as much, see ``medseg.io.dicom_input``)
+MAX_EXPANDED_BYTES = 2**30
 #: refuse volumes larger than this many voxels (a small compressed file can hold a huge array)
 MAX_VOXELS = 256 * 1024 * 1024
 _FIX = "upload a NIfTI (.nii/.nii.gz), NRRD, MHA, PNG/TIFF picture, a .dcm slice or a .zip of one DICOM series"
@@ -85,7 +88,8 @@ def read_upload(path: str | Path, max_bytes: int | None = None) -> Upload:
 
     Args:
         path: the uploaded file (its name decides the type: see :data:`UPLOAD_SUFFIXES`).
-        max_bytes: refuse files larger than this (a zip may expand to four times as much).
+        max_bytes: refuse files larger than this (a zip may expand to four times as much, at most
+            :data:`MAX_EXPANDED_BYTES`).
 
     Returns:
         The upload with its ``Case``.
@@ -104,11 +108,16 @@ def read_upload(path: str | Path, max_bytes: int | None = None) -> Upload:
     if max_bytes is not None and size > max_bytes:
         raise DemoError(f"the file is {size / 2**20:.1f} MB, over the limit of {max_bytes / 2**20:.0f} MB", where=shown, fix="upload a smaller file")
     name = path.name[: -len(suffix)] or "upload"
+    expand = min(4 * (max_bytes or 512 * 2**20), MAX_EXPANDED_BYTES)
     try:
-        case, src = read_image(path, max_bytes=4 * (max_bytes or 512 * 2**20))
-    except MedsegError as e:
-        problem = e.problem if e.problem.startswith("cannot read") or "series" in e.problem else f"cannot read the file ({e.problem})"
-        raise DemoError(problem, where=shown, fix=e.fix or _FIX) from None
+        case, src = read_image(path, max_bytes=expand)
+    except MedsegError as e:  # named after the upload (``ct.zip:ct/IM1.dcm``), never a server path
+        named = lambda text: text.replace(str(path), shown)  # noqa: E731
+        problem = named(e.problem)
+        if not (problem.startswith(("cannot read", "the zip", "member")) or "series" in problem):
+            problem = f"cannot read the file ({problem})"
+        where = named(str(e.where)) if e.where is not None and str(e.where).startswith(f"{path}:") else shown
+        raise DemoError(problem, where=where, fix=named(e.fix) if e.fix else _FIX) from None
     except Exception as e:  # a reader library failing in a way medseg.io did not foresee
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise DemoError(f"cannot read the file ({type(e).__name__}: {msg})", where=shown, fix=_FIX) from None

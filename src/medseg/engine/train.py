@@ -7,8 +7,11 @@ prediction every epoch), ``RNGState`` (exact resume) and a rich progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import pickle
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -22,13 +25,15 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from medseg import __version__
 from medseg.config import Config, resolve_device
-from medseg.core.errors import ConfigError, DependencyError, MedsegError, RunError, TrainingError
+from medseg.core.errors import ConfigError, DependencyError, MedsegError, ModelError, RunError, TrainingError
 from medseg.data.loading import SegDataModule
 from medseg.data.source import open_dataset, resolve_splits
 from medseg.engine.callbacks import AtomicCheckpointIO, History, LastCheckpoint, ProgressBar, RNGState, Snapshots
 from medseg.engine.classical import fit_classical
 from medseg.engine.length import TimeBudget, resolve_length, warn_if_short
 from medseg.engine.module import SegModule
+from medseg.engine.quiet import quiet_lightning
+from medseg.losses import LOSSES
 from medseg.models import MODELS, count_parameters
 from medseg.runs import CONFIG_FILE, prepare_run_dir, read_run, resolve_training, update_run, write_preprocess
 
@@ -102,6 +107,34 @@ def check_output_kind(config: Config, multi_label: bool, regions: bool = False) 
         )
 
 
+def check_names(config: Config) -> None:
+    """The model, loss and device a config names exist: checked before a run folder is created."""
+    try:
+        MODELS.get(config.model.name)
+    except ModelError as e:
+        raise ModelError(e.problem, where="model.name", fix=e.fix) from None
+    try:
+        LOSSES.get(config.train.loss)
+    except MedsegError as e:
+        raise ConfigError(e.problem, where="train.loss", fix=e.fix) from None
+    resolve_device(config.train.device)
+
+
+def check_resume_checkpoint(path: Path) -> None:
+    """A checkpoint to resume from must load with ``weights_only=True`` (tensors and plain values only)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # torch's words on what was refused, without its preamble
+        told = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file an issue", "Check the documentation"))]
+        first = (told or lines or [type(e).__name__])[0][:120]
+        raise RunError(
+            f"the checkpoint cannot be loaded safely with weights_only=True ({first})",
+            where=path,
+            fix="resume only checkpoints written by medseg; start a new run with --out (or --overwrite)",
+        ) from None
+
+
 def _loggers(config: Config, run_dir: Path) -> list[Logger]:
     loggers: list[Logger] = []
     for name in dict.fromkeys(config.train.loggers):
@@ -128,6 +161,7 @@ def _loggers(config: Config, run_dir: Path) -> list[Logger]:
     return loggers
 
 
+@quiet_lightning()
 def train(config: Config, out: str | Path, overwrite: bool = False, progress: bool = True, resume: bool = False) -> Path:
     """Train the model a config describes and leave a run folder at ``out``.
 
@@ -146,6 +180,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     rank = global_rank_from_env()
     ds = open_dataset(config)  # fail on bad data before touching the output folder
     check_output_kind(config, ds.info.multi_label, bool(ds.info.regions_class_order))
+    check_names(config)
     ckpt_path: Path | None = None
     if resume:
         saved, _ = read_run(out)
@@ -153,10 +188,12 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
         ckpt_path = out / "checkpoints" / "last.ckpt"
         if not ckpt_path.is_file():
             raise RunError("nothing to resume: no last checkpoint", where=ckpt_path, fix="start the run again without --resume (add --overwrite)")
+        check_resume_checkpoint(ckpt_path)
         if rank == 0:
             config.save(out / CONFIG_FILE)
         run_dir = out
     elif rank == 0:
+        made = [p for p in (out, *out.parents) if not p.exists()]  # removed again if nothing gets trained
         run_dir = prepare_run_dir(out, config, overwrite)
     else:
         run_dir = out
@@ -164,24 +201,32 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    splits = resolve_splits(config, ds, run_dir if rank == 0 else None)
     info = ds.info
-    dm = SegDataModule(config, ds, splits)
-    # the batches' geometry, not the data set's: 2D slices of volumes, 2.5D context channels; the patch the
-    # plan gives, the preprocessing (the cache is built now) — saved, so inference predicts as trained
-    resolved = resolve_training(config, dm)
-    module = SegModule(
-        config.dump(), dm.spatial_dims, dm.in_channels, info.class_names, info.multi_label, resolved=resolved.to_dict(), ignore_label=info.ignore_label
-    )
-    if resolved.preprocess is not None and rank == 0:
-        write_preprocess(run_dir, resolved.preprocess)
-    length = resolve_length(config.train, len(dm.train_dataset()), config.data.batch_size)
+    try:
+        splits = resolve_splits(config, ds, run_dir if rank == 0 else None)
+        dm = SegDataModule(config, ds, splits)
+        # the batches' geometry, not the data set's: 2D slices of volumes, 2.5D context channels; the patch the
+        # plan gives, the preprocessing (the cache is built now) — saved, so inference predicts as trained
+        resolved = resolve_training(config, dm)
+        module = SegModule(
+            config.dump(), dm.spatial_dims, dm.in_channels, info.class_names, info.multi_label, resolved=resolved.to_dict(), ignore_label=info.ignore_label
+        )
+        if resolved.preprocess is not None and rank == 0:
+            write_preprocess(run_dir, resolved.preprocess)
+        length = resolve_length(config.train, len(dm.train_dataset()), config.data.batch_size)
+    except MedsegError:
+        if not resume and rank == 0:  # nothing was trained: leave no half-made run folder
+            shutil.rmtree(run_dir, ignore_errors=True)
+            for p in made[1:]:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # folders made for it, if empty
+        raise
     dm.batches_per_epoch = length.batches_per_epoch
     module.schedule_total = length.total_steps
     module.steps_per_epoch = max(1, length.steps_per_epoch // config.train.accumulate_grad_batches)
     short = warn_if_short(length)
     if short and rank == 0 and MODELS.meta(config.model.name).get("training") != "fit":
-        warnings.warn(short, stacklevel=2)
+        warnings.warn(short, stacklevel=3)  # the caller of train(), past quiet_lightning
     device = resolve_device(config.train.device)
     if rank == 0:
         update_run(
@@ -266,7 +311,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
         )
         return run_dir
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     except MedsegError:
         if trainer.is_global_zero:
             update_run(run_dir, status="failed")
@@ -279,7 +324,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
             where=run_dir,
             fix="lower data.batch_size or data.patch_size, use train.precision=16-mixed, raise train.accumulate_grad_batches to keep the batch",
         ) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl+C (Lightning turns it into SystemExit), SIGTERM (core.signals)
         if trainer.is_global_zero:
             update_run(run_dir, status="interrupted")
         raise

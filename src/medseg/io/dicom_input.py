@@ -2,16 +2,15 @@
 
 The slices are grouped by SeriesInstanceUID; a folder holding several series needs a choice
 (``--series UID``). RTSTRUCT and SEG objects, which are not images, are skipped. A zip is
-extracted member by member into a temporary folder (sizes checked first, names never used as
-paths) that is removed once its series have been read.
+extracted by :func:`medseg.core.archives.open_zip` (entry count, sizes and compression ratios
+checked first, members streamed under sanitised names) into a temporary folder that is removed
+once its series have been read; errors name ``archive.zip:member``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.core.archives import ZipLimits, open_zip
 from medseg.core.case import Case
 from medseg.core.errors import FormatError
 from medseg.io.dicom import Series, build_series, looks_like_dicom, read_header, read_series_pixels
@@ -30,46 +30,22 @@ MAX_ZIP_BYTES = 8 * 2**30
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "KO", "PR"}
 
 
-def extract_zip(path: Path, dest: Path, max_bytes: int | None = None) -> dict[Path, str]:
-    """Extract a zip's files into ``dest`` under numbered folders; returns extracted file → member name.
-
-    Member names are never used as paths (no zip-slip); the declared sizes are checked before
-    anything is written and the bytes actually inflated are counted while copying.
-    """
+def zip_limits(max_bytes: int | None = None) -> ZipLimits:
+    """What a zipped series may hold: ``max_bytes`` expanded in all (default 8 GB); large members may compress at most 200×."""
     limit = MAX_ZIP_BYTES if max_bytes is None else max_bytes
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise FormatError(f"cannot read zip ({e})", where=path, fix="re-create the zip") from None
-    out: dict[Path, str] = {}
-    with zf:
-        members = [m for m in zf.infolist() if not m.is_dir()]
-        total = sum(m.file_size for m in members)
-        if total > limit:
-            raise FormatError(f"the zip expands to {total / 2**20:,.0f} MB, over the limit of {limit / 2**20:,.0f} MB", where=path, fix="zip fewer files")
-        written = 0
-        for i, m in enumerate(members):
-            parent, _, base = m.filename.rpartition("/")
-            if base.startswith(".") or "__MACOSX" in parent:
-                continue
-            folder = dest / f"{i:06d}"  # the member's base name (sanitised) keeps its suffix: .txt, .json … are skipped
-            folder.mkdir()
-            target = folder / _safe(base)
-            with zf.open(m) as src, open(target, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > limit:
-                        raise FormatError(f"the zip expands to more than {limit / 2**20:,.0f} MB", where=path, fix="zip fewer files")
-                    dst.write(chunk)
-            out[target] = m.filename
-    return out
+    return ZipLimits(max_member_bytes=limit, max_total_bytes=limit, ratio_floor_bytes=min(64 * 2**20, max(limit // 4, 1)))
+
+
+def _wanted(name: str) -> bool:
+    parent, _, base = name.replace("\\", "/").rpartition("/")
+    return bool(base) and not base.startswith(".") and "__MACOSX" not in parent
 
 
 @contextlib.contextmanager
 def dicom_files(path: Path, *, max_bytes: int | None = None) -> Iterator[tuple[list[Path], Callable[[Path], str], Callable[[Path], str]]]:
     """``(files, shown, folder_of)`` of a DICOM folder, zip or single file.
 
-    ``shown`` names a file as the person knows it (a zip member as ``scans.zip/member``);
+    ``shown`` names a file as the person knows it (a zip member as ``scans.zip:member``);
     ``folder_of`` gives the folder a file sits in, relative to the input (``""`` at its top).
     """
     if path.is_dir():
@@ -77,12 +53,9 @@ def dicom_files(path: Path, *, max_bytes: int | None = None) -> Iterator[tuple[l
         yield files, str, lambda p: "/".join(p.relative_to(path).parts[:-1])
         return
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-        tmp = Path(tempfile.mkdtemp(prefix="medseg-dicom-"))
-        try:
-            names = extract_zip(path, tmp, max_bytes)
-            yield sorted(names), lambda p: f"{path}/{names.get(p, p.name)}", lambda p: names.get(p, "").rpartition("/")[0]
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with open_zip(path, zip_limits(max_bytes), keep=_wanted) as ex:  # checked first, streamed, removed on every exit
+            names = ex.members
+            yield sorted(names), ex.shown, lambda p: names.get(p, "").rpartition("/")[0]
         return
     yield [path], str, lambda p: ""
 
@@ -133,6 +106,8 @@ def read_dicom(path: str | Path, *, series: str | None = None, max_bytes: int | 
     The case is ``(1, slices, rows, columns)`` with the series' affine (see ``io.dicom``); the
     source keeps the slice headers (without pixels) so that a DICOM-SEG can reference them. A
     single series is named after the input (folder, zip or file name); several after their folders.
+    ``max_bytes`` bounds what a zip may expand to (default 8 GB) and, decoded as float32, a series'
+    voxels to twice that: checked from the headers before any pixel is decoded.
     """
     path = Path(path)
     base = path.name[: -len(path.suffix)] if path.is_file() and path.suffix else path.name
@@ -151,10 +126,17 @@ def read_dicom(path: str | Path, *, series: str | None = None, max_bytes: int | 
             if name in names:
                 name = _safe(f"{name}_{uid[-8:]}")
             names.add(name)
-            yield _case(s, path, name, headers=dict(items), shown=shown)
+            yield _case(s, path, name, headers=dict(items), shown=shown, max_bytes=max_bytes)
 
 
-def _case(s: Series, path: Path, name: str, *, headers: dict[Path, Any], shown: Callable[[Path], str]) -> tuple[Case, Source]:
+def _case(s: Series, path: Path, name: str, *, headers: dict[Path, Any], shown: Callable[[Path], str], max_bytes: int | None = None) -> tuple[Case, Source]:
+    voxels = int(np.prod(s.shape))
+    if max_bytes is not None and 4 * voxels > 2 * max_bytes:  # decoded as float32: at most twice what the zip may expand to
+        raise FormatError(
+            f"the series has {voxels:,} voxels ({4 * voxels / 2**20:,.0f} MB decoded), more than the limit of {2 * max_bytes / 2**20:,.0f} MB",
+            where=path,
+            fix="crop or downsample the series first",
+        )
     try:
         pixels = read_series_pixels(s)
     except FormatError as e:

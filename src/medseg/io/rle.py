@@ -11,6 +11,7 @@ Written by hand because the format is a few lines of array code and no imaging l
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from medseg.core.case import Case
 from medseg.core.errors import FormatError, MedsegError
 
 Order = Literal["row", "column"]
+_INT = re.compile(r"[+-]?[0-9]+")
 
 
 def _check_order(order: str) -> str:
@@ -44,17 +46,25 @@ def rle_decode(rle: str | float | None, shape: tuple[int, int], order: Order = "
     """
     forder = _check_order(order)
     h, w = int(shape[0]), int(shape[1])
+    if h < 0 or w < 0:
+        raise FormatError(f"image size {h}×{w} is negative", where=where, fix="check the image size")
     n = h * w
     if rle is None or (isinstance(rle, float) and np.isnan(rle)) or not str(rle).strip():
         return np.zeros((h, w), dtype=bool)
     tokens = str(rle).split()
-    try:
-        values = np.array([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise FormatError(f"RLE holds a non-numeric token {bad!r}", where=where, fix="the segmentation column must be 'start length …' integers") from None
-    if len(values) % 2:
-        raise FormatError(f"RLE has an odd number of values ({len(values)})", where=where, fix="give start/length pairs")
+    bad = next((t for t in tokens if not _INT.fullmatch(t)), None)  # ASCII digits only: int() also takes '١', str.isdigit() '²'
+    if bad is not None:
+        raise FormatError(f"RLE holds a non-numeric token {bad[:40]!r}", where=where, fix="the segmentation column must be 'start length …' integers")
+    if len(tokens) % 2:
+        raise FormatError(f"RLE has an odd number of values ({len(tokens)})", where=where, fix="give start/length pairs")
+    big = next((t for t in tokens if len(t.lstrip("+-0")) > len(str(n))), None)  # more digits than the pixel count: past the end, and past int64
+    if big is not None:
+        raise FormatError(
+            f"RLE value {big[:24]}{'…' if len(big) > 24 else ''} lies past the image end ({h}×{w} = {n} pixels)",
+            where=where,
+            fix="check the image size and the RLE order (row vs column)",
+        )
+    values = np.array([int(t) for t in tokens], dtype=np.int64)
     starts, lengths = values[0::2] - 1, values[1::2]
     if (starts < 0).any() or (lengths <= 0).any():
         raise FormatError("RLE has a start < 1 or a length ≤ 0", where=where, fix="starts are 1-based, lengths positive")

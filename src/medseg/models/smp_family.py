@@ -9,6 +9,7 @@ Each builder lists its keyword arguments explicitly, because smp silently accept
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,7 +29,9 @@ _TINY = {"encoder_depth": 3}
 def _smp(name: str) -> Callable[..., nn.Module]:
     """An smp architecture class, imported when a model is built (not when the catalogue is listed: smp pulls
     timm and torchvision, seconds of start-up that ``medseg predict`` with another model should not pay)."""
-    import segmentation_models_pytorch as smp
+    with warnings.catch_warnings():  # timm, which smp imports, calls torch.jit.interface (deprecated in torch): not the user's concern
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.interface` is deprecated", category=FutureWarning)
+        import segmentation_models_pytorch as smp
 
     return getattr(smp, name)
 

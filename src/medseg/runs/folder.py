@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medseg.config import Config, load_config
-from medseg.core.atomic import atomic_path, write_json
+from medseg.core.atomic import atomic_path, is_temporary, write_json
 from medseg.core.errors import RunError
 from medseg.data.store import Dataset, load_dataset
 from medseg.runs.layout import (
@@ -194,14 +194,14 @@ def read_summary(run_dir: str | Path, split: str) -> dict[str, Any]:
 def save_prediction(folder: Path, case_id: str, label: np.ndarray, affine: np.ndarray) -> Path:
     """Write ``<folder>/<case>.npz`` (the label map and its affine), as ``medseg evaluate`` keeps them."""
     path = Path(folder) / f"{case_id}.npz"
-    with open(path, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a killed evaluation leaves no truncated prediction
         np.savez_compressed(fh, label=label, affine=affine)
     return path
 
 
 def prediction_files(run_dir: str | Path, split: str) -> list[Path]:
-    """The saved predictions of an evaluation, sorted by name."""
-    return sorted((eval_dir(run_dir, split) / PREDICTIONS_DIR).glob("*.npz"))
+    """The saved predictions of an evaluation, sorted by name (temporaries of unfinished writes are not predictions)."""
+    return sorted(p for p in (eval_dir(run_dir, split) / PREDICTIONS_DIR).glob("*.npz") if not is_temporary(p))
 
 
 def read_prediction(run_dir: str | Path, split: str, case_id: str) -> np.ndarray | None:

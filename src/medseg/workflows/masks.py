@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.core.atomic import is_temporary
 from medseg.core.errors import ConfigError, DatasetError
 from medseg.io.geometry import axis_order
 from medseg.io.source import IMAGE_SUFFIXES
@@ -32,7 +33,7 @@ def list_masks(folder: Path, role: str) -> dict[str, Path]:
         raise DatasetError(f"{role} folder not found", where=folder, fix=f"give an existing folder of {role} masks")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        name = case_name(p) if p.is_file() else None
+        name = case_name(p) if p.is_file() and not is_temporary(p) else None  # an interrupted write's temporary is no mask
         if name is None:
             continue
         if name in found:

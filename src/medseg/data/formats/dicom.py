@@ -27,15 +27,14 @@ series (``--option rois=Liver,Tumour`` picks ROIs by name; later ROIs overwrite 
 from __future__ import annotations
 
 import re
-import tempfile
 import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg.core.archives import Extracted, extract, is_zip
 from medseg.core.case import Case
 from medseg.core.errors import MedsegWarning
 from medseg.data.formats.common import fill_polygon, parse_names, volume_stem, volume_suffix, write_nifti_copies
@@ -217,19 +216,54 @@ def read_dicom(
         name: data set name (default: the folder's name).
         unlabelled: with a labels folder, a series without a mask is refused (``error``), imported
             without a label (``keep``) or left out (``skip``).
+
+    A zip is extracted with :func:`medseg.core.archives.extract` (sizes, count and compression ratio
+    checked first; the temporary folder is removed on every exit path); errors name ``archive.zip:member``.
     """
     path = Path(path)
     if unlabelled not in ("error", "keep", "skip"):
         raise FormatError(f"unknown unlabelled={unlabelled!r}", where="--option unlabelled", fix="use error, keep or skip")
-    tmp: tempfile.TemporaryDirectory[str] | None = None
-    root = path
-    if path.is_file() and zipfile.is_zipfile(path):
-        tmp = tempfile.TemporaryDirectory(prefix="medseg-dicom-")
-        with zipfile.ZipFile(path) as zf:
-            zf.extractall(tmp.name)
-        root = Path(tmp.name)
-    elif not path.is_dir():
-        raise FormatError("expected a folder or a .zip of DICOM files", where=path, fix="give the folder")
+    opts = {"series": series, "labels": labels, "rois": rois, "classes": classes, "to_nifti": to_nifti, "nifti_dir": nifti_dir, "name": name}
+    opts["unlabelled"] = unlabelled
+    if not is_zip(path):
+        if not path.is_dir():
+            raise FormatError("expected a folder or a .zip of DICOM files", where=path, fix="give the folder")
+        return scan_dicom(path, path, None, **opts)
+    tmp = extract(path)
+    try:
+        with tmp.naming_errors():
+            imp = scan_dicom(path, tmp.root, tmp, **opts)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    imp.cases = named_cases(imp.cases, tmp)
+    return imp
+
+
+def named_cases(cases: Iterator[Case], tmp: Extracted) -> Iterator[Case]:
+    """The cases of an extracted zip: errors name ``archive.zip:member``; the folder goes when they end."""
+    try:
+        with tmp.naming_errors():
+            yield from cases
+    finally:
+        tmp.cleanup()
+
+
+def scan_dicom(
+    path: Path,
+    root: Path,
+    tmp: Extracted | None,
+    *,
+    series: str | None,
+    labels: str | None,
+    rois: str | list[str] | None,
+    classes: str | list[str] | None,
+    to_nifti: bool,
+    nifti_dir: str | None,
+    name: str,
+    unlabelled: str,
+) -> Imported:
+    """Find the series under ``root`` (``path`` itself, or the folder ``tmp`` extracted ``path`` to) and their labels."""
     by_series: dict[str, list[tuple[Path, Any]]] = {}
     folders: dict[Path, set[str]] = {}
     rtstructs: list[tuple[Path, Any]] = []
@@ -248,7 +282,7 @@ def read_dicom(
             uid = str(h.get("SeriesInstanceUID", ""))
             by_series.setdefault(uid, []).append((p, compact_header(h)))
             folders.setdefault(p.parent, set()).add(uid)
-    shown = lambda q: path / q.relative_to(root) if tmp else q  # noqa: E731
+    shown = tmp.shown if tmp else (lambda q: q)
     if series and series != "all":
         if series not in by_series:
             raise FormatError(f"no series {series!r}", where=path, fix=f"choose one of: {', '.join(sorted(by_series)) or 'none found'}")

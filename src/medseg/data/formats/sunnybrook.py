@@ -17,6 +17,7 @@ are ignored. The patient is the folder under ``contours/``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,11 +50,16 @@ def read_contour(path: Path) -> np.ndarray:
         try:
             if len(parts) != 2:
                 raise ValueError
-            pts.append((float(parts[0]), float(parts[1])))
+            x, y = float(parts[0]), float(parts[1])
         except ValueError:
             raise FormatError(
                 f"malformed coordinate line {line.strip()[:40]!r}", where=f"{path}:{lineno}", fix="each line must be 'x y' (two numbers)"
             ) from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise FormatError(
+                f"coordinate line {line.strip()[:40]!r} holds NaN or infinity", where=f"{path}:{lineno}", fix="each line must be 'x y' (two finite numbers)"
+            )
+        pts.append((x, y))
     if len(pts) < 3:
         raise FormatError(f"contour has {len(pts)} points", where=path, fix="a closed contour needs at least 3 points")
     return np.asarray(pts, dtype=np.float64)

@@ -223,8 +223,7 @@ def read_dicom(
     path = Path(path)
     if unlabelled not in ("error", "keep", "skip"):
         raise FormatError(f"unknown unlabelled={unlabelled!r}", where="--option unlabelled", fix="use error, keep or skip")
-    opts = {"series": series, "labels": labels, "rois": rois, "classes": classes, "to_nifti": to_nifti, "nifti_dir": nifti_dir, "name": name}
-    opts["unlabelled"] = unlabelled
+    opts = dict(series=series, labels=labels, rois=rois, classes=classes, to_nifti=to_nifti, nifti_dir=nifti_dir, name=name, unlabelled=unlabelled)
     if not is_zip(path):
         if not path.is_dir():
             raise FormatError("expected a folder or a .zip of DICOM files", where=path, fix="give the folder")

@@ -1,6 +1,6 @@
 """Load on the web demo: rounds of concurrent upload predictions through gradio_client on loopback.
 
-Starts ``medseg demo`` in a background process over a runs folder (by default a tiny phantom2d
+Starts ``medseg demo`` in a background process over a runs folder (by default a tiny phantom3d (sliced)
 run trained here in a few seconds). Each round sends ``--identical`` requests of the SAME file at
 once, then ``--distinct`` requests of different files at once (default 20 + 20, 5 rounds), each a
 NIfTI volume predicted slice by slice, through ``gradio_client`` as a script would. The server
@@ -42,14 +42,15 @@ def free_port() -> int:
 
 
 def make_run(root: Path) -> tuple[Path, str]:
-    """A one-epoch U-Net on a small phantom2d (seconds on a CPU)."""
+    """A one-epoch 2D U-Net on slices of small phantom3d volumes (seconds on a CPU; the demo predicts uploaded
+    volumes with a 2D network trained on slices of volumes, not with one trained on pictures)."""
     from medseg.config import config_from_dict
     from medseg.engine.train import train
 
     cfg = config_from_dict(
         {
             "name": "bench",
-            "data": {"dataset": "phantom2d", "builtin": {"n_patients": 6, "slices_per_patient": 2, "size": 64}, "cache_dir": str(root / ".cache")},
+            "data": {"dataset": "phantom3d", "builtin": {"n_patients": 4, "size": 64, "depth": 8}, "slices": True, "cache_dir": str(root / ".cache")},
             "model": {"name": "unet", "params": {"channels": [8, 16, 32], "num_res_units": 0}},
             "train": {"epochs": 1, "device": "cpu", "iterations_per_epoch": None},
         }

@@ -32,7 +32,8 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = config_from_dict(
         {
             "name": "unet2d",
-            "data": {"dataset": "phantom2d", "builtin": {"n_patients": 6, "slices_per_patient": 2, "size": 32}, "batch_size": 4, "cache_dir": str(root / "c")},
+            # a 2D network trained on slices of volumes: the demo predicts uploaded volumes with it
+            "data": {"dataset": "phantom3d", "builtin": {"n_patients": 4, "size": 32, "depth": 6}, "slices": True, "batch_size": 4, "cache_dir": str(root)},
             "model": {"name": "unet", "params": {"channels": [8, 16], "num_res_units": 0}},
             "train": {"epochs": 1, "device": "cpu", "iterations_per_epoch": None},
         }

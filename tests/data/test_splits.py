@@ -78,3 +78,11 @@ def test_saved_split_round_trips(tmp_path: Path) -> None:
     s = make_splits(c2p, seed=5, n_folds=2)
     save_splits(tmp_path / "splits.json", s)
     assert load_splits(tmp_path / "splits.json", c2p) == s
+
+
+def test_patient_in_two_sets_of_one_fold_refused() -> None:
+    owners = {"a1": "A", "a2": "A", "b1": "B", "c1": "C"}
+    ok = {"train": ["a1", "a2", "b1"], "val": ["c1"], "test": []}
+    folds = [{"train": ["a1", "b1"], "val": ["a2", "c1"]}]  # patient A split across fold 0's train and val
+    with pytest.raises(SplitError, match=r"patient 'A' is in both folds\[0\]\.train and folds\[0\]\.val"):
+        validate_splits({**ok, "folds": folds}, owners)

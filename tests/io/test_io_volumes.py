@@ -243,3 +243,17 @@ def test_unreadable_and_wrong_masks_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(MedsegError, match="holds one 2D picture"):
         write_mask(np.zeros(src.shape, np.uint8), source, tmp_path / "o", fmt="png")
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_nifti_written_from_an_affine_is_scanner_space_in_both_headers(tmp_path: Path) -> None:
+    from medseg.io.nifti import write_nifti
+
+    q, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(3, 3)))
+    aff = np.eye(4)
+    aff[:3, :3] = q * [0.9, 1.1, 2.7]  # oblique, anisotropic (a rigid grid, which a qform can hold)
+    aff[:3, 3] = [11.0, -4.5, 30.25]
+    write_nifti(np.zeros((5, 6, 7), dtype=np.uint8), tmp_path / "m.nii.gz", affine=aff)
+    img = nib.load(str(tmp_path / "m.nii.gz"))
+    assert int(img.header["sform_code"]) == 1 and int(img.header["qform_code"]) == 1  # scanner, as documented
+    np.testing.assert_allclose(img.get_sform(), aff, atol=1e-5)
+    np.testing.assert_allclose(img.get_qform(), img.get_sform(), atol=1e-4)  # a viewer reading either puts it in one place

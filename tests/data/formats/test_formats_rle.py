@@ -144,3 +144,9 @@ def test_gi_written_dataset_reloads(tmp_path: Path, rng: np.random.Generator) ->
     import_dataset("kaggle-gi", src, tmp_path / "out")
     ds = load_dataset(tmp_path / "out")
     assert len(ds) == 1 and ds.load_case("case3_day2").label.dtype == bool
+
+
+@pytest.mark.parametrize("rle", ["3 0", "1 2 7 0", "0 2", "4 -1"])
+def test_rle_refuses_empty_or_negative_runs_and_zero_starts(rle: str) -> None:
+    with pytest.raises(FormatError, match="start < 1 or a length ≤ 0"):
+        rle_decode(rle, (4, 4))

@@ -192,8 +192,9 @@ def test_a_job_killed_with_the_server_is_resumed(ws: Workspace) -> None:
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(ws.root), "runs/crash", *plan["argv"]], stdout=subprocess.PIPE, env=env, text=True)
     job_id = server.stdout.readline().strip()  # type: ignore[union-attr]
     history = ws.root / "runs" / "crash" / "history.csv"
+    last = ws.root / "runs" / "crash" / "checkpoints" / "last.ckpt"  # written right after the epoch's history row
     deadline = time.time() + 240
-    while not (history.is_file() and len(history.read_text().splitlines()) >= 2):
+    while not (history.is_file() and len(history.read_text().splitlines()) >= 2 and last.is_file()):
         assert time.time() < deadline and server.poll() is None, "the training never finished an epoch"
         time.sleep(0.2)
     record = json.loads((ws.root / "jobs" / f"{job_id}.json").read_text())

@@ -155,7 +155,7 @@ def test_macs_counts_convolutions() -> None:
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: create_model("segformer-b2", 2, 1, 3), r"unknown model 'segformer-b2'.*did you mean segformer_b2"),
+        (lambda: create_model("segformerb2", 2, 1, 3), r"unknown model 'segformerb2'.*did you mean segformer_b2"),
         (lambda: create_model("improved_unet3d", 2, 1, 3), r"supports 3D, not 2D"),
         (lambda: create_model("segformer_b0", 3, 1, 3), r"supports 2D, not 3D"),
         (lambda: create_model("unet", 2, 1, 0), r"num_classes must be an integer ≥ 1"),
@@ -212,7 +212,7 @@ def test_cli_lists_and_describes_models() -> None:
     assert "27.3 M" in res.output and "24.4 M" in res.output  # segformer_b2, unet_resnet34
     res = runner.invoke(app, ["models", "attention_unet"], env={"COLUMNS": "250"})
     assert res.exit_code == 0 and "n_deep_supervision" in res.output and "conv_mapping" in res.output
-    res = runner.invoke(app, ["models", "segformer-b2"], env={"COLUMNS": "250"})
+    res = runner.invoke(app, ["models", "segformerb2"], env={"COLUMNS": "250"})
     assert res.exit_code == 2 and "did you mean segformer_b2" in res.output
 
 

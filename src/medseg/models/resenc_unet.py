@@ -260,73 +260,42 @@ _DOC = """Residual-encoder U-Net, nnU-Net ResEnc {preset} preset (see ``medseg.m
 _TINY = {"n_stages": 3, "base_features": 4, "n_deep_supervision": 1}
 
 
-@register_model(
+def resenc_unet(
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    *,
+    n_stages: int | None = None,
+    strides: Sequence[Any] | None = None,
+    kernel_sizes: Sequence[Any] | None = None,
+    base_features: int = 32,
+    max_features: int | None = None,
+    n_deep_supervision: int = 0,
+) -> nn.Module:
+    return _resenc(
+        spatial_dims,
+        in_channels,
+        num_classes,
+        n_stages=n_stages,
+        strides=strides,
+        kernel_sizes=kernel_sizes,
+        base_features=base_features,
+        max_features=max_features,
+        n_deep_supervision=n_deep_supervision,
+    )
+
+
+_PRESET = {"dims": (2, 3), "paper": PAPER, "family": "resenc_unet", "tiny": _TINY, "deep_supervision": True}
+register_model(
     "resenc_unet_m",
-    dims=(2, 3),
     description="nnU-Net ResEnc M: residual encoder (1,3,4,6,6,6 blocks), 32→320 widths, 1 conv per decoder stage (8 GB plan)",
-    paper=PAPER,
-    family="resenc_unet",
-    tiny=_TINY,
-    deep_supervision=True,
-)
-def resenc_unet_m(
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    *,
-    n_stages: int | None = None,
-    strides: Sequence[Any] | None = None,
-    kernel_sizes: Sequence[Any] | None = None,
-    base_features: int = 32,
-    max_features: int | None = None,
-    n_deep_supervision: int = 0,
-) -> nn.Module:
-    return _resenc(
-        spatial_dims,
-        in_channels,
-        num_classes,
-        n_stages=n_stages,
-        strides=strides,
-        kernel_sizes=kernel_sizes,
-        base_features=base_features,
-        max_features=max_features,
-        n_deep_supervision=n_deep_supervision,
-    )
-
-
-@register_model(
+    **_PRESET,
+)(resenc_unet)
+register_model(
     "resenc_unet_l",
-    dims=(2, 3),
     description="nnU-Net ResEnc L: the ResEnc network planned for a 24 GB GPU (larger patch/batch: medseg prepare --gpu-memory-gb 24)",
-    paper=PAPER,
-    family="resenc_unet",
-    tiny=_TINY,
-    deep_supervision=True,
-)
-def resenc_unet_l(
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    *,
-    n_stages: int | None = None,
-    strides: Sequence[Any] | None = None,
-    kernel_sizes: Sequence[Any] | None = None,
-    base_features: int = 32,
-    max_features: int | None = None,
-    n_deep_supervision: int = 0,
-) -> nn.Module:
-    return _resenc(
-        spatial_dims,
-        in_channels,
-        num_classes,
-        n_stages=n_stages,
-        strides=strides,
-        kernel_sizes=kernel_sizes,
-        base_features=base_features,
-        max_features=max_features,
-        n_deep_supervision=n_deep_supervision,
-    )
+    **_PRESET,
+)(resenc_unet)
 
 
-resenc_unet_m.__doc__ = _DOC.format(preset="M")
-resenc_unet_l.__doc__ = _DOC.format(preset="L")
+resenc_unet.__doc__ = _DOC.format(preset="M or L")  # one network: nnU-Net's presets differ in the plan's patch and batch

@@ -210,7 +210,7 @@ def stage_layout(
     return st, ks
 
 
-def _resenc(
+def resenc_unet(
     spatial_dims: int,
     in_channels: int,
     num_classes: int,
@@ -258,31 +258,6 @@ _DOC = """Residual-encoder U-Net, nnU-Net ResEnc {preset} preset (see ``medseg.m
     """
 
 _TINY = {"n_stages": 3, "base_features": 4, "n_deep_supervision": 1}
-
-
-def resenc_unet(
-    spatial_dims: int,
-    in_channels: int,
-    num_classes: int,
-    *,
-    n_stages: int | None = None,
-    strides: Sequence[Any] | None = None,
-    kernel_sizes: Sequence[Any] | None = None,
-    base_features: int = 32,
-    max_features: int | None = None,
-    n_deep_supervision: int = 0,
-) -> nn.Module:
-    return _resenc(
-        spatial_dims,
-        in_channels,
-        num_classes,
-        n_stages=n_stages,
-        strides=strides,
-        kernel_sizes=kernel_sizes,
-        base_features=base_features,
-        max_features=max_features,
-        n_deep_supervision=n_deep_supervision,
-    )
 
 
 _PRESET = {"dims": (2, 3), "paper": PAPER, "family": "resenc_unet", "tiny": _TINY, "deep_supervision": True}

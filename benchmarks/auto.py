@@ -125,12 +125,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="predict timings (median)")
     ap.add_argument("--volumes", action="store_true", help="also phantom3d and mni152-tissue with --time-budget")
     ap.add_argument("--budget", default="10m")
+    ap.add_argument("--work", type=Path, help="keep the runs and predictions in this (new) folder")
     ap.add_argument("--hand", action="append", default=[], help="NAME=CONFIG.yaml: the hand-tuned config of a volume data set")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPU(s)")
     ref = nnunet_reference(args.nnunet_times, args.run_nnunet)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = Path(tmp) if args.work is None else args.work
+        work.mkdir(parents=True, exist_ok=True)
         ours = nuclei(args.data, args.repeats, work)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         print("\nnuclei proxy                     medseg auto      nnU-Net v2")

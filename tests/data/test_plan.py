@@ -34,7 +34,7 @@ def test_configurations_fit_the_memory_budget_and_pool_per_axis() -> None:
     for plan, gb in ((small, 4), (big, 40)):
         c3 = plan["configurations"]["3d"]
         assert np.prod(c3["patch_size"]) * c3["batch_size"] <= 2 * 128**3 / 10 * gb * 1.001
-        assert all(p % 2 ** k == 0 for p, k in zip(c3["patch_size"], c3["pool_per_axis"], strict=True))
+        assert all(p % 2**k == 0 for p, k in zip(c3["patch_size"], c3["pool_per_axis"], strict=True))
     assert np.prod(big["configurations"]["3d"]["patch_size"]) > np.prod(small["configurations"]["3d"]["patch_size"])
     assert small["normalization"] == ["ct"] and small["recommended"] == "3d"
     assert set(small["configurations"]) == {"2d", "3d"}

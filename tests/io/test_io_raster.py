@@ -130,3 +130,43 @@ def test_broken_picture_is_one_line_naming_it(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="cannot read image") as e:
         read_image(tmp_path / "x.png")
     assert "x.png" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nnunet_channel_files_are_one_case_named_like_nnunet_names_predictions(tmp_path: Path) -> None:
+    """An nnU-Net ``imagesTs`` folder: ``x_0000.png`` + ``x_0001.png`` are the two channels of case ``x``."""
+    from medseg.io import read_images
+
+    for case, seed in (("cell_a", 0), ("cell_b", 5)):
+        for ch in range(2):
+            Image.fromarray(_grey(seed + ch)).save(tmp_path / f"{case}_{ch:04d}.png")
+    read = {c.case_id: (c, s) for c, s in read_images(tmp_path)}
+    assert sorted(read) == ["cell_a", "cell_b"]
+    case, source = read["cell_b"]
+    assert case.image.shape == (2, H, W) and source.name == "cell_b" and source.file_name("png") == "cell_b.png"
+    np.testing.assert_array_equal(case.image[1], _grey(6).astype(np.float32))
+
+
+@pytest.mark.parametrize("fault", ["gap", "uneven", "grid"])
+def test_nnunet_channel_files_that_do_not_fit_are_refused(tmp_path: Path, fault: str) -> None:
+    from medseg.io import read_images
+
+    Image.fromarray(_grey()).save(tmp_path / "a_0000.png")
+    Image.fromarray(_grey()).save(tmp_path / "b_0000.png")
+    if fault == "gap":
+        Image.fromarray(_grey()).save(tmp_path / "a_0002.png")
+    elif fault == "uneven":
+        Image.fromarray(_grey()).save(tmp_path / "a_0001.png")
+    else:
+        Image.fromarray(_grey()).save(tmp_path / "b_0001.png")
+        Image.fromarray(_grey()[:, :-1]).save(tmp_path / "a_0001.png")
+    with pytest.raises(FormatError) as e:
+        list(read_images(tmp_path))
+    assert "a_000" in str(e.value) and ("channel" in str(e.value))
+
+
+def test_a_folder_with_some_other_names_is_read_file_by_file(tmp_path: Path) -> None:
+    from medseg.io import read_images
+
+    Image.fromarray(_grey()).save(tmp_path / "a_0000.png")
+    Image.fromarray(_grey()).save(tmp_path / "scan.png")
+    assert sorted(c.case_id for c, _ in read_images(tmp_path)) == ["a_0000", "scan"]

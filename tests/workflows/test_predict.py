@@ -153,12 +153,50 @@ def test_dataset_split_and_rle_csv(tmp_path: Path) -> None:
 
 
 def test_onnx_backend_gives_the_same_masks(run2d: Path, tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
+    import os
+    import shutil
+
+    from medseg.engine.load import pick_backend
+
+    run = tmp_path / "run"
+    shutil.copytree(run2d, run)
     _oblique_nifti(tmp_path / "scan.nii.gz", shape=(3, 37, 45))
-    a = predict([run2d], tmp_path / "scan.nii.gz", tmp_path / "torch", progress=False)
-    b = predict([run2d], tmp_path / "scan.nii.gz", tmp_path / "onnx", progress=False, backend="onnx")
-    assert (run2d / "export" / "model.onnx").is_file()
+    assert pick_backend([run], "best", "cpu") == "torch"  # no export yet
+    a = predict([run], tmp_path / "scan.nii.gz", tmp_path / "torch", progress=False, backend="torch")
+    b = predict([run], tmp_path / "scan.nii.gz", tmp_path / "onnx", progress=False, backend="onnx")
+    assert (run / "export" / "model.onnx").is_file()
     np.testing.assert_array_equal(nib.load(str(a / "scan.nii.gz")).get_fdata(), nib.load(str(b / "scan.nii.gz")).get_fdata())
+    assert pick_backend([run], "best", "cpu") == "onnx" and pick_backend([run], "last", "cpu") == "torch"
+    ckpt = run / "checkpoints" / "best.ckpt"
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))  # retrained since the export
+    assert pick_backend([run], "best", "cpu") == "torch"
+
+
+def test_an_exported_run_predicts_without_lightning_monai_or_the_network_code(run2d: Path, tmp_path: Path) -> None:
+    """``medseg predict`` on a few pictures is start-up bound: an exported run loads no training or network library."""
+    import shutil
+    import subprocess
+    import sys
+
+    from medseg.engine.onnx import export_onnx
+
+    run = tmp_path / "run"
+    shutil.copytree(run2d, run)
+    export_onnx(run)
+    code = (
+        "import sys\n"
+        "from medseg.cli import main\n"
+        f"sys.argv = ['medseg', 'predict', {str(run)!r}, {str(tmp_path / 'img.png')!r}, '--out', {str(tmp_path / 'out')!r}, '--no-progress']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'monai', 'segmentation_models_pytorch', 'transformers', 'timm'})\n"
+        "assert not heavy, heavy\n"
+    )
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((40, 52)) * 255).astype(np.uint8)).save(tmp_path / "img.png")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "out" / "img.png").is_file()
 
 
 def _largest_by_hand(label: np.ndarray, classes: list[int]) -> np.ndarray:

@@ -48,9 +48,7 @@ def evaluate_cmd(
         from medseg.recipes import resolve_config_path
 
         cfg = load_config(resolve_config_path(config) if config else None, list(set_ or []))
-        result = evaluate_folders(
-            pred, ref, labels=labels, out=out, config=cfg.eval, progress=progress, dataset_json=dataset_json, ignore_label=ignore_label
-        )
+        result = evaluate_folders(pred, ref, labels=labels, out=out, config=cfg.eval, progress=progress, dataset_json=dataset_json, ignore_label=ignore_label)
         title = f"{pred.name} vs {ref.name}"
     else:
         if run is None:
@@ -106,7 +104,7 @@ def predict_cmd(
     series: Annotated[str | None, typer.Option(help="DICOM SeriesInstanceUID when a folder holds several")] = None,
     split: Annotated[str | None, typer.Option(help="with a data set folder: only this split")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-    backend: Annotated[str, typer.Option(help="torch | onnx (ONNX Runtime on the CPU)")] = "torch",
+    backend: Annotated[str, typer.Option(help="auto (ONNX Runtime when the run has a current export and the device is the CPU) | torch | onnx")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="replace an existing output folder")] = False,
     progress: bool = True,
 ) -> None:

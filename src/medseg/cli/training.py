@@ -205,7 +205,7 @@ def study_cmd(
 def auto_cmd(
     data: Annotated[Path, typer.Argument(help="a data folder in any format `medseg import` reads (detected), or a medseg data set")],
     out: Annotated[Path, typer.Option("--out", "-o", help="the run folder to create")],
-    time_budget: Annotated[str | None, typer.Option(help="wall clock for all of it, e.g. 10m (default: 1500 optimiser steps, a few minutes)")] = None,
+    time_budget: Annotated[str | None, typer.Option(help="wall clock for all of it, e.g. 10m (default: 1000 optimiser steps' time, minutes)")] = None,
     folds: Annotated[int, typer.Option(help="0: one training; 5: patient-grouped 5-fold cross-validation, the folds predict as an ensemble")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     ray: Annotated[str | None, typer.Option("--ray", help="with --folds 5: run the folds on a Ray cluster (HOST:PORT, auto or local)")] = None,

@@ -17,6 +17,9 @@ class Registry(Generic[T]):
     Args:
         kind: what is registered ("model", "loss", ...), used in error messages.
         error: the ``MedsegError`` subclass raised for unknown names.
+        loader: called once, on the first lookup, to import the modules that register the
+            builders (so importing the registry stays cheap: a command that needs no model
+            never imports the model libraries).
 
     Example:
         >>> MODELS = Registry("model")
@@ -25,12 +28,18 @@ class Registry(Generic[T]):
         >>> MODELS.get("unet")
     """
 
-    def __init__(self, kind: str, error: type[MedsegError] = MedsegError):
+    def __init__(self, kind: str, error: type[MedsegError] = MedsegError, loader: Callable[[], None] | None = None):
         self.kind = kind
         self.error = error
+        self._loader = loader
         self._items: dict[str, T] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         self._aliases: dict[str, str] = {}
+
+    def _load(self) -> None:
+        if self._loader is not None:
+            loader, self._loader = self._loader, None  # cleared first: a module it imports may look names up
+            loader()
 
     def alias(self, alias: str, name: str) -> None:
         """Accept ``alias`` wherever ``name`` is asked for (another spelling users meet in docs and tutorials)."""
@@ -38,6 +47,7 @@ class Registry(Generic[T]):
 
     def canonical(self, name: str) -> str | None:
         """The registered name meant by ``name``: itself, an alias, or the same name with ``_`` and ``-`` swapped."""
+        self._load()
         if name in self._items:
             return name
         if name in self._aliases:
@@ -62,6 +72,7 @@ class Registry(Generic[T]):
         known = self.canonical(name) if isinstance(name, str) else None
         if known is not None:
             return self._items[known]
+        self._load()
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
             hint = f"did you mean {', '.join(close)}?" if close else f"choose one of: {', '.join(sorted(self._items))}"
@@ -73,6 +84,7 @@ class Registry(Generic[T]):
         return dict(self._meta[self.canonical(name) or name])
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
@@ -82,4 +94,5 @@ class Registry(Generic[T]):
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._items)

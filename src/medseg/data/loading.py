@@ -32,6 +32,7 @@ from torch.utils.data import Dataset as TorchDataset
 from medseg.config import Config
 from medseg.core.case import Case
 from medseg.core.errors import ConfigError, DatasetError, MedsegError, SplitError
+from medseg.data.preprocessing.transforms import normalize_image
 from medseg.data.sampling import PatchSampler
 from medseg.data.splits import select
 from medseg.data.store import Dataset
@@ -50,16 +51,6 @@ class CaseLoadError(DatasetError):
             last = lines[-1] if lines else problem
             problem = last.split(": ", 1)[1] if ": " in last else last
         super().__init__(problem, where=where, fix=fix)
-
-
-def normalize_image(image: np.ndarray) -> np.ndarray:
-    """Per-case, per-channel z-score (the MRI default)."""
-    img = image.astype(np.float32, copy=True)
-    for c in range(img.shape[0]):
-        ch = img[c]
-        std = float(ch.std())
-        img[c] = (ch - float(ch.mean())) / (std if std > 1e-8 else 1.0)
-    return img
 
 
 def label_to_target(case: Case) -> np.ndarray:

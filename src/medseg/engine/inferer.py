@@ -26,7 +26,7 @@ import torch
 
 from medseg.core.case import Case
 from medseg.core.errors import ModelError
-from medseg.data.loading import normalize_image
+from medseg.data.preprocessing.transforms import normalize_image
 from medseg.engine.postprocessing import apply_postprocessing
 from medseg.engine.sliding import sliding_window
 from medseg.runs import Resolved

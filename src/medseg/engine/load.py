@@ -18,7 +18,25 @@ from medseg.engine.checkpoint import load_module
 from medseg.engine.inferer import Inferer
 from medseg.engine.postprocessing import apply_postprocessing
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def pick_backend(folders: Sequence[Path], checkpoint: str, device: str) -> str:
+    """``auto``: ONNX Runtime when every run has a current ONNX export, onnxruntime is installed and
+    the device is the CPU (it starts in a fraction of the time: no network libraries are imported);
+    else eager PyTorch."""
+    import importlib.util
+
+    from medseg.engine.onnx import onnx_fresh
+
+    if device not in ("auto", "cpu") or importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    if device == "auto":
+        from medseg.config import resolve_device
+
+        if resolve_device("auto") != "cpu":
+            return "torch"
+    return "onnx" if all(onnx_fresh(r, checkpoint) for r in folders) else "torch"
 
 
 def load_inferer(
@@ -38,7 +56,8 @@ def load_inferer(
         runs: run folders.
         checkpoint: ``best`` or ``last``.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (the ONNX backend runs on the CPU).
-        backend: ``torch`` (eager) or ``onnx`` (ONNX Runtime; exported on first use).
+        backend: ``torch`` (eager), ``onnx`` (ONNX Runtime; exported on first use) or ``auto``
+            (see :func:`pick_backend`).
         tta: test-time mirroring: ``none``, ``all`` or a list of axes.
         overlap: sliding-window overlap.
         sw_batch_size: windows (or slices) per forward pass.
@@ -59,6 +78,8 @@ def load_inferer(
         folders = read_ensemble(folders[0])
     else:
         pp_from = folders[0]
+    if backend == "auto":
+        backend = pick_backend(folders, checkpoint, device)
     if backend == "onnx":
         from medseg.engine.onnx import load_onnx_module
 

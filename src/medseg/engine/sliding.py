@@ -6,18 +6,48 @@ alone. Here windows are visited in order of their start along the axis with the 
 positions; slices that no later window touches are finalised at once (argmax, or copied out when
 probabilities are wanted), so the blending buffer — a ring — only spans one window along that axis;
 ``buffer_dtype=torch.float16`` halves it again. Window positions, the Gaussian importance map
-and the blending are MONAI's (``dense_patch_slices``, ``compute_importance_map``), so the result is the
-same; only the bookkeeping differs, which is why it is written here.
+and the blending follow MONAI's (``dense_patch_slices``, ``_get_scan_interval``,
+``compute_importance_map``) exactly — ``tests/engine/test_sliding.py`` checks them against MONAI —
+but are written out here (a dozen lines) because importing MONAI takes several seconds, which
+would dominate ``medseg predict`` on a few pictures.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from itertools import groupby
 
 import torch
-from monai.data.utils import compute_importance_map, dense_patch_slices
-from monai.inferers.utils import _get_scan_interval
+
+
+def scan_interval(image_size: Sequence[int], roi: Sequence[int], overlap: float) -> tuple[int, ...]:
+    """Step between window starts per axis: ``int(roi · (1 − overlap))`` (at least 1), the whole axis when it equals ``roi``."""
+    return tuple(int(r) if r == s else max(int(r * (1 - overlap)), 1) for s, r in zip(image_size, roi, strict=True))
+
+
+def window_slices(image_size: Sequence[int], roi: Sequence[int], interval: Sequence[int]) -> list[tuple[slice, ...]]:
+    """Every window, in C order of the start positions; the last window of an axis is shifted back to end at its edge."""
+    starts = []
+    for size, r, step in zip(image_size, roi, interval, strict=True):
+        n = next((d for d in range(math.ceil(size / step)) if d * step + r >= size), 0) + 1
+        starts.append([i * step - max(i * step + r - size, 0) for i in range(n)])
+    return [tuple(slice(a, a + r) for a, r in zip(pos, roi, strict=True)) for pos in itertools.product(*starts)]
+
+
+def importance_map(roi: Sequence[int], mode: str, sigma_scale: float, device: torch.device) -> torch.Tensor:
+    """Blending weights of a window: a separable Gaussian (sigma = ``sigma_scale`` · size) or ones, floored at its minimum (≥ 1e-3)."""
+    if mode == "constant":
+        imp = torch.ones(tuple(roi), device=device)
+    elif mode == "gaussian":
+        imp = torch.ones((), device=device)
+        for r in roi:
+            x = torch.arange(-(r - 1) / 2.0, (r - 1) / 2.0 + 1, dtype=torch.float, device=device)
+            imp = imp.unsqueeze(-1) * torch.exp(x**2 / (-2 * (r * sigma_scale) ** 2))
+    else:
+        raise ValueError(f"unknown blending mode {mode!r} (gaussian or constant)")
+    return torch.clamp(imp, min=max(float(imp.min()), 1e-3))
 
 
 def _pad_to(x: torch.Tensor, roi: Sequence[int]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
@@ -70,11 +100,8 @@ def sliding_window(
     nd = len(roi)
     x, pads = _pad_to(x, roi)
     size = tuple(int(s) for s in x.shape[2:])
-    interval = _get_scan_interval(size, roi, nd, [overlap] * nd)
-    windows = dense_patch_slices(size, roi, interval)
-    imp = compute_importance_map(tuple(roi), mode=mode, sigma_scale=sigma_scale, device=x.device, dtype=torch.float32)
-    min_non_zero = max(float(imp.min()), 1e-3)
-    imp = torch.clamp(imp, min=min_non_zero).to(buffer_dtype)
+    windows = window_slices(size, roi, scan_interval(size, roi, overlap))
+    imp = importance_map(roi, mode, sigma_scale, x.device).to(buffer_dtype)
 
     device = x.device
     # stream along the axis with the most window positions: the blending buffer spans one window

@@ -127,8 +127,10 @@ def is_dicom_input(path: Path) -> bool:
 def read_images(path: str | Path, *, series: str | None = None, max_bytes: int | None = None) -> Iterator[tuple[Case, Source]]:
     """Every image of ``path``: a file, a folder of files, or a DICOM series (folder, zip, single file).
 
-    A folder holding image files gives those (not its sub-folders); a folder without any is read
-    as a DICOM tree, one case per series. Files sharing a name but not a suffix get the suffix in
+    A folder holding image files gives those (not its sub-folders); a folder whose files are all
+    named ``case_0000``, ``case_0001`` … (nnU-Net's channels) gives one case per ``case``, its
+    channels stacked and its output named ``case``; a folder without any is read as a DICOM tree,
+    one case per series. Files sharing a name but not a suffix get the suffix in
     their output name (``a.nrrd`` → ``a_nrrd``).
     """
     import zipfile
@@ -145,6 +147,11 @@ def read_images(path: str | Path, *, series: str | None = None, max_bytes: int |
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and image_suffix(p))
         if files:
             stems = [image_stem(p) for p in files]
+            groups = channel_groups(files, stems)
+            if groups is not None:
+                for name, paths in groups.items():
+                    yield read_channels(name, paths)
+                return
             for p, stem in zip(files, stems, strict=True):
                 case, src = read_file(p)
                 if stems.count(stem) > 1:
@@ -155,6 +162,48 @@ def read_images(path: str | Path, *, series: str | None = None, max_bytes: int |
         yield from read_dicom(path, series=series, max_bytes=max_bytes)
         return
     raise FormatError("not an image, volume, DICOM series or zip", where=path, fix=f"give {SUPPORTED}, or a data set folder")
+
+
+def channel_groups(files: list[Path], stems: list[str]) -> dict[str, list[Path]] | None:
+    """nnU-Net's channel naming (``case_0000.png``, ``case_0001.png`` …): ``{case: [files by channel]}``.
+
+    ``None`` unless every file of the folder ends in ``_NNNN`` (then the folder is read file by file).
+    A case whose channels are not numbered 0, 1, … without gaps is refused.
+    """
+    import re
+
+    matches = [re.fullmatch(r"(.+)_(\d{4})", s) for s in stems]
+    if not all(matches):
+        return None
+    groups: dict[str, dict[int, Path]] = {}
+    for m, p in zip(matches, files, strict=True):
+        groups.setdefault(m.group(1), {})[int(m.group(2))] = p  # type: ignore[union-attr]
+    counts = {len(g) for g in groups.values()}
+    for name, chans in groups.items():
+        if sorted(chans) != list(range(len(chans))) or len(counts) > 1:
+            have = ", ".join(f"_{c:04d}" for c in sorted(chans))
+            raise FormatError(
+                f"case {name!r} has channel files {have}",
+                where=chans[min(chans)],
+                fix=f"give every case the same channels _0000 … _{max(counts) - 1:04d}, numbered without gaps",
+            )
+    return {name: [chans[c] for c in sorted(chans)] for name, chans in groups.items()}
+
+
+def read_channels(name: str, paths: list[Path]) -> tuple[Case, Source]:
+    """One case from its channel files (same grid), named ``name`` as nnU-Net names predictions."""
+    cases = [read_file(p) for p in paths]
+    case, src = cases[0]
+    for _, osrc in cases[1:]:
+        if osrc.shape != src.shape or not np.allclose(osrc.affine, src.affine, atol=1e-3):
+            raise FormatError(
+                f"channel file is on another grid than {paths[0].name} ({osrc.shape} vs {src.shape})",
+                where=osrc.path,
+                fix="resample every channel of a case onto one grid",
+            )
+    image = np.concatenate([c.image for c, _ in cases], axis=0) if len(cases) > 1 else case.image
+    src.name = name
+    return Case(image=image, label=None, affine=case.affine, case_id=name, meta={"source": [str(p) for p in paths]}), src
 
 
 def read_image(path: str | Path, *, series: str | None = None, max_bytes: int | None = None) -> tuple[Case, Source]:

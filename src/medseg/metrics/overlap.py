@@ -17,9 +17,7 @@ def _masks(arr: np.ndarray, k: int, multi_label: bool) -> np.ndarray:
     return arr[k].astype(bool) if multi_label else arr == k
 
 
-def confusion_counts(
-    pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], multi_label: bool = False, valid: np.ndarray | None = None
-) -> np.ndarray:
+def confusion_counts(pred: np.ndarray, ref: np.ndarray, classes: Sequence[int], multi_label: bool = False, valid: np.ndarray | None = None) -> np.ndarray:
     """Counts ``(n_classes, 4)`` = TP, FP, FN, TN per class.
 
     Args:

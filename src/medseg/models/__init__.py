@@ -1,25 +1,11 @@
 """Model zoo: ``create_model(name, spatial_dims, in_channels, num_classes, **kwargs)``.
 
-Each family lives in its own module and registers its variants with ``@register_model``;
-importing this package imports them all. See docs/models.md for the list, the keyword arguments,
+Each family lives in its own module and registers its variants with ``@register_model``; the
+families are imported on the first lookup in ``MODELS`` (``create_model``, ``list_models``, …),
+so importing this package does not import MONAI, smp or transformers. See docs/models.md for the list, the keyword arguments,
 deep supervision and pretrained weights.
 """
 
-from medseg.models import (  # noqa: F401  (each import registers its family)
-    attention_unet,
-    classical,
-    dense_unet,
-    dynunet,
-    fcn,
-    improved_unet,
-    mednext,
-    resenc_unet,
-    segformer,
-    segresnet,
-    smp_family,
-    unet,
-    unetr,
-)
 from medseg.models.catalog import MODELS, list_models, register_model
 from medseg.models.classical import PixelClassifier
 from medseg.models.complexity import macs, reference_parameters

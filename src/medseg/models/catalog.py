@@ -10,7 +10,32 @@ import torch.nn as nn
 from medseg.core.errors import ModelError
 from medseg.core.registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelError)
+#: the modules that register model families (imported on the first lookup in :data:`MODELS`)
+FAMILIES = (
+    "attention_unet",
+    "classical",
+    "dense_unet",
+    "dynunet",
+    "fcn",
+    "improved_unet",
+    "mednext",
+    "resenc_unet",
+    "segformer",
+    "segresnet",
+    "smp_family",
+    "unet",
+    "unetr",
+)
+
+
+def _import_families() -> None:
+    import importlib
+
+    for name in FAMILIES:
+        importlib.import_module(f"medseg.models.{name}")
+
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", ModelError, loader=_import_families)
 
 
 Training = Literal["gradient", "fit"]

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from medseg.models.catalog import MODELS
 from medseg.models.registry import count_parameters, create_model
@@ -35,6 +34,8 @@ def macs(model: nn.Module, input_size: Sequence[int], device: str | torch.device
         MACs (FLOPs / 2) of the counted operations; 0 for models without tensor operations
         (the classical baselines).
     """
+    from torch.utils.flop_counter import FlopCounterMode  # imports triton: only when counting
+
     if getattr(model, "fitted", None) is not None:  # classical baseline: not a network
         return 0
     was_training = model.training

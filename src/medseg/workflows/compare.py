@@ -277,5 +277,3 @@ def _by_patient(values: dict[str, float], patient: dict[str, str]) -> dict[str, 
 
 
 # ---------------------------------------------------------------- output
-
-

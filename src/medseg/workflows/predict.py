@@ -51,7 +51,7 @@ def predict(
     device: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> Path:
     """Predict every image of ``input`` with one run (or an ensemble of runs) and write them to ``out``.
 
@@ -73,7 +73,8 @@ def predict(
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         overwrite: replace an existing output folder.
         progress: show a progress bar.
-        backend: ``torch`` (eager) or ``onnx`` (ONNX Runtime on the CPU; exported on first use).
+        backend: ``auto`` (ONNX Runtime when every run has a current export and the device is the CPU,
+            else PyTorch), ``torch`` (eager) or ``onnx`` (ONNX Runtime on the CPU; exported on first use).
 
     Returns:
         The output folder (with ``predictions.json`` listing every case and file).

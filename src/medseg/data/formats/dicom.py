@@ -180,9 +180,7 @@ def match_labels(built: list[Series], folder: Path, unlabelled: str) -> dict[str
     used = {p.name for p in out.values()}
     orphans = [p.name for p in masks.values() if p.name not in used]
     if orphans:
-        warnings.warn(
-            MedsegWarning(f"{folder}: {len(orphans)} mask(s) match no DICOM series and were not imported: {', '.join(orphans[:5])}"), stacklevel=2
-        )
+        warnings.warn(MedsegWarning(f"{folder}: {len(orphans)} mask(s) match no DICOM series and were not imported: {', '.join(orphans[:5])}"), stacklevel=2)
     return out
 
 

@@ -141,6 +141,7 @@ def read_msd(path: Path, modalities: str | list[str] | None = None, name: str = 
 
     def ours(p: Path) -> bool:
         return p.is_file() and p.name.lower().endswith(ending) and not p.name.startswith("._")
+
     groups: dict[str, list[Path]] = {}
     labels: dict[str, Path] = {}
     if isinstance(meta.get("training"), list) and meta["training"]:

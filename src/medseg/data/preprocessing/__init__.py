@@ -21,7 +21,7 @@ memory-mapped ``.npy`` cache, :func:`prepare`).
 
 from medseg.data.preprocessing.cache import Cache, check_cache, default_cache_dir, prepare, read_cache_info
 from medseg.data.preprocessing.spec import NORMALIZATIONS, PreprocessSpec, ras_spacings, resolve_spec
-from medseg.data.preprocessing.transforms import invert_label, invert_probabilities, preprocess_case, preprocess_pair
+from medseg.data.preprocessing.transforms import invert_label, invert_probabilities, normalize_image, preprocess_case, preprocess_pair
 
 __all__ = [
     "NORMALIZATIONS",
@@ -31,6 +31,7 @@ __all__ = [
     "default_cache_dir",
     "invert_label",
     "invert_probabilities",
+    "normalize_image",
     "prepare",
     "preprocess_case",
     "preprocess_pair",

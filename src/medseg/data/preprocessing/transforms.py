@@ -16,6 +16,16 @@ from medseg.data.preprocessing.spec import PreprocessSpec, ras_ornt
 # ---------------------------------------------------------------------------------------------- geometry
 
 
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """Per-case, per-channel z-score (the MRI default)."""
+    img = image.astype(np.float32, copy=True)
+    for c in range(img.shape[0]):
+        ch = img[c]
+        std = float(ch.std())
+        img[c] = (ch - float(ch.mean())) / (std if std > 1e-8 else 1.0)
+    return img
+
+
 def _check_geometry(case: Case) -> None:
     aff = case.affine
     sp = np.linalg.norm(aff[:-1, :-1], axis=0) if aff.ndim == 2 and aff.shape[0] == aff.shape[1] else np.array([np.nan])

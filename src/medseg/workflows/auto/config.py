@@ -23,7 +23,7 @@ MIN_STEPS = 400
 #: at least this many steps at the narrowest width, else the budget is refused as too short
 REFUSE_STEPS = 100
 #: the default training budget, in optimiser steps (converted to seconds with the measured step time)
-DEFAULT_STEPS = 1500
+DEFAULT_STEPS = 1000
 #: the default budget takes the widest network that makes DEFAULT_STEPS steps in this many seconds
 DEFAULT_RUN_S = 100.0
 #: bounds of the default budget, seconds

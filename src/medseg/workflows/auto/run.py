@@ -144,7 +144,7 @@ def _plan(auto: Auto, ds_path: Path, device: str) -> dict[str, Any]:
 
 
 def _fits(step_s: float, per_run: float | None) -> bool:
-    """Whether a step time buys enough steps: the budget's share, or the default's 1500 steps in DEFAULT_RUN_S."""
+    """Whether a step time buys enough steps: the budget's share, or the default's DEFAULT_STEPS steps in DEFAULT_RUN_S."""
     return DEFAULT_STEPS * step_s <= DEFAULT_RUN_S if per_run is None else per_run / step_s >= MIN_STEPS
 
 
@@ -240,7 +240,7 @@ def run_auto(
     Args:
         data: any folder ``medseg import`` reads, or a medseg data set folder.
         out: the run folder.
-        time_budget: wall clock for the whole of it (``10m``, ``1h``); default: 1500 optimiser steps of the
+        time_budget: wall clock for the whole of it (``10m``, ``1h``); default: 1000 optimiser steps of the
             widest network that makes them in :data:`DEFAULT_RUN_S` seconds
             (at least 1 minute; narrowest network: as long as they take, at most 1 hour).
         folds: 0 (one training, 15 % validation) or 5 (patient-grouped 5-fold cross-validation, the folds
@@ -316,12 +316,28 @@ def run_auto(
         d = decide_postprocessing(out, split="val", progress=False)
         auto.decide("postprocessing", d["keep_largest"], "keep only the largest component of a class when that raised its validation Dice (nnU-Net)")
         auto.finish("postprocess", **d)
+    if not auto.done("export"):
+        auto.finish("export", **_export(out, folds))
     total = auto.elapsed()
     auto.state["measured"] = {"total_s": round(total, 1), "train_s": {k: v.get("elapsed_s") for k, v in auto.state["stages"].items() if k.startswith("train")}}
     auto.state["estimate_error"] = round(total / est["total_s"] - 1, 3) if est["total_s"] else None
     auto.finish("done")
     echo(f"done in {total:.0f} s (estimated {est['total_s']:.0f} s); run folder {out}: medseg predict {out} IMAGES --out PREDICTIONS")
     return auto.state
+
+
+def _export(out: Path, folds: int) -> dict[str, Any]:
+    """ONNX export of the chosen network(s): ``medseg predict`` on the CPU then starts without the network libraries."""
+    from medseg.engine.onnx import export_onnx
+    from medseg.runs import read_ensemble
+
+    done, failed = [], {}
+    for run in read_ensemble(out) if folds else [out]:
+        try:
+            done.append(str(export_onnx(run)))
+        except Exception as e:  # an export is an optimisation: predict falls back to PyTorch
+            failed[str(run)] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return {"onnx": done, "failed": failed}
 
 
 def _estimate(auto: Auto, plan: dict[str, Any], ds: Any, sizes: dict[str, Any], names: list[str], *, folds: int) -> dict[str, Any]:

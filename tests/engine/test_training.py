@@ -38,6 +38,23 @@ def test_accumulation_steps_and_records(tmp_path: Path) -> None:
     assert json.loads((run / "snapshots" / "snapshot.json").read_text())["case"]
 
 
+def test_the_training_gif_can_follow_a_test_case(tmp_path: Path) -> None:
+    """Study 000 shows a test image across epochs: a case the network never trains or validates on."""
+    from medseg.data.splits import load_splits
+    from medseg.data.store import load_dataset
+
+    cfg = config_from_dict(tiny_config(train={"epochs": 1, "snapshot_split": "test"}))
+    run = train(cfg, tmp_path / "gif", progress=False)
+    ds = load_dataset(json.loads((run / "run.json").read_text())["dataset"])
+    test_ids = load_splits(run / "splits.json", ds.patients)["test"]
+    meta = json.loads((run / "snapshots" / "snapshot.json").read_text())
+    assert meta["split"] == "test" and meta["case"] == test_ids[0]
+    wrong = config_from_dict(tiny_config(train={"epochs": 1, "snapshot_case": test_ids[0]}))  # a test case, asked of val
+    with pytest.raises(ConfigError, match="not in the val set") as e:
+        train(wrong, tmp_path / "wrong", progress=False)
+    assert e.value.where == "train.snapshot_case"
+
+
 def test_iterations_per_epoch(tmp_path: Path) -> None:
     cfg = config_from_dict(tiny_config(train={"epochs": 1, "iterations_per_epoch": 5}, data={"batch_size": 2}))
     run = train(cfg, tmp_path / "it", progress=False)

@@ -4,6 +4,7 @@ the last checkpoint of every epoch, the random states (exact resume) and the pro
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import math
 import random
@@ -19,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medseg.core.atomic import atomic_path, write_text
+from medseg.core.errors import ConfigError
 from medseg.data.loading import SegDataModule
 from medseg.runs import CURVES_FILE, HISTORY_FILE, write_snapshot
 
@@ -109,22 +111,38 @@ class History(Callback):
 
 
 class Snapshots(Callback):
-    """Saves a fixed validation case's prediction after every validation, for the training-sequence GIF.
+    """Saves a fixed case's prediction after every validation, for the training-sequence GIF.
 
-    Files (:func:`medseg.runs.write_snapshot`): ``snapshots/epoch_NNNN.npz`` with ``label`` (a 2D slice) and
-    ``snapshots/snapshot.json`` naming the case and slice. A volume — whether a 3D network or a 2D one
-    trained on its slices predicts it — is cut at the slice (along the first axis) with the most foreground.
+    The case is ``train.snapshot_case`` of ``train.snapshot_split`` (default: the first validation case; a test
+    case shows how the network does on unseen data, as study 000's GIF). Files (:func:`medseg.runs.write_snapshot`):
+    ``snapshots/epoch_NNNN.npz`` with ``label`` (a 2D slice) and ``snapshots/snapshot.json`` naming the case, split
+    and slice. A volume — whether a 3D network or a 2D one trained on its slices predicts it — is cut at the slice
+    (along the first axis) with the most foreground.
     """
 
-    def __init__(self, run_dir: Path, case_id: str | None):
+    def __init__(self, run_dir: Path, case_id: str | None, split: str = "val"):
         self.run_dir = run_dir
         self.case_id = case_id
+        self.split = split
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm: SegDataModule = trainer.datamodule  # type: ignore[attr-defined]
+        ids = list(dm.ids(self.split))
+        if not ids:
+            raise ConfigError(f"the {self.split} set is empty: no case to follow in the training GIF", where="train.snapshot_split", fix="use val")
+        if self.case_id is not None and self.case_id not in ids:
+            close = difflib.get_close_matches(self.case_id, ids, n=3, cutoff=0.4)
+            raise ConfigError(
+                f"case {self.case_id!r} is not in the {self.split} set",
+                where="train.snapshot_case",
+                fix=f"did you mean {', '.join(close)}?" if close else f"name one of its {len(ids)} cases, e.g. {ids[0]}",
+            )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         dm: SegDataModule = trainer.datamodule  # type: ignore[attr-defined]
-        items = dm.items("val")
+        items = dm.items(self.split)
         item = next((it for it in items if it["case_id"] == self.case_id), items[0])
         label = np.asarray(item["label"])
         image = torch.as_tensor(np.asarray(item["image"]))[None]
@@ -134,7 +152,7 @@ class Snapshots(Callback):
             fg = label.any(axis=0) if pl_module.multi_label else label[0] > 0
             z = int(np.argmax(fg.sum(axis=(1, 2))))
             pred = pred[:, z] if pl_module.multi_label else pred[z]
-        write_snapshot(self.run_dir, trainer.current_epoch, pred, {"case": item["case_id"], "slice": z})
+        write_snapshot(self.run_dir, trainer.current_epoch, pred, {"case": item["case_id"], "split": self.split, "slice": z})
 
 
 class LastCheckpoint(Callback):

@@ -264,7 +264,7 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
     history = History(run_dir)
     # order matters: LastCheckpoint saves after History has added the epoch's row
     last = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
-    callbacks: list[Callback] = [ckpt, history, Snapshots(run_dir, config.train.snapshot_case), RNGState()]
+    callbacks: list[Callback] = [ckpt, history, Snapshots(run_dir, config.train.snapshot_case, config.train.snapshot_split), RNGState()]
     if length.budget_s is not None:  # before LastCheckpoint: the checkpoint carries the updated plan
         callbacks.append(TimeBudget(length))
     callbacks.append(last)

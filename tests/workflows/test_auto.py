@@ -72,6 +72,11 @@ def test_auto_end_to_end_and_predict(tmp_path: Path, quick: None) -> None:
     assert (out / "plan.json").is_file() and (out / "checkpoints" / "best.ckpt").is_file()
     # one cache: the plan's (medseg prepare's spec), not a second one built by training
     assert len(list((out / "data" / "preprocessed").iterdir())) == 1
+    # exported at the end: predict on the CPU starts without the network libraries
+    from medseg.engine.load import pick_backend
+
+    assert state["stages"]["export"]["onnx"] == [str(out / "export" / "model.onnx")]
+    assert pick_backend([out], "best", "cpu") == "onnx"
     # the run folder predicts like any other
     res = CliRunner().invoke(app, ["predict", str(out), str(data / "imagesTs"), "--out", str(tmp_path / "pred")])
     assert res.exit_code == 0, res.output

@@ -93,3 +93,23 @@ def test_flips_hit_each_axis_about_half_the_time() -> None:
         for a, bit in enumerate((4, 2, 1)):
             flipped[a] += int(bool(v & bit))
     assert all(60 < f < 140 for f in flipped), flipped
+
+
+def test_quarter_turns_keep_a_non_square_patch_stackable() -> None:
+    """A 112 × 128 patch rotated by 90° would be 128 × 112 and could not join its batch: only 180° turns for it."""
+    from medseg.data.augment import RandRot90d
+
+    rot = RandRot90d(keys=("image", "label"), prob=1.0, axes=(0, 1))
+    rot.set_random_state(0)
+    img = torch.arange(112 * 128, dtype=torch.float32).reshape(1, 112, 128)
+    turned = [rot({"image": img, "label": img.clone()}) for _ in range(8)]
+    assert all(t["image"].shape == (1, 112, 128) for t in turned)
+    assert all(torch.equal(t["image"], torch.rot90(img, 2, (1, 2))) and torch.equal(t["label"], t["image"]) for t in turned)
+    sq = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 32, 32)
+    ks = set()
+    for _ in range(30):
+        out = rot({"image": sq, "label": sq})["image"]
+        ks |= {k for k in (1, 2, 3) if torch.equal(out, torch.rot90(sq, k, (1, 2)))}
+    assert ks == {1, 2, 3}  # a square patch gets every quarter turn
+    batch = torch.utils.data.default_collate(turned)
+    assert batch["image"].shape == (8, 1, 112, 128)

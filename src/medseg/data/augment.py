@@ -7,7 +7,7 @@ be changed per transform with ``data.augmentation.overrides`` (``{rotate: {prob:
 transform      parameters                                              MONAI transform
 =============  ======================================================  ========================================
 ``flip``       ``prob`` per axis, ``axes`` (null = all)                 ``RandFlipd`` (fused: one copy)
-``rot90``      ``prob`` (in the last two axes)                          ``RandRotate90d``
+``rot90``      ``prob`` (last two axes; 180° if not square)             ``RandRotate90d``, shape kept
 ``rotate``     ``prob``, ``range`` (degrees, ±; 3D: every axis)         ``RandAffined`` (one resampling
 ``scale``      ``prob``, ``range`` ([min, max] zoom)                    for rotation and scaling together)
 ``elastic``    ``prob``, ``sigma`` [lo, hi], ``magnitude`` [lo, hi]     ``Rand2DElasticd`` / ``Rand3DElasticd``
@@ -144,7 +144,7 @@ def build_augmentation(table: dict[str, dict[str, Any]], spatial_dims: int, keys
         axes = table["flip"].get("axes")
         out.append(RandFlipAxesd(keys=keys, prob=float(table["flip"]["prob"]), axes=list(range(spatial_dims)) if axes is None else [int(a) for a in axes]))
     if "rot90" in table:
-        out.append(mt.RandRotate90d(keys=list(keys), prob=float(table["rot90"]["prob"]), spatial_axes=(spatial_dims - 2, spatial_dims - 1)))
+        out.append(RandRot90d(keys=keys, prob=float(table["rot90"]["prob"]), axes=(spatial_dims - 2, spatial_dims - 1)))
     return out
 
 
@@ -318,4 +318,30 @@ class RandFlipAxesd(mt.RandomizableTransform, mt.MapTransform):
         d = dict(data)
         for k in self.keys:
             d[k] = torch.flip(torch.as_tensor(d[k]), dims)
+        return d
+
+
+class RandRot90d(mt.RandomizableTransform, mt.MapTransform):
+    """With probability ``prob``, rotate by k·90° (k = 1, 2 or 3) in the plane of two spatial ``axes``.
+
+    A patch that is not square in that plane is rotated by 180° only (k = 2): a quarter turn would swap its
+    sides, and patches of two shapes cannot be stacked into a batch (MONAI's ``RandRotate90d`` does swap them).
+    """
+
+    def __init__(self, keys: tuple[str, ...], prob: float = 0.5, axes: tuple[int, int] = (0, 1)):
+        mt.MapTransform.__init__(self, list(keys))
+        mt.RandomizableTransform.__init__(self, prob=prob)
+        self.axes = (axes[0] + 1, axes[1] + 1)  # after the channel axis
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.randomize(None)
+        k = int(self.R.randint(1, 4))
+        if not self._do_transform:
+            return data
+        d = dict(data)
+        first = torch.as_tensor(d[self.keys[0]])
+        if first.shape[self.axes[0]] != first.shape[self.axes[1]]:
+            k = 2
+        for key in self.keys:
+            d[key] = torch.rot90(torch.as_tensor(d[key]), k, self.axes)
         return d

@@ -183,8 +183,8 @@ class TrainConfig(Section):
     max_time: str | None = Field(None, description="wall-clock budget DD:HH:MM:SS or HH:MM:SS")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores)")
     loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])
-    snapshot_case: str | None = Field(None, description="case whose prediction is saved every epoch for the training GIF (default: the first of snapshot_split)")
-    snapshot_split: Literal["val", "test", "train"] = Field("val", description="split snapshot_case is taken from (a test case shows unseen data, as study 000)")
+    snapshot_case: str | None = Field(None, description="case whose prediction is saved every epoch for the training GIF (default: the first of its split)")
+    snapshot_split: Literal["val", "test", "train"] = Field("val", description="split snapshot_case is taken from (test: unseen data, as study 000)")
 
     @field_validator("iterations_per_epoch")
     @classmethod

@@ -222,15 +222,16 @@ def test_upload_predict_download_and_bad_files(page: Any, server: tuple[str, Pat
     pg.click("#predict")
     pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('cannot read')")
     assert "Traceback" not in pg.inner_text("body")
-    # a volume given to a run trained on 2D images: refused with a message
+    # a volume given to a run trained on 2D images: predicted slice by slice in axial planes, as `medseg predict` does
     clear = pg.locator("#upload-file button[aria-label='Clear']")
     if clear.count():
         clear.first.click()
     pg.set_input_files("#upload-file input[type=file]", str(tmp_path / "scan.nii.gz"))
     pg.wait_for_timeout(500)
     pg.click("#predict")
-    pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('trained on 2D images')")
-    # the server keeps serving: with the 3D run chosen in the Cases tab, the NIfTI is predicted, shown and offered on its own grid
+    pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('slice by slice: 8 axial slices')")
+    assert "Predicted with cardiac2d" in pg.inner_text("#upload-msg")
+    # with the 3D run chosen in the Cases tab, the NIfTI is predicted, shown and offered on its own grid
     pg.get_by_role("tab", name="Cases").click()
     _pick(pg, "run-a", "cardiac3d")
     pg.wait_for_function("document.querySelector('#metrics').innerText.includes('cardiac3d')")

@@ -149,6 +149,18 @@ def test_auto_runs_medseg_auto_with_the_validated_budget(ws: Workspace) -> None:
     assert jm.resume(job.id).argv[3:] == ["auto", "datasets/tiny", "--out", "runs/a4", "--time-budget", "1s", "--no-progress", "--resume"]
 
 
+def test_the_tab_bar_holds_tabs_only(ws: Workspace) -> None:
+    """Any other component between two tabs shifts gradio's tab order: the Upload tab showed as a second Cases."""
+    import gradio as gr
+
+    from medseg.demo.app import build_app
+
+    demo = build_app(ws.runs_dir, jobs=JobManager(ws, start=False))
+    tabs = next(b for b in demo.blocks.values() if isinstance(b, gr.Tabs))
+    assert [type(c).__name__ for c in tabs.children] == ["Tab"] * 6
+    assert [c.label for c in tabs.children] == ["Data sets", "New run", "Jobs", "Cases", "Upload", "Runs"]
+
+
 # ---------------------------------------------------------------- the job queue
 
 

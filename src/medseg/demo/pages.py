@@ -152,6 +152,7 @@ def add_workspace_tabs(jobs: JobManager, tabs: Any) -> dict[str, Any]:
             zip_btn = gr.Button("Unpack into data/uploads/<name>", elem_id="ds-unzip")
         create = gr.Button("Create data set", variant="primary", elem_id="ds-create")
         ds_msg = gr.HTML(elem_id="ds-msg")
+        import_job = gr.State(None)  # inside the tab: a component between two tabs would shift the tab bar's order
 
     with gr.Tab("New run", id="newrun"):
         with gr.Row():
@@ -282,7 +283,6 @@ def add_workspace_tabs(jobs: JobManager, tabs: Any) -> dict[str, Any]:
         pickers = refresh(name if name in names else ds, src_value)
         yield (msg(f"data set {name} created", ok=True), *pickers, *show(name))
 
-    import_job = gr.State(None)
     create.click(create_ds, [fmt, src, new_name, classes], [ds_msg, import_job], **private).then(
         follow, [import_job, ds_pick, src], [ds_msg, ds_pick, nr_ds, src, nr_weights, ds_info, ds_grid], concurrency_limit=None, **private
     )

@@ -432,11 +432,14 @@ def test_runs_table_follows_an_evaluation_made_after_loading(runs_dir: Path) -> 
         summary.write_text(saved)
 
 
-def test_newest_run_first_upload_refuses_a_volume_for_a_2d_run_and_time_saved_explained(runs_dir: Path, tmp_path: Path) -> None:
+def test_newest_run_first_upload_slices_a_volume_for_a_2d_run_and_time_saved_explained(runs_dir: Path, tmp_path: Path) -> None:
     import os
     import shutil
 
+    import nibabel as nib
+
     from medseg.demo.app import DemoState
+    from medseg.workflows.predict import predict
 
     root = tmp_path / "runs"
     shutil.copytree(runs_dir / "unet2d", root / "b_old")
@@ -446,10 +449,17 @@ def test_newest_run_first_upload_refuses_a_volume_for_a_2d_run_and_time_saved_ex
     assert st.runs.names == ["a_new", "b_old"] and st.runs.newest == "a_new"
     os.utime(root / "a_new" / "run.json", (1e9 - 5, 1e9 - 5))
     assert st.runs.newest == "b_old"
-    assert "a_new" in st.model_note("a_new") and "2D images" in st.model_note("a_new")
-    _nifti(tmp_path / "vol.nii.gz")
-    with pytest.raises(DemoError, match=r"vol\.nii\.gz: run a_new was trained on 2D images and this upload is a 3D volume"):
-        st.predict(str(tmp_path / "vol.nii.gz"), "a_new")
+    assert "a_new" in st.model_note("a_new") and "2D images: it predicts a volume slice by slice in axial planes" in st.model_note("a_new")
+    # a volume for a network trained on 2D pictures: what `medseg predict` writes, voxel for voxel, and the page says how
+    aff = _nifti(tmp_path / "vol.nii.gz", shape=(33, 31, 5))
+    state, mask = st.predict(str(tmp_path / "vol.nii.gz"), "a_new")
+    assert state["note"] == "the 2D network predicted the volume slice by slice: 5 axial slices (array axis 2)"
+    out = predict([root / "a_new"], tmp_path / "vol.nii.gz", tmp_path / "cli", device="cpu", backend="torch", progress=False)
+    by_cli = nib.load(str(next(out.glob("vol*.nii.gz"))))
+    by_page = nib.load(str(mask))
+    assert by_page.shape == by_cli.shape == (33, 31, 5)
+    np.testing.assert_allclose(by_page.affine, aff)
+    np.testing.assert_array_equal(np.asarray(by_page.dataobj), np.asarray(by_cli.dataobj))
     cid = st.runs.get("a_new").case_ids[0]
     _, metrics, _ = st.render("a_new", None, cid, "axial", 0, "auto (1–99 %)", 0.5, None, "side by side")
     assert "time saved" in metrics and "Negative" in metrics

@@ -7,33 +7,17 @@ the tests: it does not skip them. ``MEDSEG_WRITE_SCREENSHOT=1`` also writes ``do
 
 from __future__ import annotations
 
-import io
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from browser import browser_page, image_array, medseg_server, open_tab, pick, save_screenshot
 
-from helpers import REPO
-
-CHROMIUM = os.environ.get("MEDSEG_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOT = REPO / "docs" / "img" / "demo.png"
 TIMEOUT_MS = 60_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _train(root: Path, name: str, dataset: str, builtin: dict[str, Any], epochs: int, report: bool = False) -> None:
@@ -59,63 +43,24 @@ def _train(root: Path, name: str, dataset: str, builtin: dict[str, Any], epochs:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install the Debian package (apt-get install chromium) or set MEDSEG_CHROMIUM", pytrace=False)
     root = tmp_path_factory.mktemp("demo-browser") / "runs"
     root.mkdir()
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    log = open(root.parent / "server.log", "w+")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medseg.cli", "demo", str(root), "--port", str(port), "--max-upload-mb", "5"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    # the server starts while the runs are trained: runs appear in the page when it is loaded
-    _train(root, "cardiac3d", "phantom3d", {"n_patients": 6, "size": 32, "depth": 8}, epochs=1)
-    _train(root, "cardiac2d", "phantom2d", {"n_patients": 6, "slices_per_patient": 2, "size": 32}, epochs=2, report=True)  # the newest
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"medseg demo exited early:\n{log.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("medseg demo did not start within 90 s")
-    yield url, root
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+
+    def train_runs() -> None:  # the server starts while the runs are trained: runs appear in the page when it is loaded
+        _train(root, "cardiac3d", "phantom3d", {"n_patients": 6, "size": 32, "depth": 8}, epochs=1)
+        _train(root, "cardiac2d", "phantom2d", {"n_patients": 6, "slices_per_patient": 2, "size": 32}, epochs=2, report=True)  # the newest
+
+    with medseg_server(["demo", str(root), "--max-upload-mb", "5"], root.parent / "server.log", timeout_s=90, while_starting=train_runs) as url:
+        yield url, root
 
 
 @pytest.fixture(scope="module")
 def page(server: tuple[str, Path]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
     url, _ = server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
-        pg.set_default_timeout(TIMEOUT_MS)
-        pg.outside = []  # requests that left this machine (there must be none)
-        pg.on("request", lambda r: pg.outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
-        pg.goto(url)
+    with browser_page(url, TIMEOUT_MS) as (_, pg):
         pg.wait_for_selector("#case-image img")
         pg.wait_for_function("document.querySelector('#metrics') && document.querySelector('#metrics').innerText.includes('mean Dice')")
         yield pg
-        browser.close()
 
 
 def _shot(pg: Any) -> bytes:
@@ -138,25 +83,10 @@ def _wait_change(pg: Any, before: bytes, what: str) -> bytes:
     raise AssertionError(f"the picture did not change after {what}")
 
 
-def _pick(pg: Any, elem: str, text: str) -> None:
-    pg.click(f"#{elem} input")
-    pg.fill(f"#{elem} input", text)
-    pg.locator('[role="option"]', has_text=text).first.click()
-
-
-def _image_array(pg: Any, selector: str) -> np.ndarray:
-    from PIL import Image
-
-    src = pg.get_attribute(f"{selector} img", "src")
-    body = pg.request.get(src).body() if not src.startswith("data:") else None
-    assert body is not None
-    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
-
-
 def test_case_view_reacts_to_every_control(page: Any) -> None:
     pg = page
     shot = _shot(pg)
-    assert _image_array(pg, "#case-image").std() > 5, "the first picture is blank"
+    assert image_array(pg, "#case-image").std() > 5, "the first picture is blank"
     # the newest run is shown first (the 2D run, trained last)
     assert pg.input_value("#run-a input") == "cardiac2d"
     # select another case from the searchable list
@@ -173,7 +103,7 @@ def test_case_view_reacts_to_every_control(page: Any) -> None:
     assert text != first_line and "Dice" in text and "HD95" in text and "loss" in text and "time saved" in text
     shot = _wait_change(pg, shot, "selecting a case")
     # a 3D run: the slice slider appears
-    _pick(pg, "run-a", "cardiac3d")
+    pick(pg, "run-a", "cardiac3d")
     pg.wait_for_function("document.querySelector('#metrics').innerText.includes('cardiac3d')")
     pg.wait_for_selector("#slice input[type=range]")
     shot = _wait_change(pg, shot, "choosing a 3D run")
@@ -197,7 +127,7 @@ def test_case_view_reacts_to_every_control(page: Any) -> None:
     shot = _wait_change(pg, shot, "switching to the error map")
     pg.wait_for_function("document.querySelector('#legend').innerText.includes('false positive')")
     # compare with a run trained on another data set: refused with a message, no crash
-    _pick(pg, "run-b", "cardiac2d")
+    pick(pg, "run-b", "cardiac2d")
     pg.wait_for_function("document.querySelector('#metrics').innerText.includes('another data set')")
 
 
@@ -211,10 +141,10 @@ def test_upload_predict_download_and_bad_files(page: Any, server: tuple[str, Pat
     nib.save(nib.Nifti1Image(vol, aff), str(tmp_path / "scan.nii.gz"))
     (tmp_path / "broken.nii.gz").write_bytes(b"definitely not a NIfTI file")
     # the Upload tab predicts with the Cases tab's run and says so
-    pg.get_by_role("tab", name="Cases").click()
-    _pick(pg, "run-a", "cardiac2d")
+    open_tab(pg, "Cases")
+    pick(pg, "run-a", "cardiac2d")
     pg.wait_for_function("document.querySelector('#metrics').innerText.includes('cardiac2d')")
-    pg.get_by_role("tab", name="Upload").click()
+    open_tab(pg, "Upload")
     pg.wait_for_function("document.querySelector('#upload-info').innerText.includes('cardiac2d')")
     # a malformed file: a message in the page, no traceback
     pg.set_input_files("#upload-file input[type=file]", str(tmp_path / "broken.nii.gz"))
@@ -222,24 +152,25 @@ def test_upload_predict_download_and_bad_files(page: Any, server: tuple[str, Pat
     pg.click("#predict")
     pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('cannot read')")
     assert "Traceback" not in pg.inner_text("body")
-    # a volume given to a run trained on 2D images: refused with a message
+    # a volume given to a run trained on 2D images: predicted slice by slice in axial planes, as `medseg predict` does
     clear = pg.locator("#upload-file button[aria-label='Clear']")
     if clear.count():
         clear.first.click()
     pg.set_input_files("#upload-file input[type=file]", str(tmp_path / "scan.nii.gz"))
     pg.wait_for_timeout(500)
     pg.click("#predict")
-    pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('trained on 2D images')")
-    # the server keeps serving: with the 3D run chosen in the Cases tab, the NIfTI is predicted, shown and offered on its own grid
-    pg.get_by_role("tab", name="Cases").click()
-    _pick(pg, "run-a", "cardiac3d")
+    pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('slice by slice: 8 axial slices')")
+    assert "Predicted with cardiac2d" in pg.inner_text("#upload-msg")
+    # with the 3D run chosen in the Cases tab, the NIfTI is predicted, shown and offered on its own grid
+    open_tab(pg, "Cases")
+    pick(pg, "run-a", "cardiac3d")
     pg.wait_for_function("document.querySelector('#metrics').innerText.includes('cardiac3d')")
-    pg.get_by_role("tab", name="Upload").click()
+    open_tab(pg, "Upload")
     pg.wait_for_function("document.querySelector('#upload-info').innerText.includes('cardiac3d')")
     pg.click("#predict")
     pg.wait_for_function("document.querySelector('#upload-msg').innerText.includes('Predicted with cardiac3d')")
     pg.wait_for_selector("#upload-image img")
-    assert _image_array(pg, "#upload-image").std() > 5
+    assert image_array(pg, "#upload-image").std() > 5
     href = pg.get_attribute("#upload-mask a", "href")
     assert href, "no download link"
     body = pg.request.get(href if href.startswith("http") else url.rstrip("/") + href).body()
@@ -252,7 +183,7 @@ def test_upload_predict_download_and_bad_files(page: Any, server: tuple[str, Pat
 def test_runs_page_links_reports_and_refuses_traversal(page: Any, server: tuple[str, Path]) -> None:
     pg = page
     url, root = server
-    pg.get_by_role("tab", name="Runs").click()
+    open_tab(pg, "Runs")
     pg.wait_for_selector("#runs-table")
     text = pg.inner_text("#runs-table")
     assert "cardiac2d" in text and "cardiac3d" in text and "test mean Dice" in text
@@ -276,20 +207,12 @@ def test_runs_page_links_reports_and_refuses_traversal(page: Any, server: tuple[
 
 def test_fresh_page_screenshot(page: Any, server: tuple[str, Path], tmp_path: Path) -> None:
     """A reload shows the defaults again; its picture is the README's screenshot (with MEDSEG_WRITE_SCREENSHOT=1)."""
-    from PIL import Image
-
     pg = page
     url, _ = server
     pg.goto(url)
     pg.wait_for_selector("#case-image img")
     pg.wait_for_function("document.querySelector('#metrics') && document.querySelector('#metrics').innerText.includes('cardiac2d')")
     pg.wait_for_timeout(1000)
-    raw = pg.screenshot(full_page=True)
-    img = Image.open(io.BytesIO(raw)).convert("RGB")
-    assert np.asarray(img).std() > 10
-    img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.LANCZOS).quantize(colors=96)
-    dest = SCREENSHOT if os.environ.get("MEDSEG_WRITE_SCREENSHOT") else tmp_path / "demo.png"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    img.save(dest, optimize=True)
+    dest = save_screenshot(pg, "demo", tmp_path)
     assert 10_000 < dest.stat().st_size < 400_000
     assert pg.outside == [], f"the page fetched from outside this machine: {pg.outside[:5]}"

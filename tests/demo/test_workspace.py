@@ -16,7 +16,7 @@ import pytest
 
 from medseg.core.errors import ConfigError
 from medseg.demo.jobs import JobManager
-from medseg.demo.newrun import RunForm, validate_message, write_config
+from medseg.demo.newrun import RECIPE_AUTO, RunForm, validate_message, write_config
 from medseg.demo.runs import DemoError
 from medseg.demo.workspace import Workspace
 
@@ -118,11 +118,47 @@ def test_form_refuses_bad_names_datasets_and_weights(ws: Workspace) -> None:
         ({"name": "a b"}, "run name"),
         ({"dataset": "../datasets/tiny"}, "data set name"),
         ({"pretrained": "../../etc/passwd"}, "leaving the workspace"),
-        ({"recipe": "auto (not available yet)"}, "auto recipe"),
+        ({"recipe": "auto (not available yet)"}, "unknown recipe"),
         ({"model": "nonsense"}, "unknown model"),
     ):
         with pytest.raises((DemoError, ConfigError), match=match):
             _form(**kw).plan(ws)
+
+
+def test_auto_runs_medseg_auto_with_the_validated_budget(ws: Workspace) -> None:
+    plan = _form("a1", recipe=RECIPE_AUTO, time_budget=" 2m ").plan(ws)
+    assert plan["kind"] == "auto" and plan["config"] is None
+    assert plan["argv"][3:] == ["auto", "datasets/tiny", "--out", "runs/a1", "--time-budget", "120s", "--no-progress"]
+    assert plan["command"] == "medseg auto datasets/tiny --out runs/a1 --time-budget 120s --no-progress"
+    assert "time_budget: 120s" in plan["yaml"] and "Not used: model" in plan["yaml"]
+    assert write_config(plan) is None and not (ws.root / "jobs" / "configs").exists()
+    assert _form("a2", recipe=RECIPE_AUTO, time_budget="").plan(ws)["argv"][3:] == ["auto", "datasets/tiny", "--out", "runs/a2", "--no-progress"]
+    for bad in ("soon", "-5m", "0", "10m --folds 5"):
+        msg, yaml_text, command = validate_message(_form("a3", recipe=RECIPE_AUTO, time_budget=bad), ws)
+        assert "field 'train.time_budget'" in msg and "\n" not in msg and yaml_text == command == ""
+    with pytest.raises(DemoError, match="data set name"):
+        _form("a3", recipe=RECIPE_AUTO, dataset="../x").plan(ws)
+    # the job is medseg auto itself: a 1 s budget is refused by it in one line, before anything is trained
+    jm = JobManager(ws, start=False)
+    p = _form("a4", recipe=RECIPE_AUTO, time_budget="1s").plan(ws)
+    job = jm.submit(p["kind"], p["name"], p["argv"], run=ws.rel(p["out"]))
+    _wait(jm, job.id, ("finished", "failed"))
+    assert (jm.get(job.id).state, jm.get(job.id).returncode) == ("failed", 2)
+    assert "--time-budget: too short" in jm.log_tail(job.id).strip().splitlines()[-1]
+    assert not (ws.root / "runs" / "a4" / "checkpoints").exists()
+    assert jm.resume(job.id).argv[3:] == ["auto", "datasets/tiny", "--out", "runs/a4", "--time-budget", "1s", "--no-progress", "--resume"]
+
+
+def test_the_tab_bar_holds_tabs_only(ws: Workspace) -> None:
+    """Any other component between two tabs shifts gradio's tab order: the Upload tab showed as a second Cases."""
+    import gradio as gr
+
+    from medseg.demo.app import build_app
+
+    demo = build_app(ws.runs_dir, jobs=JobManager(ws, start=False))
+    tabs = next(b for b in demo.blocks.values() if isinstance(b, gr.Tabs))
+    assert [type(c).__name__ for c in tabs.children] == ["Tab"] * 6
+    assert [c.label for c in tabs.children] == ["Data sets", "New run", "Jobs", "Cases", "Upload", "Runs"]
 
 
 # ---------------------------------------------------------------- the job queue

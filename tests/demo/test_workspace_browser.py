@@ -12,10 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,19 +20,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from browser import browser_page, has_text, medseg_server, open_tab, pick, save_screenshot
 
-from helpers import REPO
-
-CHROMIUM = os.environ.get("MEDSEG_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 300_000  # an evaluation or a report takes a minute or two on a busy 2-core machine
+TIMEOUT_MS = 120_000  # the page's own answers
+#: a wait that includes a job's process: on a 2-core machine shared at load 15, starting ``medseg train``
+#: (importing torch and Lightning) took 3.5 minutes and one epoch 3 more
+JOB_TIMEOUT_MS = 1_200_000
 MODEL = "{channels: [8, 16], num_res_units: 0}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_folders(root: Path) -> None:
@@ -56,47 +46,11 @@ def _write_folders(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install the Debian package (apt-get install chromium) or set MEDSEG_CHROMIUM", pytrace=False)
     root = tmp_path_factory.mktemp("workspace-browser") / "ws"
     _write_folders(root / "data" / "cardiac")
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    log = open(root.parent / "server.log", "w+")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "medseg.cli", "workspace", str(root), "--port", str(port), "--max-jobs", "2", "--max-upload-mb", "5"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"medseg workspace exited early:\n{log.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("medseg workspace did not start within 120 s")
-    yield url, root
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
-
-
-def _pick(pg: Any, elem: str, text: str) -> None:
-    pg.click(f"#{elem} input")
-    pg.fill(f"#{elem} input", text)
-    pg.locator('[role="option"]', has_text=text).first.click()
-
-
-def _text(elem: str, needle: str) -> str:
-    return f"document.querySelector('#{elem}') && document.querySelector('#{elem}').innerText.includes({json.dumps(needle)})"
+    args = ["workspace", str(root), "--max-jobs", "2", "--max-upload-mb", "5"]
+    with medseg_server(args, root.parent / "server.log", timeout_s=120) as url:
+        yield url, root
 
 
 def _timed(pg: Any, latencies: dict[str, float], name: str, action: Any, condition: str) -> None:
@@ -107,113 +61,133 @@ def _timed(pg: Any, latencies: dict[str, float], name: str, action: Any, conditi
     latencies[name] = round(time.perf_counter() - t0, 3)
 
 
-def _screenshot(pg: Any, name: str, tmp_path: Path) -> None:
+def _screenshot(pg: Any, name: str, tmp_path: Path, full_page: bool = True) -> None:
+    save_screenshot(pg, f"workspace-{name}", tmp_path, full_page=full_page)
+
+
+#: records every picture the curves panel shows (the page is never reloaded: the record would be lost)
+WATCH_CURVES = """() => {
+  window.medsegCurves = [];
+  const seen = () => {
+    const img = document.querySelector('#job-curves img');
+    const src = img && img.getAttribute('src');
+    if (src && window.medsegCurves[window.medsegCurves.length - 1] !== src) window.medsegCurves.push(src);
+  };
+  new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+  seen();
+}"""
+
+
+def _epochs(n: int) -> str:
+    return f"document.querySelector('#history-table') && document.querySelector('#history-table').dataset.epochs === '{n}'"
+
+
+def _picture(url: str) -> np.ndarray:
     from PIL import Image
 
-    img = Image.open(io.BytesIO(pg.screenshot(full_page=True))).convert("RGB")
-    assert np.asarray(img).std() > 10, f"the {name} page is blank"
-    img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.LANCZOS).quantize(colors=96)
-    dest = (REPO / "docs" / "img" if os.environ.get("MEDSEG_WRITE_SCREENSHOT") else tmp_path) / f"workspace-{name}.png"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    img.save(dest, optimize=True)
-
-
-def _curves(pg: Any) -> str:
-    return pg.get_attribute("#job-curves img", "src") or ""
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"))
 
 
 @pytest.mark.slow
 def test_the_digits_path(workspace: tuple[str, Path], tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
+    from PIL import Image
 
     url, root = workspace
     latencies: dict[str, float] = {}
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
-        pg.set_default_timeout(TIMEOUT_MS)
-        outside: list[str] = []
-        pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
-        pg.goto(url)
+    with browser_page(url, TIMEOUT_MS) as (browser, pg):
 
         # 1. a data set from the image and mask folders (the picker lists folders under data/ only)
-        pg.get_by_role("tab", name="Data sets").click()
-        _pick(pg, "ds-source", "cardiac")
+        open_tab(pg, "Data sets")
+        pick(pg, "ds-source", "cardiac")
         pg.fill("#ds-name textarea, #ds-name input", "cardiac")
         pg.click("#ds-create")
-        pg.wait_for_function(_text("ds-msg", "data set cardiac created"))
-        pg.wait_for_function(_text("ds-info", "Voxels per class"))
+        pg.wait_for_function(has_text("ds-msg", "data set cardiac created"), timeout=JOB_TIMEOUT_MS)
+        pg.wait_for_function(has_text("ds-info", "Voxels per class"))
         assert pg.input_value("#ds-pick input") == "cardiac"
         assert "train cases" in pg.inner_text("#ds-info")
         pg.wait_for_selector("#ds-grid img")
         _screenshot(pg, "datasets", tmp_path)
 
         # 2. a new run: a field out of range is refused with its name, then the 2-epoch run is started
-        pg.get_by_role("tab", name="New run").click()
+        open_tab(pg, "New run")
         pg.fill("#nr-name textarea, #nr-name input", "unet-digits")
         pg.fill("#nr-params textarea, #nr-params input", MODEL)
-        pg.fill("#nr-iters input", "150")
+        pg.fill("#nr-iters input", "80")  # long enough for the stop to land during the second epoch
         pg.fill("#nr-lr input", "0.01")
         pg.fill("#nr-batch input", "4")
         pg.fill("#nr-epochs input", "0")
-        pg.wait_for_function(_text("nr-msg", "train.epochs"))
+        pg.wait_for_function(has_text("nr-msg", "train.epochs"))
         pg.fill("#nr-epochs input", "2")
-        pg.wait_for_function(_text("nr-msg", "ready to start"))
-        pg.wait_for_function(_text("nr-command", "medseg train jobs/configs/unet-digits.yaml --out runs/unet-digits"))
+        pg.wait_for_function(has_text("nr-msg", "ready to start"))
+        pg.wait_for_function(has_text("nr-command", "medseg train jobs/configs/unet-digits.yaml --out runs/unet-digits"))
+        pick(pg, "nr-recipe", "auto")  # auto: the medseg auto command, with the budget in whole seconds
+        pg.fill("#nr-budget textarea, #nr-budget input", "2m")
+        pg.wait_for_function(has_text("nr-command", "medseg auto datasets/cardiac --out runs/unet-digits --time-budget 120s"))
+        pg.fill("#nr-budget textarea, #nr-budget input", "")
+        pick(pg, "nr-recipe", "defaults")
+        pg.wait_for_function(has_text("nr-command", "medseg train jobs/configs/unet-digits.yaml --out runs/unet-digits"))
         _screenshot(pg, "newrun", tmp_path)
         pg.click("#nr-start")
 
         # 3. the job: live curves without reloading, stop, resume
-        pg.wait_for_function(_text("job-status", "unet-digits"))
-        pg.wait_for_function(_text("job-state", "running"))
+        pg.evaluate(WATCH_CURVES)
+        pg.wait_for_function(has_text("job-status", "unet-digits"))
+        pg.wait_for_function(has_text("job-state", "running"))
         # while it trains, every action answers quickly
-        _timed(pg, latencies, "open the Data sets tab", lambda: pg.get_by_role("tab", name="Data sets").click(), _text("ds-info", "Voxels per class"))
+        _timed(pg, latencies, "open the Data sets tab", lambda: open_tab(pg, "Data sets"), has_text("ds-info", "Voxels per class"))
         _timed(pg, latencies, "refresh the data sets", lambda: pg.click("#ds-refresh"), "true")
         _timed(
             pg,
             latencies,
             "open the New run tab",
-            lambda: pg.get_by_role("tab", name="New run").click(),
+            lambda: open_tab(pg, "New run"),
             "document.querySelector('#nr-name').offsetParent !== null",
         )
-        _timed(pg, latencies, "validate a field", lambda: pg.fill("#nr-lr input", "-1"), _text("nr-msg", "train.lr"))
-        _timed(pg, latencies, "validate it again", lambda: pg.fill("#nr-lr input", "0.01"), "!(" + _text("nr-msg", "train.lr") + ")")
-        _timed(pg, latencies, "open the Jobs tab", lambda: pg.get_by_role("tab", name="Jobs").click(), _text("job-status", "unet-digits"))
-        pg.wait_for_function("document.querySelector('#history-table') && document.querySelector('#history-table').dataset.epochs === '1'")
+        _timed(pg, latencies, "validate a field", lambda: pg.fill("#nr-lr input", "-1"), has_text("nr-msg", "train.lr"))
+        _timed(pg, latencies, "validate it again", lambda: pg.fill("#nr-lr input", "0.01"), "!(" + has_text("nr-msg", "train.lr") + ")")
+        _timed(pg, latencies, "open the Jobs tab", lambda: open_tab(pg, "Jobs"), has_text("job-status", "unet-digits"))
+        pg.wait_for_function(_epochs(1), timeout=JOB_TIMEOUT_MS)
         pg.wait_for_selector("#job-curves img")
-        first = _curves(pg)
-        _timed(pg, latencies, "stop the training", lambda: pg.click("#job-stop"), _text("job-action", "stop requested"))
-        pg.wait_for_function(_text("job-state", "stopped"))
+        _timed(pg, latencies, "stop the training", lambda: pg.click("#job-stop"), has_text("job-action", "stop requested"))
+        pg.wait_for_function(has_text("job-state", "stopped"), timeout=JOB_TIMEOUT_MS)
         assert "last.ckpt" in os.listdir(root / "runs" / "unet-digits" / "checkpoints")
-        _timed(pg, latencies, "resume it", lambda: pg.click("#job-resume"), _text("job-action", "queued again"))
-        pg.wait_for_function("document.querySelector('#history-table') && document.querySelector('#history-table').dataset.epochs === '2'")
-        pg.wait_for_function(_text("job-state", "finished"))
-        pg.wait_for_function(f"document.querySelector('#job-curves img') && document.querySelector('#job-curves img').src !== {json.dumps(first)}")
+        _timed(pg, latencies, "resume it", lambda: pg.click("#job-resume"), has_text("job-action", "queued again"))
+        pg.wait_for_function(has_text("job-state", "finished"), timeout=JOB_TIMEOUT_MS)
+        pg.wait_for_function(_epochs(2))
+        pg.wait_for_function("window.medsegCurves && window.medsegCurves.length >= 2")  # epoch 1, then epoch 2: no reload
+        shown = pg.evaluate("window.medsegCurves.map(s => new URL(s, document.baseURI).href)")
+        first, last = _picture(shown[0]), _picture(shown[-1])
+        assert first.shape != last.shape or np.abs(first.astype(int) - last.astype(int)).max() > 0, "the curves did not change"
+        on_disk = np.asarray(Image.open(root / "runs" / "unet-digits" / "curves.png").convert("RGB"))
+        np.testing.assert_array_equal(last, on_disk)  # the page ends on the second epoch's curves
         assert "--resume runs/unet-digits" in pg.inner_text("#job-status")
         _screenshot(pg, "jobs", tmp_path)
 
         # 4. results: evaluation on test, the report, a case with the opacity moved
         pg.locator("#eval-split label", has_text="test").click()
         pg.click("#job-evaluate")
-        pg.wait_for_function(_text("run-results", "test: mean Dice"))
-        pg.wait_for_function(r"/evaluate[^\n]*finished/.test(document.querySelector('#jobs-list').innerText)")  # one job per run at a time
+        pg.wait_for_function(has_text("run-results", "test: mean Dice"), timeout=JOB_TIMEOUT_MS)
+        pg.wait_for_function(r"/evaluate[^\n]*finished/.test(document.querySelector('#jobs-list').innerText)", timeout=JOB_TIMEOUT_MS)  # one job per run
         pg.click("#job-report")
-        pg.wait_for_selector("#report-link")
+        pg.wait_for_selector("#report-link", timeout=JOB_TIMEOUT_MS)
         href = pg.get_attribute("#report-link", "href")
         assert href == "/runs/unet-digits/report/index.html"
-        report = browser.new_page(viewport={"width": 1280, "height": 1000})
+        report = browser.new_page(viewport={"width": 1280, "height": 1500})
         report.goto(url.rstrip("/") + href)
         assert "unet-digits" in report.inner_text("body")
-        _screenshot(report, "report", tmp_path)
+        _screenshot(report, "report", tmp_path, full_page=False)  # its first screen: scores, curves, Dice per class
         report.close()
-        pg.get_by_role("tab", name="Cases").click()
-        pg.wait_for_function(_text("metrics", "unet-digits"))
+        open_tab(pg, "Cases")
+        pg.wait_for_function(has_text("metrics", "unet-digits"))
+        tab_bar = pg.evaluate("Array.from(document.querySelectorAll('[role=tab]')).map(b => b.innerText.trim())")
+        assert tab_bar == ["Data sets", "New run", "Jobs", "Cases", "Upload", "Runs"], tab_bar
         pg.wait_for_selector("#case-image img")
         before = pg.get_attribute("#case-image img", "src")
         pg.locator("#opacity input[type=range]").fill("1")
         pg.wait_for_function(f"document.querySelector('#case-image img').src !== {json.dumps(before)}")
         _screenshot(pg, "cases", tmp_path)
-        browser.close()
+        outside = list(pg.outside)
     assert outside == [], f"the page fetched from outside this machine: {outside[:5]}"
     print("latencies (s):", json.dumps(latencies))
     (tmp_path / "latencies.json").write_text(json.dumps(latencies))

@@ -7,7 +7,8 @@
   3D, window/level presets, opacity, per-class visibility, view mode (side by side | overlay |
   error map) and the case's metrics (loss, Dice, HD95, time saved) from ``eval/test/metrics.csv``.
 * **Upload** — a NIfTI/NRRD/MHA/PNG file or a zipped DICOM series, predicted by the chosen run in a
-  queue of bounded concurrency by the Cases tab's run, shown as an overlay and offered as a mask on the input's grid.
+  queue of bounded concurrency by the Cases tab's run, shown as an overlay and offered as a mask on the input's grid
+  (as ``medseg predict``: a 2D network predicts a volume slice by slice, and the page says so).
 * **Runs** — the comparison table with links to each run's report and curves.
 
 Files of the runs folder are served under ``/runs/<path>`` only: absolute paths, ``..`` and
@@ -129,7 +130,8 @@ def build_app(runs_dir: str | Path, max_upload_mb: float = 512, max_concurrent: 
             n = state["image"].shape[R.plane_axes(state["affine"])["axial"]]
         mid = n // 2
         shape = tuple(state["image"].shape)
-        msg = f"<p>Predicted with <b>{html.escape(run_name or '')}</b>: mask {html.escape(mask.name)} on the input's grid (shape {shape}).</p>"
+        note = f" <span id='upload-sliced'>{html.escape(state['note'])}.</span>" if state.get("note") else ""
+        msg = f"<p>Predicted with <b>{html.escape(run_name or '')}</b>: mask {html.escape(mask.name)} on the input's grid (shape {shape}).{note}</p>"
         pred = state["pred"]
         if pred.dtype.kind in "iub" and pred.size and pred.min() >= 0 and pred.max() < 256:
             state = {**state, "pred": pred.astype(np.uint8)}

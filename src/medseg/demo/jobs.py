@@ -7,7 +7,8 @@ from validated values (never a string the page sent) and run without a shell, in
 
 Jobs die with the server (Linux: the parent-death signal; elsewhere: when the server exits normally):
 a restarted server marks the jobs it finds without a live process ``interrupted``, and an interrupted
-or stopped training is resumed with ``medseg train --resume RUN`` (the run's last checkpoint).
+or stopped training is resumed with ``medseg train --resume RUN`` (the run's last checkpoint), a ``medseg auto``
+run with its own command and ``--resume``.
 The process runner is written here because the work is short-lived local processes with a persisted
 queue; a task queue (Celery, RQ) would need a broker for that.
 """
@@ -180,19 +181,24 @@ class JobManager:
             return job
 
     def resume(self, job_id: str) -> Job:
-        """Queue a stopped, interrupted or failed training again, as ``medseg train --resume RUN``."""
+        """Queue a stopped, interrupted or failed training again, as ``medseg train --resume RUN`` (``medseg auto … --resume``)."""
         from medseg.demo.newrun import resume_argv
 
         with self._lock:
             job = self.get(job_id)
-            if job.kind != "train" or job.run is None:
+            if job.kind not in ("train", "auto") or job.run is None:
                 raise DemoError("only trainings are resumed", where=job_id, fix="start the job again from its page")
             if job.state not in RESUMABLE:
                 raise DemoError(f"the job is {job.state}", where=job_id, fix="resume a stopped or interrupted training")
             run = self.ws.inside(job.run)
-            if not (run / "checkpoints" / "last.ckpt").is_file():
+            if job.kind == "auto":  # the same validated command, continued from RUN/auto.json
+                if not (run / "auto.json").is_file():
+                    raise DemoError("nothing to resume: medseg auto has not planned yet", where=job.run, fix="start a new run")
+                job.argv = [a for a in job.argv if a != "--resume"] + ["--resume"]
+            elif not (run / "checkpoints" / "last.ckpt").is_file():
                 raise DemoError("nothing to resume: the run has no last checkpoint yet", where=job.run, fix="start a new run")
-            job.argv = resume_argv(self.ws, run)
+            else:
+                job.argv = resume_argv(self.ws, run)
             job.state, job.returncode, job.stop_requested, job.ended, job.pid = "queued", None, None, None, None
             job.created = time.time()
             self._save(job)
@@ -306,11 +312,22 @@ class JobManager:
             f.seek(max(0, path.stat().st_size - chars))
             return f.read().decode("utf-8", errors="replace")
 
+    def live_folder(self, job: Job) -> Path | None:
+        """The run folder showing a job's training: its run, or the candidate ``medseg auto`` trains now."""
+        if job.run is None:
+            return None
+        run = self.ws.root / job.run
+        if job.kind == "auto" and not (run / "history.csv").is_file():
+            found = [p for p in (run / "candidates").glob("*") if (p / "run.json").is_file()] if (run / "candidates").is_dir() else []
+            if found:
+                return max(found, key=lambda p: (p / "run.json").stat().st_mtime)
+        return run
+
     def progress(self, job: Job) -> tuple[int, int | None]:
         """(epochs done, epochs planned) of a training job, from its run folder."""
-        if job.run is None:
+        run = self.live_folder(job)
+        if run is None:
             return 0, None
-        run = self.ws.root / job.run
         done = 0
         hist = run / "history.csv"
         if hist.is_file():

@@ -5,7 +5,8 @@ The page polls the server once a second (``gr.Timer``): the job table, the chose
 learning curves (``curves.png``, loss, Dice and pixel accuracy, redrawn by the training after every
 epoch; sent to the browser only when the file changed) and the last epochs as a table. **Stop**
 interrupts a running job (or cancels a queued one), **Resume** queues a stopped or interrupted
-training again as ``medseg train --resume RUN``. For a training's run: evaluation on val or test
+training again as ``medseg train --resume RUN`` (``medseg auto``: its command with ``--resume``; its
+progress and curves are those of the candidate it trains). For a training's run: evaluation on val or test
 (``medseg evaluate``), its report (``medseg report``), both as jobs, and links to the results.
 """
 
@@ -25,6 +26,8 @@ from medseg.demo.jobs import Job, JobManager
 from medseg.demo.newrun import cli_argv
 from medseg.demo.state import file_url, format_number
 
+#: job kinds that train (progress, curves, resume, evaluation of their run)
+TRAINING = ("train", "auto")
 HISTORY_COLUMNS = (
     ("epoch", "epoch", 0),
     ("train_loss", "train loss", 4),
@@ -58,8 +61,9 @@ def read_picture(path: Path) -> np.ndarray | None:
 def jobs_table(jobs: JobManager) -> str:
     rows = []
     for j in jobs.jobs()[:50]:
-        done, total = jobs.progress(j) if j.kind == "train" else (0, None)
-        prog = f"{done}/{total} epochs" if j.kind == "train" and total else (f"{done} epochs" if j.kind == "train" else "")
+        trains = j.kind in TRAINING
+        done, total = jobs.progress(j) if trains else (0, None)
+        prog = f"{done}/{total} epochs" if trains and total else (f"{done} epochs" if trains else "")
         cells = [j.id, j.kind, j.title, f'<span class="job-state job-{j.state}">{j.state}</span>', prog, _ago(j.started), _duration(j)]
         rows.append("<tr>" + "".join(f"<td>{c if i == 3 else html.escape(str(c))}</td>" for i, c in enumerate(cells)) + "</tr>")
     head = "".join(f"<th>{h}</th>" for h in ("job", "kind", "what", "state", "progress", "started", "time"))
@@ -70,8 +74,9 @@ def jobs_table(jobs: JobManager) -> str:
 
 
 def history_html(jobs: JobManager, job: Job) -> str:
-    path = jobs.ws.root / (job.run or "") / "history.csv"
-    if not job.run or not path.is_file():
+    folder = jobs.live_folder(job)
+    path = (folder or jobs.ws.root) / "history.csv"
+    if folder is None or not path.is_file():
         return "<p>No epoch finished yet.</p>"
     try:
         rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
@@ -92,7 +97,7 @@ def history_html(jobs: JobManager, job: Job) -> str:
 
 def status_html(jobs: JobManager, job: Job) -> str:
     parts = [f"<b>{html.escape(job.title)}</b> — {html.escape(job.kind)}, <b id='job-state'>{job.state}</b>"]
-    if job.kind == "train":
+    if job.kind in TRAINING:
         done, total = jobs.progress(job)
         if total:
             pct = 100 * min(done, total) / total
@@ -167,10 +172,10 @@ def add_jobs_tab(jobs: JobManager) -> dict[str, Any]:
             job = None
         if job is None:
             return jobs_table(jobs), pick_update, "<p>Pick a job.</p>", "", gr.skip(), "", "", memo
-        curves_path = jobs.ws.root / (job.run or "-") / "curves.png"
+        curves_path = (jobs.live_folder(job) or jobs.ws.root / "-") / "curves.png"
         curves_out: Any = gr.skip()
         if job.run and curves_path.is_file():
-            stamp = f"{job.id}:{curves_path.stat().st_mtime_ns}"
+            stamp = f"{job.id}:{curves_path}:{curves_path.stat().st_mtime_ns}"
             if stamp != memo.get("curves"):
                 curves_out, memo["curves"] = read_picture(curves_path), stamp
         elif memo.get("curves") is not None:
@@ -195,7 +200,7 @@ def add_jobs_tab(jobs: JobManager) -> dict[str, Any]:
             if kind == "resume":
                 jobs.resume(job.id)
                 return "<p>queued again: <code>medseg train --resume</code></p>"
-            if not job.run or not job.run.startswith("runs/") or job.kind not in ("train", "evaluate", "report"):
+            if not job.run or not job.run.startswith("runs/") or job.kind not in (*TRAINING, "evaluate", "report"):
                 raise MedsegError("this job has no run to evaluate", where=job.id, fix="pick a training job")
             if split_v not in ("val", "test"):
                 raise MedsegError(f"unknown split {split_v!r}", where="evaluate on", fix="val or test")

@@ -19,16 +19,27 @@ from medseg.core.errors import ConfigError, MedsegError
 from medseg.demo.runs import DemoError
 from medseg.demo.workspace import Workspace, check_name
 
-#: the recipe choices; ``auto`` (a config planned from the data set) is offered once ``medseg auto`` exists
+#: the recipe choices: the defaults, ``auto`` (``medseg auto``: a config planned from the data set) and the shipped recipes
 RECIPE_NONE = "defaults"
-RECIPE_AUTO = "auto (not available yet)"
+RECIPE_AUTO = "auto"
 AUGMENT_PRESETS = ("none", "light", "default", "heavy")
+#: what the New run page shows instead of a config when the recipe is ``auto``
+AUTO_NOTE = """\
+# medseg auto plans the configuration from the data set (plan.json), sizes the network to this machine
+# and the time budget, trains the 2D and 3D candidates and keeps the better one on validation;
+# every decision and its reason goes to {out}/auto.json.
+# Used from this form: the data set, the run name and the time budget.
+# Not used: model, recipe fields, epochs, iterations, learning rate, batch size, loss, augmentation, weights.
+data: {data}
+out: {out}
+time_budget: {budget}
+"""
 
 
 def recipe_choices() -> list[str]:
     from medseg.recipes import list_recipes
 
-    return [RECIPE_NONE, *list_recipes()]
+    return [RECIPE_NONE, RECIPE_AUTO, *list_recipes()]
 
 
 def model_choices(dims: int | None) -> list[str]:
@@ -68,8 +79,6 @@ class RunForm:
         from medseg.config import set_dotted
         from medseg.recipes import list_recipes, resolve_config_path
 
-        if self.recipe == RECIPE_AUTO or self.recipe.startswith("auto"):
-            raise DemoError("the auto recipe is not available in this version", where="recipe", fix=f"choose {RECIPE_NONE} or a recipe")
         raw: dict[str, Any] = {}
         if self.recipe and self.recipe != RECIPE_NONE:
             if self.recipe not in list_recipes():
@@ -129,12 +138,38 @@ class RunForm:
         return config_from_dict(self.raw(ws), source="the New run form")
 
     def plan(self, ws: Workspace) -> dict[str, Any]:
-        """Everything the page shows and the job needs: config, YAML, file paths, argv and the command line."""
+        """Everything the page shows and the job needs: kind, config, YAML, file paths, argv and the command line."""
+        if self.recipe == RECIPE_AUTO:
+            return self.auto_plan(ws)
         cfg = self.config(ws)
         out = ws.new_path(cfg.name, "runs", "run")
         config_file = ws.root / "jobs" / "configs" / f"{cfg.name}.yaml"
         argv = train_argv(ws, config_file, out)
-        return {"config": cfg, "yaml": cfg.to_yaml(), "config_file": config_file, "out": out, "argv": argv, "command": command_line(argv)}
+        plan = {"kind": "train", "name": cfg.name, "config": cfg, "yaml": cfg.to_yaml(), "config_file": config_file}
+        return {**plan, "out": out, "argv": argv, "command": command_line(argv)}
+
+    def auto_plan(self, ws: Workspace) -> dict[str, Any]:
+        """``medseg auto datasets/NAME --out runs/RUN [--time-budget Ns]``: only the data set, the name and the budget are used.
+
+        The budget is parsed here (an error names ``train.time_budget``) and passed on as whole seconds,
+        so the command holds a number computed from the field, not the field's text.
+        """
+        from medseg.config import parse_duration
+
+        name = check_name(self.name, "run")
+        data = ws.dataset_path(self.dataset)
+        seconds = None
+        if self.time_budget.strip():
+            try:
+                seconds = max(1, round(parse_duration(self.time_budget.strip())))
+            except ValueError as e:
+                where, fix = "the New run form", "write e.g. 90s, 10m or 1.5h in 'train.time_budget' (empty: medseg auto's default)"
+                raise ConfigError(f"field 'train.time_budget': {e}", where=where, fix=fix) from None
+        out = ws.new_path(name, "runs", "run")
+        argv = cli_argv("auto", _rel(ws, data), "--out", _rel(ws, out), *(["--time-budget", f"{seconds}s"] if seconds else []), "--no-progress")
+        budget = f"{seconds}s" if seconds else "default (1000 optimiser steps' time, at least 1 minute)"
+        text = AUTO_NOTE.format(data=_rel(ws, data), out=_rel(ws, out), budget=budget)
+        return {"kind": "auto", "name": name, "config": None, "yaml": text, "config_file": None, "out": out, "argv": argv, "command": command_line(argv)}
 
 
 def cli_argv(*args: str | Path) -> list[str]:
@@ -170,10 +205,13 @@ def validate_message(form: RunForm, ws: Workspace) -> tuple[str, str, str]:
     return "", p["yaml"], p["command"]
 
 
-def write_config(plan: dict[str, Any]) -> Path:
+def write_config(plan: dict[str, Any]) -> Path | None:
+    """Write the plan's config where its command reads it (``None``: ``medseg auto`` needs none)."""
+    if plan["config"] is None:
+        return None
     path: Path = plan["config_file"]
     path.parent.mkdir(parents=True, exist_ok=True)
     return plan["config"].save(path)
 
 
-__all__ = ["RunForm", "cli_argv", "command_line", "resume_argv", "train_argv", "validate_message", "write_config"]
+__all__ = ["RECIPE_AUTO", "RunForm", "cli_argv", "command_line", "resume_argv", "train_argv", "validate_message", "write_config"]

@@ -5,7 +5,8 @@
   (a picker that lists only folders inside it) or an uploaded zip, imported by a ``medseg import`` job.
 * **New run** — data set, model (filtered by the data set's dimensions), recipe, the fields that matter;
   checked by the config models as they are edited, with the resolved YAML and the equivalent
-  ``medseg train`` command; **Start training** queues the job and opens the Jobs page.
+  ``medseg train`` command (recipe ``auto``: the ``medseg auto`` command with the time budget);
+  **Start training** queues the job and opens the Jobs page.
 """
 
 from __future__ import annotations
@@ -151,17 +152,17 @@ def add_workspace_tabs(jobs: JobManager, tabs: Any) -> dict[str, Any]:
             zip_btn = gr.Button("Unpack into data/uploads/<name>", elem_id="ds-unzip")
         create = gr.Button("Create data set", variant="primary", elem_id="ds-create")
         ds_msg = gr.HTML(elem_id="ds-msg")
+        import_job = gr.State(None)  # inside the tab: a component between two tabs would shift the tab bar's order
 
     with gr.Tab("New run", id="newrun"):
         with gr.Row():
             nr_ds = gr.Dropdown(datasets, value=first, label="data set", elem_id="nr-dataset")
             nr_model = gr.Dropdown(model_choices(dataset_dims(ws, first)), value="unet", label="model (fits the data set's dimensions)", elem_id="nr-model")
-            nr_recipe = gr.Dropdown(recipe_choices(), value=RECIPE_NONE, label="recipe", elem_id="nr-recipe")
-            gr.Checkbox(False, label="auto: a config planned from the data set (not available in this version)", interactive=False, elem_id="nr-auto")
+            nr_recipe = gr.Dropdown(recipe_choices(), value=RECIPE_NONE, label="recipe (auto: planned from the data set by medseg auto)", elem_id="nr-recipe")
         with gr.Row():
             nr_name = gr.Textbox(label="run name", elem_id="nr-name")
             nr_epochs = gr.Number(10, precision=0, label="epochs", elem_id="nr-epochs")
-            nr_budget = gr.Textbox(label="time budget (e.g. 10m; replaces epochs)", elem_id="nr-budget")
+            nr_budget = gr.Textbox(label="time budget (e.g. 10m; replaces epochs; auto: for all of it)", elem_id="nr-budget")
             nr_iters = gr.Number(None, precision=0, label="iterations per epoch (empty: one pass)", elem_id="nr-iters")
         with gr.Row():
             nr_lr = gr.Number(1e-3, label="learning rate", elem_id="nr-lr")
@@ -208,7 +209,7 @@ def add_workspace_tabs(jobs: JobManager, tabs: Any) -> dict[str, Any]:
         try:
             plan = form(*values).plan(ws)
             write_config(plan)
-            job = jobs.submit("train", plan["config"].name, plan["argv"], run=ws.rel(plan["out"]))
+            job = jobs.submit(plan["kind"], plan["name"], plan["argv"], run=ws.rel(plan["out"]))
         except MedsegError as e:
             return msg(e.one_line()), gr.skip(), gr.skip()
         choices = [(f"{j.title} ({j.kind}, {j.id})", j.id) for j in jobs.jobs()]
@@ -282,7 +283,6 @@ def add_workspace_tabs(jobs: JobManager, tabs: Any) -> dict[str, Any]:
         pickers = refresh(name if name in names else ds, src_value)
         yield (msg(f"data set {name} created", ok=True), *pickers, *show(name))
 
-    import_job = gr.State(None)
     create.click(create_ds, [fmt, src, new_name, classes], [ds_msg, import_job], **private).then(
         follow, [import_job, ds_pick, src], [ds_msg, ds_pick, nr_ds, src, nr_weights, ds_info, ds_grid], concurrency_limit=None, **private
     )

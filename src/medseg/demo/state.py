@@ -233,18 +233,15 @@ class DemoState:
         if not run_name:
             raise DemoError("no run chosen", where="upload", fix="pick a run")
         up: Upload = read_upload(path, self.max_bytes)
-        run = self.runs.get(run_name)
-        if up.case.ndim == 3 and run.spatial_dims == 2:
-            raise DemoError(
-                f"run {run_name} was trained on 2D images and this upload is a 3D volume",
-                where=f"{up.name}{up.suffix}",
-                fix="pick a run trained on volumes (a 3D model, or a 2D model on slices) in the Cases tab",
-            )
-        pred, _ = predict_upload(up.case, run.inferer(), progress)
+        inferer = self.runs.get(run_name).inferer()
+        pred, axis = predict_upload(up.case, inferer, progress)  # as `medseg predict`: a 2D network slices a volume
         folder = Path(tempfile.mkdtemp(prefix="mask-", dir=self.out_dir))
         mask_path = up.write_mask(pred, folder)
         _, colors, fg, multi = self.classes(run_name)
         state = {"image": up.case.image[0], "pred": pred, "affine": up.case.affine, "spacing": up.case.spacing, "colors": colors, "classes": fg, "multi": multi}
+        if axis is not None:
+            plane = inferer.resolved.volume_plane or "axial"
+            state["note"] = f"the 2D network predicted the volume slice by slice: {up.case.spatial_shape[axis]} {plane} slices (array axis {axis})"
         return state, mask_path
 
     def model_note(self, run_name: str | None) -> str:
@@ -256,7 +253,11 @@ class DemoState:
             model, dims = run.info.get("model") or run.config.model.name, run.spatial_dims
         except MedsegError as e:
             return f'<p class="medseg-msg">{html.escape(e.one_line())}</p>'
-        kind = "2D images: it refuses volumes" if dims == 2 else "volumes and their slices"
+        if dims == 3:
+            net2d = (run.info.get("resolved") or {}).get("spatial_dims") == 2
+            kind = "volumes; its 2D network predicts a volume slice by slice in the plane it was trained on" if net2d else "volumes"
+        else:
+            kind = "2D images: it predicts a volume slice by slice in axial planes"
         who = f"<b>{html.escape(run_name)}</b> (model {html.escape(str(model))}, trained on {kind})"
         return f'<p id="upload-model">Predicted by the Cases tab\'s run {who}.</p>'
 

@@ -143,7 +143,8 @@ def adapt_channels(case: Case, in_channels: int) -> Case:
 def predict_upload(case: Case, inferer: Any, progress: Callable[[float, str], None] | None = None) -> tuple[np.ndarray, int | None]:
     """Predict an uploaded case with a run's inferer, on the case's own grid (as ``medseg predict`` does).
 
-    A 2D model predicts a volume slice by slice in the plane it was trained on; a 3D model refuses 2D images.
+    A 2D model predicts a volume slice by slice in the plane it was trained on (axial for one trained on 2D
+    images), as ``medseg predict`` does; a 3D model refuses 2D images.
 
     Args:
         case: the uploaded image.

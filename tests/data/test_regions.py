@@ -230,3 +230,12 @@ def test_parse_labels_keeps_nnunet_spellings() -> None:
     assert ls.keys == [(1, 2), 2] and ls.names == {0: "background", 1: "a", 2: "b"}
     plain = parse_labels({"0": "background", "1": "liver"}, where="x")
     assert plain.keys == [1] and not plain.regions
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 1.5, True, "1"])
+def test_a_label_value_that_is_not_an_integer_is_refused(value: object) -> None:
+    """``json.loads`` reads ``Infinity`` and ``NaN``: refused like any other non-integer, not an OverflowError."""
+    from medseg.core.errors import FormatError
+
+    with pytest.raises(FormatError, match="not an integer label value"):
+        parse_labels({"background": 0, "tumour": value}, where="dataset.json")

@@ -15,6 +15,8 @@ the highest value and is never a region (docs/formats.md, "Regions and the ignor
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +68,7 @@ def region_values(key: int | tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _int(v: Any, what: str, where: Path | str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or int(v) != v:
         raise FormatError(f"{what}: {v!r} is not an integer label value", where=where, fix="label values are integers 0, 1, 2, …")
     return int(v)
 

@@ -16,7 +16,6 @@ the highest value and is never a region (docs/formats.md, "Regions and the ignor
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -1,7 +1,7 @@
 """The choices ``medseg auto`` makes, each measured against its alternatives on two 2D data sets.
 
 For each data set the auto config (``workflows.auto.config.auto_config``: the plan's network at first-stage
-width 8, Dice + CE, deep supervision, the ``default`` augmentation, ⅓ foreground-centred patches, AdamW with
+width 8, Dice + CE, no deep supervision, the ``default`` augmentation, ⅓ foreground-centred patches, AdamW with
 a cosine schedule) trains for a fixed number of optimiser steps; each variant changes one choice. Printed:
 the best validation Dice and the test Dice (``medseg evaluate`` on a held-out split) per variant, the mean
 over ``--seeds``, and the difference to the auto default. Equal steps, not equal time: the question is
@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 VARIANTS: dict[str, list[str]] = {
     "auto default": [],
-    "no deep supervision": ["model.params.n_deep_supervision=0"],
+    "deep supervision (3 levels, nnU-Net)": ["model.params.n_deep_supervision=3"],
     "cross-entropy only": ["train.loss=ce"],
     "Dice only": ["train.loss=dice"],
     "light augmentation": ["data.augment=light"],

@@ -1,8 +1,8 @@
 """The config ``medseg auto`` (and ``medseg train DATA``) trains with: everything from the plan, nothing to choose.
 
 Every value comes with the reason it was chosen (:func:`auto_config` returns both), so ``auto.json`` can say why.
-The defaults were measured (docs/auto.md): nnU-Net's recipe — plain-conv U-Net with instance norm and deep
-supervision, Dice + cross-entropy, ⅓ foreground-centred patches, rotation/scaling/intensity augmentation with
+The defaults were measured (docs/auto.md): nnU-Net's recipe — plain-conv U-Net with instance norm, Dice +
+cross-entropy, ⅓ foreground-centred patches, rotation/scaling/intensity augmentation with
 mirroring — but AdamW with a cosine schedule fitted to a wall-clock budget instead of 1000 × 250 SGD steps,
 and widths chosen so the budget buys enough optimiser steps on the device at hand.
 """
@@ -53,7 +53,7 @@ def network(conf: dict[str, Any], dims: int, base: int) -> dict[str, Any]:
         "filters": widths(n, dims, base),
         "kernel_sizes": kernels,
         "strides": strides,
-        "n_deep_supervision": max(0, min(n - 2, 3)),
+        "n_deep_supervision": 0,  # measured: no gain at the step counts a short budget buys (docs/auto.md)
         "norm": "instance",
     }
 
@@ -131,7 +131,8 @@ def auto_config(
         "split": why_split,
         "network": f"nnU-Net's plain-conv U-Net with the plan's {len(raw['model']['params']['filters'])} stages, kernels and strides; "
         f"first-stage width {base_width} (the widest that buys at least {MIN_STEPS} optimiser steps in the budget on this device)",
-        "deep_supervision": "outputs at the decoder levels below the top weighted 1/2^i (nnU-Net); it helped in the measurements of docs/auto.md",
+        "deep_supervision": "none: nnU-Net's deep supervision (decoder outputs weighted 1/2^i) did not help at the few hundred to few thousand "
+        "steps a short budget buys (benchmarks/auto_defaults.py, docs/auto.md) and costs step time; set model.params.n_deep_supervision to use it",
         "loss": "Dice + cross-entropy (nnU-Net's): Dice for overlap, cross-entropy for calibrated, stable gradients",
         "augmentation": "the 'default' preset: rotation, scaling, noise, blur, brightness/contrast, gamma and mirroring on every axis",
         "sampling": "⅓ of the patches centred on a foreground voxel (nnU-Net), so small structures are seen",

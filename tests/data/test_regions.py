@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def region_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[R.NNUNetReleas
 
     tmp = tmp_path_factory.mktemp("regions")
     rel = R.nnunet_raw(tmp, ".nii.gz", regions=True, ignore=True, n_train=6, n_test=1)
+    meta = json.loads(rel.dataset_json.read_text())
+    meta["labels"]["enhancing_tumor"] = [3]  # declared as a list: nnU-Net keys it "(3,)" (as a number: "3", below)
+    rel.dataset_json.write_text(json.dumps(meta))
     ds = import_dataset("msd", rel.root, tmp / "ds")
     cfg = config_from_dict(
         tiny_config(
@@ -110,6 +114,43 @@ def test_predictions_are_written_as_label_maps_in_regions_class_order(region_run
         for k, value in enumerate([1, 2, 3]):  # by hand: later regions overwrite earlier ones
             expected[channels[k]] = value
         assert written.shape == expected.shape and np.array_equal(written, expected)
+
+
+def test_a_region_declared_as_a_number_is_keyed_as_nnunet_keys_it(tmp_path: Path) -> None:
+    """``"enhancing tumor": 3`` is stored as 3 and scored under the key "3": a run's summary_nnunet.json numbers
+    equal those nnU-Net 2.8.1 wrote for the same masks (tests/assets/nnunet/regions/summary_int_region.json)."""
+    from medseg.metrics import nnunet
+    from medseg.workflows.evaluate import run_keys
+
+    assets = Path(__file__).resolve().parents[1] / "assets" / "nnunet" / "regions"
+    root = tmp_path / "Dataset777_Int"
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True)
+    meta = json.loads((assets / "dataset.json").read_text())
+    meta["labels"]["enhancing tumor"] = 3
+    (root / "dataset.json").write_text(json.dumps(meta))
+    for gt in sorted((assets / "gt").glob("*.nii.gz")):
+        shutil.copy(gt, root / "labelsTr" / gt.name)
+        shutil.copy(gt, root / "imagesTr" / gt.name.replace(".nii.gz", "_0000.nii.gz"))
+    ds = import_dataset("msd", root, tmp_path / "ds")
+    stored = json.loads((ds.root / "dataset.json").read_text())
+    assert [c["labels"] for c in stored["classes"]] == [[1, 2, 3], [2, 3], 3]
+    keys = run_keys(load_dataset(ds.root).info)
+    assert keys == [(1, 2, 3), (2, 3), 3]
+    cases = []
+    for cid in sorted(ds.case_ids):  # what evaluate_run scores: the prediction's region channels against the stored ones
+        pred = np.asarray(nib.load(assets / "pred" / f"{cid}.nii.gz").dataobj)
+        ref = ds.load_case(cid).label
+        cases.append((f"gt/{cid}.nii.gz", f"pred/{cid}.nii.gz", nnunet.channel_metrics(np.stack([np.isin(pred, k) for k in keys]), ref, keys)))
+    ours = json.loads(nnunet.dumps(nnunet.summary(cases)))
+    ref_summary = json.loads((assets / "summary_int_region.json").read_text())
+    assert list(ours["mean"]) == list(ref_summary["mean"]) == ["(1, 2, 3)", "(2, 3)", "3"]
+    pairs = [(a["metrics"], b["metrics"]) for a, b in zip(ours["metric_per_case"], ref_summary["metric_per_case"], strict=True)]
+    for mine, theirs in [*pairs, (ours["mean"], ref_summary["mean"])]:
+        assert list(mine) == list(theirs)
+        for key, row in theirs.items():
+            assert mine[key] == pytest.approx(row, nan_ok=True), key
+    assert ours["foreground_mean"] == pytest.approx(ref_summary["foreground_mean"], nan_ok=True)
 
 
 def test_the_order_decides_the_written_value() -> None:

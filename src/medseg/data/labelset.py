@@ -16,6 +16,7 @@ the highest value and is never a region (docs/formats.md, "Regions and the ignor
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from medseg.core.errors import FormatError
+from medseg.core.errors import FormatError, MedsegError, MedsegWarning
 
 IGNORE_NAME = "ignore"
+#: a label value, or a region: the label values whose union it is
+Key = int | tuple[int, ...]
 
 
 @dataclass
@@ -66,10 +69,81 @@ def region_values(key: int | tuple[int, ...]) -> tuple[int, ...]:
     return (int(key),) if isinstance(key, int | np.integer) else tuple(int(v) for v in key)
 
 
-def _int(v: Any, what: str, where: Path | str) -> int:
+def _int(v: Any, what: str, where: Path | str | None, error: type[MedsegError] = FormatError) -> int:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or int(v) != v:
-        raise FormatError(f"{what}: {v!r} is not an integer label value", where=where, fix="label values are integers 0, 1, 2, …")
+        raise error(f"{what}: {v!r} is not an integer label value", where=where, fix="label values are integers 0, 1, 2, …")
     return int(v)
+
+
+def region_key(name: str, v: Any, *, field: str, where: Path | str | None, error: type[MedsegError] = FormatError) -> Key:
+    """One region's declaration as nnU-Net keys it: an int stays an int (key ``"3"``), a list becomes a tuple (``"(3,)"``).
+
+    Raises:
+        ``error``: an empty list, or a value that is not an integer.
+    """
+    if isinstance(v, list | tuple):
+        if not v:
+            raise error(f"{field}.{name}: the region lists no label value", where=where, fix="list the label values whose union it is, e.g. [2, 3]")
+        return tuple(_int(x, f"{field}.{name}", where, error) for x in v)
+    return _int(v, f"{field}.{name}", where, error)
+
+
+def check_regions(
+    regions: dict[str, Key],
+    order: Any,
+    *,
+    known: set[int] | None,
+    where: Path | str | None,
+    field: str = "labels",
+    order_field: str = "regions_class_order",
+    error: type[MedsegError] = FormatError,
+) -> list[int]:
+    """Check a region declaration (from a ``dataset.json`` or the run config) and return ``regions_class_order``.
+
+    Args:
+        regions: region name → key (:func:`region_key`), in declaration order.
+        order: the declared ``regions_class_order`` (anything: it is checked here).
+        known: the foreground label values a region may name; None: the values ``order`` writes (nnU-Net's rule).
+        where: the file (or None for a config field) named in errors.
+        field, order_field: the names of the two fields in errors.
+        error: the error class raised.
+
+    Raises:
+        ``error``: ``order`` missing, not a list of integers, or of another length than ``regions``; a region naming
+        a value outside ``known`` (the background 0 included).
+    """
+    if order is None:
+        raise error(
+            f"{order_field} is missing ({field} declares regions)",
+            where=where,
+            fix=f"add {order_field}: one label value per region, {len(regions)} in all, e.g. {list(range(1, len(regions) + 1))}",
+        )
+    if not isinstance(order, list) or len(order) != len(regions):
+        n = len(order) if isinstance(order, list) else "not a list"
+        raise error(
+            f"{order_field} has {n} entries for {len(regions)} regions",
+            where=where,
+            fix=f"give one label value per region, in the order of {field} ({', '.join(regions)})",
+        )
+    out = [_int(v, order_field, where, error) for v in order]
+    allowed = set(out) - {0} if known is None else set(known) - {0}
+    for name, key in regions.items():
+        outside = sorted(set(region_values(key)) - allowed)
+        if outside:
+            raise error(
+                f"{field}.{name}: label value(s) {outside} are outside the data set's values {sorted(allowed)}",
+                where=where,
+                fix="name only foreground values that regions_class_order writes" if known is None else "name only the data set's foreground label values",
+            )
+    return out
+
+
+def warn_absent(regions: dict[str, Key], seen: set[int], *, where: Path | str, field: str = "labels") -> None:
+    """Warn about each region naming label values that no case holds (``seen``: the values found in the label maps)."""
+    for name, key in regions.items():
+        missing = sorted(set(region_values(key)) - seen)
+        if missing:
+            warnings.warn(MedsegWarning(f"{where}: {field}.{name}: label value(s) {missing} occur in no case"), stacklevel=3)
 
 
 def parse_labels(raw: Any, regions_class_order: Any = None, *, where: Path | str) -> LabelSet:
@@ -84,19 +158,12 @@ def parse_labels(raw: Any, regions_class_order: Any = None, *, where: Path | str
         raise FormatError("'labels' must map names to label values", where=where, fix='e.g. {"background": 0, "liver": 1}')
     if all(str(k).isdigit() for k in raw) and all(isinstance(v, str) for v in raw.values()):  # MSD: "0": "background"
         raw = {str(v): int(k) for k, v in raw.items()}
-    plain: dict[str, int] = {}
-    lists: dict[str, list[int]] = {}
-    for name, v in raw.items():
-        if isinstance(v, list | tuple):
-            if not v:
-                raise FormatError(f"labels.{name}: the region lists no label value", where=where, fix="list the label values whose union it is, e.g. [2, 3]")
-            lists[str(name)] = [_int(x, f"labels.{name}", where) for x in v]
-        else:
-            plain[str(name)] = _int(v, f"labels.{name}", where)
-    ignore = plain.pop(IGNORE_NAME, None)
-    is_regions = any(len(v) > 1 for v in lists.values())
-    if not is_regions:  # one-element lists are plain labels
-        plain |= {n: v[0] for n, v in lists.items()}
+    keys = {str(name): region_key(str(name), v, field="labels", where=where) for name, v in raw.items()}
+    ignore = keys.pop(IGNORE_NAME, None)
+    if isinstance(ignore, tuple):
+        ignore = ignore[0]
+    if not any(isinstance(k, tuple) and len(k) > 1 for k in keys.values()):  # one-element lists are plain labels
+        plain = {n: region_values(k)[0] for n, k in keys.items()}
         values = sorted(plain.values())
         if 0 not in values or len(set(values)) != len(values):
             raise FormatError(f"'labels' values {values} must include the background 0 once each", where=where, fix="give each label its own value")
@@ -108,39 +175,12 @@ def parse_labels(raw: Any, regions_class_order: Any = None, *, where: Path | str
             )
         names = {v: n for n, v in plain.items()} | ({ignore: IGNORE_NAME} if ignore is not None else {})
         return LabelSet(names=names, ignore=ignore)
-    regions: dict[str, int | tuple[int, ...]] = {}
-    for name in raw:
-        if name in lists:
-            regions[name] = tuple(lists[name])
-        elif name != IGNORE_NAME and plain.get(name, 0) != 0:
-            regions[name] = plain[name]
-    if regions_class_order is None:
-        raise FormatError(
-            "regions_class_order is missing (the labels declare regions)",
-            where=where,
-            fix=f'add "regions_class_order": one label value per region, {len(regions)} in all, e.g. {list(range(1, len(regions) + 1))}',
-        )
-    if not isinstance(regions_class_order, list) or len(regions_class_order) != len(regions):
-        n = len(regions_class_order) if isinstance(regions_class_order, list) else "not a list"
-        raise FormatError(
-            f"regions_class_order has {n} entries for {len(regions)} regions",
-            where=where,
-            fix=f"give one label value per region, in the order of 'labels' ({', '.join(regions)})",
-        )
-    order = [_int(v, "regions_class_order", where) for v in regions_class_order]
-    known = {0, *order}
-    for name, key in regions.items():
-        outside = sorted(set(region_values(key)) - known)
-        if outside or 0 in region_values(key):
-            raise FormatError(
-                f"labels.{name}: label value(s) {outside or [0]} are outside the data set's values {sorted(known - {0})}",
-                where=where,
-                fix="name only foreground values that regions_class_order writes",
-            )
-    top = max(known)
+    regions = {n: k for n, k in keys.items() if k != 0}
+    order = check_regions(regions, regions_class_order, known=None, where=where)
+    top = max(order, default=0)
     if ignore is not None and ignore <= top:
         raise FormatError(f"labels.ignore: {ignore} is not the highest label value (max {top})", where=where, fix=f"give the ignore label the value {top + 1}")
-    names = {0: next((n for n, v in plain.items() if v == 0), "background"), **{v: n for v, n in zip(order, regions, strict=True)}}
+    names = {0: next((n for n, k in keys.items() if k == 0), "background"), **{v: n for v, n in zip(order, regions, strict=True)}}
     if ignore is not None:
         names[ignore] = IGNORE_NAME
     return LabelSet(names=names, regions=regions, regions_class_order=order, ignore=ignore)

@@ -7,7 +7,8 @@ from typing import Any
 
 from medseg.config import Config
 from medseg.data.splits import load_splits, make_splits, save_splits
-from medseg.data.store import Dataset, load_dataset
+from medseg.core.errors import ConfigError
+from medseg.data.store import Dataset, DatasetInfo, load_dataset
 
 
 def resolve_dataset(config: Config) -> Path:
@@ -42,8 +43,28 @@ def resolve_splits(config: Config, ds: Dataset, run_dir: Path | None = None) -> 
 
 def open_dataset(config: Config) -> Dataset:
     """The config's data set, with ``data.ignore_label`` applied (checked: the highest class)."""
-    from medseg.data.store import with_ignore
+    return configured(load_dataset(resolve_dataset(config)), config)
 
-    ds = load_dataset(resolve_dataset(config))
+
+def configured(ds: Dataset, config: Config) -> Dataset:
+    """A data set as a run of ``config`` sees it: ``data.ignore_label`` applied."""
     ds.info = with_ignore(ds.info, config.data.ignore_label)
     return ds
+
+
+def with_ignore(info: DatasetInfo, configured: int | None, where: str = "data.ignore_label") -> DatasetInfo:
+    """The description with a configured ignore label (``data.ignore_label``) applied and checked.
+
+    Raises:
+        ConfigError: the value is not the data set's highest class, or differs from its ignore class.
+    """
+    if configured is None or configured == info.ignore_label:
+        return info
+    last = len(info.classes) - 1
+    if info.multi_label or configured != last or info.ignore_label is not None:
+        raise ConfigError(
+            f"ignore label {configured} is not the highest class of {info.name!r} ({last}: {info.class_names[last]!r})",
+            where=where,
+            fix=f"set it to {last}, or relabel so the unannotated value is the highest",
+        )
+    return info.model_copy(update={"ignore_label": configured})

@@ -48,12 +48,21 @@ DEFAULT_COLORS: list[tuple[int, int, int]] = [
 
 class ClassInfo(BaseModel):
     """A segmentation class: its name and display colour (RGB 0–255); for a region (multi-label data
-    imported from region-based labels) the label values whose union it is."""
+    imported from region-based labels) the label values whose union it is, spelled as declared."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
     color: tuple[int, int, int] = (255, 0, 0)
-    labels: list[int] | None = Field(None, description="region: the label values whose union this class is (nnU-Net region-based labels)")
+    labels: list[int] | int | None = Field(
+        None,
+        description="region: the label values whose union this class is (nnU-Net region-based labels); "
+        "a number when the region was declared as one (nnU-Net keys its metrics \"3\" for 3 and \"(3,)\" for [3])",
+    )
+
+    @property
+    def key(self) -> int | tuple[int, ...] | None:
+        """The region as nnU-Net passes it to its evaluation: an int or a tuple of label values (None: not a region)."""
+        return self.labels if isinstance(self.labels, int) or self.labels is None else tuple(self.labels)
 
 
 class CaseEntry(BaseModel):
@@ -134,26 +143,6 @@ class DatasetInfo(BaseModel):
     @property
     def n_channels(self) -> int:
         return len(self.modalities)
-
-
-def with_ignore(info: DatasetInfo, configured: int | None, where: str = "data.ignore_label") -> DatasetInfo:
-    """The description with a configured ignore label (``data.ignore_label``) applied and checked.
-
-    Raises:
-        ConfigError: the value is not the data set's highest class, or differs from its ignore class.
-    """
-    from medseg.core.errors import ConfigError
-
-    if configured is None or configured == info.ignore_label:
-        return info
-    last = len(info.classes) - 1
-    if info.multi_label or configured != last or info.ignore_label is not None:
-        raise ConfigError(
-            f"ignore label {configured} is not the highest class of {info.name!r} ({last}: {info.class_names[last]!r})",
-            where=where,
-            fix=f"set it to {last}, or relabel so the unannotated value is the highest",
-        )
-    return info.model_copy(update={"ignore_label": configured})
 
 
 def make_classes(names: list[str], colors: list[tuple[int, int, int]] | None = None, background: bool = True) -> list[ClassInfo]:

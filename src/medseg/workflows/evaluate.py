@@ -36,7 +36,8 @@ from medseg.core.errors import ConfigError, DatasetError, MedsegError, RunError,
 from medseg.core.progress import track
 from medseg.data.labelset import LabelSet, region_channels, region_values
 from medseg.data.labelset import parse_labels as parse_label_set
-from medseg.data.store import DatasetInfo, with_ignore
+from medseg.data.source import configured
+from medseg.data.store import DatasetInfo
 from medseg.io import read_mask
 from medseg.metrics import nnunet
 from medseg.metrics.nnunet import Key, key_name
@@ -80,8 +81,7 @@ def evaluate_run(
     cfg = config.eval
     split = split or cfg.split
     checkpoint = checkpoint or cfg.checkpoint
-    ds = run_dataset(run_dir, info, config)
-    ds.info = with_ignore(ds.info, config.data.ignore_label)
+    ds = configured(run_dataset(run_dir, info, config), config)
     ignore = ds.info.ignore_label
     ids = split_ids(run_dir, ds, split, config.data.split.fold)
     if not ids:
@@ -260,10 +260,14 @@ def evaluate_folders(
 
 def run_keys(info: DatasetInfo) -> list[Key]:
     """nnU-Net's keys of a data set's scored classes: the class index (= label value), or per channel of
-    multi-label data its region's label values (``labels``), else the channel number + 1."""
-    if info.multi_label:
-        return [tuple(info.classes[k].labels or ()) or k + 1 for k in info.foreground]
-    return list(info.foreground)
+    multi-label data its region as declared (``labels``: ``3`` or ``(3,)``), else the channel number + 1."""
+    if not info.multi_label:
+        return list(info.foreground)
+    keys: list[Key] = []
+    for k in info.foreground:
+        key = info.classes[k].key
+        keys.append(k + 1 if key is None else key)
+    return keys
 
 
 def compact(seg: np.ndarray, values: Sequence[int]) -> np.ndarray:

@@ -13,17 +13,15 @@ to RAS+. A label must lie on its image's grid (same shape and affine) and hold i
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from medseg.core.case import Case
-from medseg.core.errors import MedsegWarning
 from medseg.data.formats.common import default_classes, parse_names, volume_case, volume_stem, volume_suffix
 from medseg.data.formats.registry import FORMATS, FormatError, Imported
-from medseg.data.labelset import LabelSet, region_channels, region_values
+from medseg.data.labelset import LabelSet, region_channels, region_values, warn_absent
 from medseg.data.store import IGNORE_CLASS, ClassInfo, DatasetInfo, make_classes
 from medseg.io import read_array, read_label
 from medseg.io.labels import ValueConvention
@@ -242,7 +240,7 @@ def region_cases(
     keys = list(label_set.regions.values())
     classes = make_classes(list(label_set.regions), background=False)
     for c, key in zip(classes, keys, strict=True):
-        c.labels = list(region_values(key))
+        c.labels = key if isinstance(key, int) else list(key)  # the spelling decides nnU-Net's metric key
     if label_set.ignore is not None:
         classes.append(ClassInfo(name=IGNORE_CLASS, color=(128, 128, 128), labels=[label_set.ignore]))
     info = DatasetInfo(
@@ -276,9 +274,6 @@ def region_cases(
                 seen |= values
                 case.label = region_channels(case.label, channel_keys)
             yield case
-        absent = {n: sorted(set(region_values(k)) - seen) for n, k in label_set.regions.items()}
-        for n, missing in absent.items():
-            if missing:
-                warnings.warn(MedsegWarning(f"{where or path}: labels.{n}: label value(s) {missing} occur in no case"), stacklevel=2)
+        warn_absent(label_set.regions, seen, where=where or path)
 
     return Imported(info=info, cases=cases())

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from medseg.config import Config
-from medseg.data.splits import load_splits, make_splits, save_splits
 from medseg.core.errors import ConfigError
+from medseg.data.splits import load_splits, make_splits, save_splits
 from medseg.data.store import Dataset, DatasetInfo, load_dataset
 
 

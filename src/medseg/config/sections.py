@@ -116,6 +116,15 @@ class DataConfig(Section):
         description="the label value (the highest class) of unannotated voxels: left out of the loss, metrics, validation Dice and "
         "foreground sampling; default a class named 'ignore'",
     )
+    regions: dict[str, int | list[int]] | None = Field(
+        None,
+        description="regions over a label-map data set's values, as nnU-Net declares them: name → the label values whose union it is "
+        "(a number is a one-value region, keyed \"3\" in summary_nnunet.json; [3] is keyed \"(3,)\"). Trained with one sigmoid "
+        "output each, scored per region, written back as a label map in data.regions_class_order",
+    )
+    regions_class_order: list[int] | None = Field(
+        None, description="with data.regions: the label value each region is painted with in written label maps (later regions overwrite earlier ones)"
+    )
 
     @field_validator("patch_size")
     @classmethod

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from medseg.core.errors import FormatError, MedsegError, MedsegWarning
+from medseg.core.case import Case
+from medseg.core.errors import ConfigError, FormatError, MedsegError, MedsegWarning
+from medseg.data.store import IGNORE_CLASS, ClassInfo, Dataset, DatasetInfo, make_classes
 
 IGNORE_NAME = "ignore"
 #: a label value, or a region: the label values whose union it is
@@ -197,3 +199,78 @@ def paint_regions(channels: np.ndarray, order: Sequence[int]) -> np.ndarray:
     for k, value in enumerate(order):
         out[np.asarray(channels[k], dtype=bool)] = value
     return out
+
+
+# ----------------------------------------------------------------------------- regions declared in the run config
+
+
+def declare_regions(info: DatasetInfo, regions: dict[str, Any], order: Any) -> tuple[DatasetInfo, list[Key]]:
+    """A label-map data set's description seen through regions declared in the run config (``data.regions``,
+    ``data.regions_class_order``): one boolean class per region, then the ignore label's channel, as a data set
+    imported with the same regions in its ``dataset.json`` describes them. Checked by :func:`check_regions`.
+
+    Returns:
+        The region description and the key of each of its channels (regions, then the ignore label).
+
+    Raises:
+        ConfigError: naming the field: an empty region, a value outside the data set's foreground values (its
+            classes less the background and the ignore label), ``regions_class_order`` missing or of another
+            length, or a data set that is already multi-label.
+    """
+    if info.multi_label:
+        raise ConfigError(
+            f"data set {info.name!r} is multi-label (one channel per class), so its classes are not label values to unite",
+            where="data.regions",
+            fix="declare regions over a label-map data set, or remove data.regions",
+        )
+    if not regions:
+        fix = "name each region and its label values, e.g. {heart: [1, 2]}, or remove it"
+        raise ConfigError("data.regions declares no region", where="data.regions", fix=fix)
+    keys = {str(n): region_key(str(n), v, field="data.regions", where=None, error=ConfigError) for n, v in regions.items()}
+    known = {k for k in range(1, len(info.classes)) if k != info.ignore_label}
+    painted = check_regions(keys, order, known=known, where=None, field="data.regions", order_field="data.regions_class_order", error=ConfigError)
+    classes = make_classes(list(keys), background=False)
+    for c, key in zip(classes, keys.values(), strict=True):
+        c.labels = key if isinstance(key, int) else list(key)
+    channel_keys = list(keys.values())
+    if info.ignore_label is not None:
+        classes.append(ClassInfo(name=IGNORE_CLASS, color=(128, 128, 128), labels=[info.ignore_label]))
+        channel_keys.append(info.ignore_label)
+        painted.append(info.ignore_label)
+    source = {**info.source, "regions": {n: list(region_values(k)) for n, k in keys.items()}}
+    update = {"classes": classes, "multi_label": True, "regions_class_order": painted, "mask_values": None, "ignore_label": None, "source": source}
+    return DatasetInfo.model_validate({**info.model_dump(), **update}), channel_keys
+
+
+class RegionView(Dataset):
+    """A label-map data set read through regions declared in the run config: each case's label map becomes one
+    boolean channel per region (and one for the ignore label), as an imported region data set stores them.
+
+    Args:
+        base: the data set as stored.
+        regions: ``data.regions`` (name → label value or list of them).
+        order: ``data.regions_class_order``.
+    """
+
+    def __init__(self, base: Dataset, regions: dict[str, Any], order: Any):
+        info, self.channel_keys = declare_regions(base.info, regions, order)
+        super().__init__(base.root, info)
+        self.base = base
+        #: what the preprocessing cache's hash includes (the cached labels are region channels)
+        self.declaration = {"regions": {n: list(v) if isinstance(v, list | tuple) else v for n, v in regions.items()}, "regions_class_order": list(order)}
+
+    def load_case(self, case_id: str, validate: bool = True) -> Case:
+        case = self.base.load_case(case_id, validate)
+        if case.label is not None:
+            case.label = region_channels(case.label, self.channel_keys)
+        return case
+
+    def warn_absent(self) -> None:
+        """Warn about each region naming label values that no case of the data set holds (reads every label)."""
+        seen: set[int] = set()
+        for cid in self.base.case_ids:
+            label = self.base.load_label(cid)
+            if label is not None:
+                seen |= {int(v) for v in np.unique(label)}
+        n = len(self.declaration["regions"])
+        warn_absent(dict(zip(self.info.class_names[:n], self.channel_keys[:n], strict=True)), seen, where=self.root, field="data.regions")

@@ -7,6 +7,7 @@ from typing import Any
 
 from medseg.config import Config
 from medseg.core.errors import ConfigError
+from medseg.data.labelset import RegionView, declare_regions
 from medseg.data.splits import load_splits, make_splits, save_splits
 from medseg.data.store import Dataset, DatasetInfo, load_dataset
 
@@ -42,14 +43,30 @@ def resolve_splits(config: Config, ds: Dataset, run_dir: Path | None = None) -> 
 
 
 def open_dataset(config: Config) -> Dataset:
-    """The config's data set, with ``data.ignore_label`` applied (checked: the highest class)."""
-    return configured(load_dataset(resolve_dataset(config)), config)
+    """The config's data set as its runs see it (:func:`configured`); a region of ``data.regions`` naming label
+    values that no case holds is warned about (every label is read)."""
+    ds = configured(load_dataset(resolve_dataset(config)), config)
+    if isinstance(ds, RegionView):
+        ds.warn_absent()
+    return ds
 
 
 def configured(ds: Dataset, config: Config) -> Dataset:
-    """A data set as a run of ``config`` sees it: ``data.ignore_label`` applied."""
+    """A data set as a run of ``config`` sees it: ``data.ignore_label`` applied (checked: the highest class), and
+    read through ``data.regions`` when the config declares regions (:class:`~medseg.data.labelset.RegionView`)."""
     ds.info = with_ignore(ds.info, config.data.ignore_label)
+    d = config.data
+    if d.regions is not None:
+        return RegionView(ds, d.regions, d.regions_class_order)
+    if d.regions_class_order is not None:
+        raise ConfigError("data.regions_class_order is set but data.regions is not", where="data.regions_class_order", fix="declare data.regions, or remove it")
     return ds
+
+
+def configured_info(info: DatasetInfo, config: Config) -> DatasetInfo:
+    """A data set's description as a run of ``config`` sees it (:func:`configured`, without the cases)."""
+    info = with_ignore(info, config.data.ignore_label)
+    return declare_regions(info, config.data.regions, config.data.regions_class_order)[0] if config.data.regions is not None else info
 
 
 def with_ignore(info: DatasetInfo, configured: int | None, where: str = "data.ignore_label") -> DatasetInfo:

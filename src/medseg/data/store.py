@@ -292,6 +292,14 @@ class Dataset:
             validate_case(case, self.info, path)
         return case
 
+    def load_label(self, case_id: str) -> np.ndarray | None:
+        """A case's label alone (the image is not read), unchecked; None for an unlabelled case."""
+        try:
+            with np.load(self.case_path(case_id), allow_pickle=False) as z:
+                return z["label"] if "label" in z.files else None
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"case file is unreadable ({e})", where=self.case_path(case_id), fix="re-import the data set") from None
+
     def __iter__(self) -> Iterator[Case]:
         for cid in self._entries:
             yield self.load_case(cid)

@@ -127,13 +127,13 @@ def checkpoints_dir(run_dir: str | Path) -> Path:
 
 
 def run_dataset(run_dir: Path, info: dict[str, Any], config: Any) -> Dataset:
-    """The data set the run was trained on: the recorded folder, else the config's data set."""
-    from medseg.data.source import resolve_dataset
+    """The data set the run was trained on (the recorded folder, else the config's data set), as the run sees it:
+    its ignore label and regions applied (:func:`medseg.data.source.configured`)."""
+    from medseg.data.source import configured, resolve_dataset
 
     path = info.get("dataset")
-    if path and Path(path).is_dir():
-        return load_dataset(path)
-    return load_dataset(resolve_dataset(config))
+    ds = load_dataset(path) if path and Path(path).is_dir() else load_dataset(resolve_dataset(config))
+    return configured(ds, config)
 
 
 def split_ids(run_dir: str | Path, ds: Dataset, split: str, fold: int | None = None) -> list[str]:

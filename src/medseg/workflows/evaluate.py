@@ -36,7 +36,6 @@ from medseg.core.errors import ConfigError, DatasetError, MedsegError, RunError,
 from medseg.core.progress import track
 from medseg.data.labelset import LabelSet, region_channels, region_values
 from medseg.data.labelset import parse_labels as parse_label_set
-from medseg.data.source import configured
 from medseg.data.store import DatasetInfo
 from medseg.io import read_mask
 from medseg.metrics import nnunet
@@ -81,7 +80,7 @@ def evaluate_run(
     cfg = config.eval
     split = split or cfg.split
     checkpoint = checkpoint or cfg.checkpoint
-    ds = configured(run_dataset(run_dir, info, config), config)
+    ds = run_dataset(run_dir, info, config)
     ignore = ds.info.ignore_label
     ids = split_ids(run_dir, ds, split, config.data.split.fold)
     if not ids:

@@ -12,12 +12,13 @@ from medseg.core.case import Case
 from medseg.core.errors import MedsegError, RunError
 from medseg.core.progress import track
 from medseg.data.labelset import paint_regions
+from medseg.data.source import configured_info
 from medseg.data.store import DatasetInfo
 from medseg.engine.load import load_inferer
 from medseg.io import Source, check_format, read_images, write_mask
 from medseg.io.raster import write_overlay
 from medseg.io.rle import rle_rows, write_rle_csv
-from medseg.runs import read_info
+from medseg.runs import read_info, read_run
 
 
 def _dataset_cases(path: Path, split: str | None) -> Iterator[tuple[Case, Source]]:
@@ -95,6 +96,8 @@ def predict(
     trained = load_dataset(input).info if is_dataset else None
     if trained is None and info.get("dataset") and (Path(info["dataset"]) / DATASET_FILE).is_file():
         trained = load_dataset(info["dataset"]).info
+    if trained is not None:  # as the run saw it: regions declared in its config are painted like imported ones
+        trained = configured_info(trained, read_run(runs[0])[0])
     colors = [tuple(c.color) for c in trained.classes] if trained else None
     values = trained.mask_values if trained else None  # masks written as the data set stored them (e.g. 0/255)
     cases = _dataset_cases(input, split) if is_dataset else read_images(input, series=series)

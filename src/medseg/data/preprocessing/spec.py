@@ -34,6 +34,8 @@ class PreprocessSpec:
         intensity: per-channel data-set statistics for ``ct``: ``{"low", "high", "mean", "std"}``.
         resize: fixed spatial size (0 keeps an axis, e.g. the slice axis of a volume cut into 2D slices), or None.
         pad_to: minimum spatial size, or None.
+        labels: the regions the labels are read through (``data.regions`` and its ``regions_class_order``), or
+            None: the cached labels are then region channels, so the hash differs (left out of the hash when None).
     """
 
     dims: int
@@ -48,10 +50,13 @@ class PreprocessSpec:
     intensity: list[dict[str, float]] = field(default_factory=list)
     resize: list[int] | None = None
     pad_to: list[int] | None = None
+    labels: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["clip_percentiles"] = list(self.clip_percentiles)
+        if d["labels"] is None:  # the hash of every spec without regions stays what it was
+            del d["labels"]
         return d
 
     @classmethod
@@ -163,6 +168,7 @@ def resolve_spec(config: Any, ds: Any, plan: dict[str, Any] | None = None, finge
         intensity=intensity,
         resize=_resize_axes(pc.resize, dims, config.data if isinstance(config, Config) else None),
         pad_to=None if pc.pad_to is None else [int(v) for v in pc.pad_to],
+        labels=getattr(ds, "declaration", None),
     )
     spec.check()
     return spec

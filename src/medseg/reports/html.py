@@ -30,6 +30,7 @@ import numpy as np
 
 from medseg.core.atomic import write_text
 from medseg.core.errors import RunError
+from medseg.data.labelset import region_values
 from medseg.data.splits import select
 from medseg.metrics.registry import METRICS
 from medseg.reports.tables import STUDY_NOTE, TABLE_NOTE, display_table, html_table, paired_table, study_table, write_comparison
@@ -43,6 +44,7 @@ h1{margin-bottom:.2em}section{margin:2em 0}table{border-collapse:collapse;margin
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;font-size:13px}th{background:#f3f3f3}
 td:first-child,td:nth-child(2){text-align:left}tr.ref td{font-style:italic;background:#fafaf0}img{max-width:100%}
 .legend span{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle;border:1px solid #999}
+.legend span.hatched{background:repeating-linear-gradient(135deg,#fff 0 2px,#888 2px 5px)}
 .side{display:flex;flex-wrap:wrap;gap:1em}.side figure{margin:0}figcaption{font-size:13px;color:#555}
 pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px;max-height:480px}.warn{color:#8a5300}.note{color:#555;font-size:13px}"""
 
@@ -59,12 +61,46 @@ def _section(sid: str, title: str, body: str) -> str:
     return f"<section id='{sid}'><h2>{html.escape(title)}</h2>{body}</section>"
 
 
-def _legend(ds: Any) -> str:
+def class_label(c: Any) -> str:
+    """A class as legends name it: a region with the label values whose union it is (``heart = {1, 2}``)."""
+    return c.name if c.labels is None else f"{c.name} = {{{', '.join(str(v) for v in region_values(c.labels))}}}"
+
+
+def _legend(ds: Any, errors: bool = True) -> str:
+    """The classes (for region data sets: each region and its label values, and the value it is written with),
+    the hatched ignore label, and the error-map colours."""
+    info = ds.info
+    regions = bool(info.regions_class_order)
     items = "".join(
-        f"<span style='background:rgb{tuple(c.color)}'></span>{html.escape(c.name)}" for k, c in enumerate(ds.info.classes) if k in ds.info.foreground
+        f"<span style='background:rgb{tuple(c.color)}'></span>{html.escape(class_label(c))}"
+        + (f" (written as {info.regions_class_order[k]})" if regions else "")
+        for k, c in enumerate(info.classes)
+        if k in info.foreground
     )
+    head = "Regions (one channel each; overlapping regions drawn one over the other)" if regions else "Classes"
+    ignore = "" if info.ignore_label is None else " &nbsp;·&nbsp; <span class='hatched'></span>ignore: not annotated (striped; in no metric)"
     errs = "".join(f"<span style='background:rgb{c}'></span>{html.escape(n)}" for n, c in figures.ERROR_LEGEND)
-    return f"<p class='legend'>Classes: {items} &nbsp;·&nbsp; Error maps: {errs}</p>"
+    return f"<p class='legend'>{head}: {items}{ignore}" + (f" &nbsp;·&nbsp; Error maps: {errs}" if errors else "") + "</p>"
+
+
+def split_ignore(ds: Any, label: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A reference without its ignore label (channel, or value set to background) and its ignored voxels (None
+    without an ignore label): figures stripe those voxels instead of colouring them as a class."""
+    ign = ds.info.ignore_label
+    if ign is None:
+        return label, None
+    if ds.info.multi_label:
+        return label[:ign], label[ign].astype(bool)
+    ignored = label == ign
+    return np.where(ignored, 0, label), ignored
+
+
+def _view(ds: Any, case: Any, z: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None]:
+    """Image, reference (without the ignore label) and ignored voxels of a case's shown slice."""
+    ref, ignored = split_ignore(ds, case.label)
+    img, ref2d, _, z = figures.slice_of(case.image, ref, None, ds.info.multi_label, z)
+    cut = None if ignored is None else figures.slice_of(case.image, ignored, None, False, z)[1]
+    return img, ref2d, cut, z
 
 
 def _gallery(results: list[RunResult], ds: Any, out: Path) -> str:
@@ -77,7 +113,7 @@ def _gallery(results: list[RunResult], ds: Any, out: Path) -> str:
     picks = {"best": order[-1], "median": order[len(order) // 2], "worst": order[0]}
     colors = [c.color for c in ds.info.classes]
     fg = ds.info.foreground
-    legend = ([ds.info.class_names[k] for k in fg], [colors[k] for k in fg])
+    legend = ([class_label(ds.info.classes[k]) for k in fg], [colors[k] for k in fg])
     parts = []
     for tag in GALLERY_PICKS:
         cid = picks[tag]
@@ -85,11 +121,12 @@ def _gallery(results: list[RunResult], ds: Any, out: Path) -> str:
         preds = [(r.label, read_prediction(r.path, r.split, cid)) for r in results]
         if any(p is None for _, p in preds):
             return "<p class='note'>Predictions were not saved (evaluate with predictions to see the cases).</p>"
-        img, ref, _, z = figures.slice_of(case.image, case.label, None, ds.info.multi_label)
+        img, ref, ignored, z = _view(ds, case)
         cut = [(n, figures.slice_of(case.image, case.label, p, ds.info.multi_label, z)[2]) for n, p in preds]
         dice = ", ".join(f"{r.label} {p[cid]:.3f}" for r, p in zip(results, per_run, strict=True))
         title = f"{tag}: {cid}" + (f", slice {z}" if z is not None else "") + f" — mean Dice {dice}"
-        path = figures.case_panel(out / f"case_{tag}.png", title, img, ref, cut, colors=colors, legend=legend, multi_label=ds.info.multi_label)
+        ml = ds.info.multi_label
+        path = figures.case_panel(out / f"case_{tag}.png", title, img, ref, cut, colors=colors, legend=legend, multi_label=ml, ignored=ignored)
         parts.append(f"<figure>{_img(path, f'{tag} case')}<figcaption>{html.escape(title)}</figcaption></figure>")
     return _legend(ds) + "".join(parts)
 
@@ -117,13 +154,12 @@ def _training_gifs(results: list[RunResult], ds: Any, out: Path) -> str:
             case = ds.load_case(meta["case"])
         except Exception:
             continue
-        z = meta.get("slice")
-        img, ref, _, z = figures.slice_of(case.image, case.label, None, ds.info.multi_label, z)
+        img, ref, ignored, z = _view(ds, case, meta.get("slice"))
         lead = 1 if ds.info.multi_label else 0
         if z is not None:  # whole predicted volumes (older runs of 2D models on slices): cut them like the image
             frames = [(e, f[:, z] if lead else f[z]) if f.ndim == case.ndim + lead else (e, f) for e, f in frames]
         frames = [(e, _fit(f, ref.shape[-2:])) for e, f in frames]  # snapshots of resized (preprocessed) cases
-        path = figures.training_gif(out / f"training_{i}.gif", img, ref, frames, colors, title=r.label if len(results) > 1 else "")
+        path = figures.training_gif(out / f"training_{i}.gif", img, ref, frames, colors, title=r.label if len(results) > 1 else "", ignored=ignored)
         cap = f"{r.label}: case {meta['case']}" + (f", slice {z}" if z is not None else "") + f", {len(frames)} epochs"
         figs.append(f"<figure>{_img(path, f'training sequence {r.label}')}<figcaption>{html.escape(cap)}</figcaption></figure>")
     if not figs:
@@ -154,10 +190,9 @@ def _dataset_section(r: RunResult, ds: Any, out: Path, max_per_split: int = 100)
     sample_ids = (sets.get("train") or ds.case_ids)[:8]
     items = []
     for cid in sample_ids:
-        case = ds.load_case(cid)
-        img, lab, _, _ = figures.slice_of(case.image, case.label, None, ds.info.multi_label)
-        items.append((cid, img, lab))
-    legend = ([names[k] for k in fg], [ds.info.classes[k].color for k in fg])
+        img, lab, ignored, _ = _view(ds, ds.load_case(cid))
+        items.append((cid, img, lab, ignored))
+    legend = ([class_label(ds.info.classes[k]) for k in fg], [ds.info.classes[k].color for k in fg])
     grid = figures.sample_grid(out / "dataset_samples.png", items, [c.color for c in ds.info.classes], legend)
     stats = figures.class_stats_plot(out / "class_statistics.png", voxels, colors)
     header = ["class", *[f"{s} voxels" for s in sets]]
@@ -166,7 +201,7 @@ def _dataset_section(r: RunResult, ds: Any, out: Path, max_per_split: int = 100)
     note = f" (voxels counted on up to {max_per_split} cases per split)" if sampled else ""
     n_pat = len(set(ds.patients.values()))
     desc = f"{ds.info.name} — {ds.info.description or ''} ({ds.info.dims}D, {len(ds)} cases, {n_pat} patients){note}"
-    info = f"<p>{html.escape(desc)}</p>"
+    info = f"<p>{html.escape(desc)}</p>" + _legend(ds, errors=False)
     return info + _img(grid, "data set samples") + html_table(header, rows, "stats") + _img(stats, "class statistics")
 
 

@@ -3,7 +3,8 @@
 Every function writes one PNG (or GIF) atomically and returns its path. Class colours come from
 the data set (``dataset.json``; red / green / blue by default) so they agree everywhere; error maps use
 the scheme of :mod:`medseg.viz.overlay` (shared with the demo): false positives magenta, false negatives
-yellow, a wrong class orange.
+yellow, a wrong class orange. Voxels of the ignore label (``ignored``) are striped as in the viewer
+(:func:`~medseg.viz.overlay.hatch`) and are never errors.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from medseg.core.atomic import atomic_path
-from medseg.viz.overlay import ERROR_LEGEND, best_slice, error_masks, overlay, paint_errors, to_uint8
+from medseg.viz.overlay import ERROR_LEGEND, HATCH_COLOR, best_slice, error_masks, hatch, overlay, paint_errors, to_uint8
 
 
 def _save(fig: Any, path: Path, dpi: int = 90) -> Path:
@@ -35,7 +36,7 @@ def _rgb(c: Sequence[int]) -> tuple[float, float, float]:
     return (c[0] / 255, c[1] / 255, c[2] / 255)
 
 
-def error_map(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, multi_label: bool = False) -> np.ndarray:
+def error_map(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, multi_label: bool = False, ignored: np.ndarray | None = None) -> np.ndarray:
     """RGB error map over a dimmed grey image in the one error scheme of :mod:`medseg.viz.overlay`:
     false positives magenta, false negatives yellow, wrong class orange.
 
@@ -43,10 +44,19 @@ def error_map(image: np.ndarray, pred: np.ndarray, ref: np.ndarray, multi_label:
         image: 2D image.
         pred, ref: 2D class maps, or ``(K, H, W)`` boolean stacks when ``multi_label``.
         multi_label: channel stacks (an error in any channel counts).
+        ignored: ``(H, W)`` voxels of the ignore label: no error there, striped.
     """
     grey = to_uint8(image).astype(np.float32) * 0.5
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    return paint_errors(rgb, error_masks(pred, ref, None, multi_label))
+    masks = error_masks(pred, ref, None, multi_label)
+    if ignored is not None:
+        masks = (masks[0] & ~ignored, masks[1] & ~ignored, masks[2] & ~ignored)
+    return striped(paint_errors(rgb, masks), ignored)
+
+
+def striped(rgb: np.ndarray, ignored: np.ndarray | None) -> np.ndarray:
+    """``rgb`` with the ignored voxels hatched (unchanged without any)."""
+    return rgb if ignored is None or not ignored.any() else hatch(rgb, ignored)
 
 
 def slice_of(case_image: np.ndarray, label: np.ndarray, pred: np.ndarray | None, multi_label: bool, z: int | None = None) -> tuple:
@@ -65,9 +75,15 @@ def slice_of(case_image: np.ndarray, label: np.ndarray, pred: np.ndarray | None,
     return case_image[0, z], cut(label), cut(pred), z
 
 
-def class_legend(fig: Any, class_names: Sequence[str], colors: Sequence[Sequence[int]], errors: bool = True) -> None:
-    """A legend along the bottom of ``fig``: class colours, and the error-map colours."""
+#: the legend entry of the hatched ignore label
+IGNORE_LEGEND = "ignore (not annotated)"
+
+
+def class_legend(fig: Any, class_names: Sequence[str], colors: Sequence[Sequence[int]], errors: bool = True, ignore: bool = False) -> None:
+    """A legend along the bottom of ``fig``: class colours, the hatched ignore label, and the error-map colours."""
     handles = [Patch(color=_rgb(c), label=n) for n, c in zip(class_names, colors, strict=True)]
+    if ignore:
+        handles.append(Patch(facecolor=(0.5, 0.5, 0.5), edgecolor=_rgb(HATCH_COLOR), hatch="///", label=IGNORE_LEGEND))
     if errors:
         handles += [Patch(color=_rgb(c), label=n) for n, c in ERROR_LEGEND]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
@@ -83,18 +99,21 @@ def case_panel(
     colors: Sequence[Sequence[int]],
     legend: tuple[list[str], list[Sequence[int]]],
     multi_label: bool = False,
+    ignored: np.ndarray | None = None,
 ) -> Path:
-    """image | ground truth | (prediction | error map) per model, with the class and error legend."""
+    """image | ground truth | (prediction | error map) per model, with the class and error legend; the ignored
+    voxels (``(H, W)``, the reference's ignore label) striped on every panel but the image."""
     n = 2 + 2 * len(preds)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.2))
-    panels = [("image", np.repeat(to_uint8(image)[..., None], 3, -1)), ("ground truth", overlay(image, ref, colors))]
+    panels = [("image", np.repeat(to_uint8(image)[..., None], 3, -1)), ("ground truth", striped(overlay(image, ref, colors), ignored))]
     for name, pred in preds:
-        panels += [(f"{name}\nprediction", overlay(image, pred, colors)), (f"{name}\nerrors", error_map(image, pred, ref, multi_label))]
+        panels.append((f"{name}\nprediction", striped(overlay(image, pred, colors), ignored)))
+        panels.append((f"{name}\nerrors", error_map(image, pred, ref, multi_label, ignored)))
     for ax, (t, rgb) in zip(axes, panels, strict=True):
         ax.imshow(rgb, interpolation="nearest")
         ax.set_title(t, fontsize=9)
         ax.axis("off")
-    class_legend(fig, *legend)  # the title is the figure's caption in the report
+    class_legend(fig, *legend, ignore=ignored is not None and bool(ignored.any()))  # the title is the figure's caption in the report
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path)
 
@@ -187,15 +206,22 @@ def _upscale(rgb: np.ndarray, min_size: int = 192) -> np.ndarray:
 
 
 def training_gif(
-    path: Path, image: np.ndarray, ref: np.ndarray, snapshots: Sequence[tuple[int, np.ndarray]], colors: Sequence[Sequence[int]], *, title: str = ""
+    path: Path,
+    image: np.ndarray,
+    ref: np.ndarray,
+    snapshots: Sequence[tuple[int, np.ndarray]],
+    colors: Sequence[Sequence[int]],
+    *,
+    title: str = "",
+    ignored: np.ndarray | None = None,
 ) -> Path:
-    """Animated GIF: ground truth | prediction at each epoch, with the epoch written on the frame."""
+    """Animated GIF: ground truth | prediction at each epoch, with the epoch written on the frame (ignored voxels striped)."""
     from PIL import Image, ImageDraw
 
-    gt = _upscale(overlay(image, ref, colors))
+    gt = _upscale(striped(overlay(image, ref, colors), ignored))
     frames = []
     for epoch, pred in snapshots:
-        pr = _upscale(overlay(image, pred, colors))
+        pr = _upscale(striped(overlay(image, pred, colors), ignored))
         gap = np.full((gt.shape[0], 6, 3), 255, np.uint8)
         canvas = np.concatenate([gt, gap, pr], axis=1)
         bar = np.full((22, canvas.shape[1], 3), 255, np.uint8)
@@ -209,18 +235,27 @@ def training_gif(
     return path
 
 
-def sample_grid(path: Path, items: Sequence[tuple[str, np.ndarray, np.ndarray]], colors: Sequence[Sequence[int]], legend: tuple[list[str], list]) -> Path:
-    """A grid of data set samples: image with the reference overlaid, titled with the case id."""
+def sample_grid(
+    path: Path,
+    items: Sequence[tuple[str, np.ndarray, np.ndarray] | tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
+    colors: Sequence[Sequence[int]],
+    legend: tuple[list[str], list],
+) -> Path:
+    """A grid of data set samples: image with the reference overlaid (an item's fourth entry, the ignored
+    voxels, striped), titled with the case id."""
     n = len(items)
     cols = min(4, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows + 0.4), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (cid, img, lab) in zip(axes.ravel(), items, strict=False):
-        ax.imshow(overlay(img, lab, colors), interpolation="nearest")
+    shown_ignore = False
+    for ax, (cid, img, lab, *rest) in zip(axes.ravel(), items, strict=False):
+        ignored = rest[0] if rest else None
+        shown_ignore |= ignored is not None and bool(ignored.any())
+        ax.imshow(striped(overlay(img, lab, colors), ignored), interpolation="nearest")
         ax.set_title(cid, fontsize=8)
-    class_legend(fig, *legend, errors=False)
+    class_legend(fig, *legend, errors=False, ignore=shown_ignore)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, path)
 

@@ -280,3 +280,18 @@ def test_a_label_value_that_is_not_an_integer_is_refused(value: object) -> None:
 
     with pytest.raises(FormatError, match="not an integer label value"):
         parse_labels({"background": 0, "tumour": value}, where="dataset.json")
+
+
+def test_a_region_case_all_ignore_label_is_refused(tmp_path: Path) -> None:
+    """A label file holding only the ignore label (nothing annotated) is refused on import, naming the case."""
+    rel = R.nnunet_raw(tmp_path, ".nii.gz", regions=True, ignore=True, n_train=2, n_test=0)
+    img = sitk.ReadImage(str(rel.training[1].label))
+    full = sitk.GetImageFromArray(np.full(sitk.GetArrayFromImage(img).shape, 4, np.uint8))
+    full.CopyInformation(img)
+    sitk.WriteImage(full, str(rel.training[1].label))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["import", "msd", str(rel.root), "--out", str(out), "--no-progress"])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert rel.training[1].name in lines[0] and "every voxel is the ignore label 4 ('ignore'): nothing is annotated" in lines[0], lines[0]
+    assert not out.exists()

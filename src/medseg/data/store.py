@@ -185,27 +185,22 @@ def validate_case(case: Case, info: DatasetInfo, where: str | Path) -> None:
     if lab is None:
         return
     spatial = img.shape[1:]
+    if info.multi_label and (lab.dtype != bool or lab.shape != (len(info.classes), *spatial)):
+        raise DatasetError(
+            f"multi-label label has shape {lab.shape} ({lab.dtype}), expected boolean {(len(info.classes), *spatial)}",
+            where=where,
+            fix="give one boolean channel per class, on the image grid",
+        )
+    if not info.multi_label and lab.shape != spatial:
+        raise DatasetError(f"label shape {lab.shape} does not match image shape {spatial}", where=where, fix="resample the label onto the image grid")
+    ign = info.ignore_label
+    if ign is not None and bool(lab[ign].all() if info.multi_label else (lab == ign).all()):
+        value = info.regions_class_order[ign] if info.regions_class_order else ign  # a region data set's ignore channel: its label value
+        problem = f"every voxel is the ignore label {value} ({info.class_names[ign]!r}): nothing is annotated"
+        raise DatasetError(problem, where=where, fix="annotate part of the case, or leave it out")
     if info.multi_label:
-        if lab.dtype != bool or lab.shape != (len(info.classes), *spatial):
-            raise DatasetError(
-                f"multi-label label has shape {lab.shape} ({lab.dtype}), expected boolean {(len(info.classes), *spatial)}",
-                where=where,
-                fix="give one boolean channel per class, on the image grid",
-            )
         return
-    if lab.shape != spatial:
-        raise DatasetError(
-            f"label shape {lab.shape} does not match image shape {spatial}",
-            where=where,
-            fix="resample the label onto the image grid",
-        )
     values = np.unique(lab)
-    if info.ignore_label is not None and values.size == 1 and int(values[0]) == info.ignore_label:
-        raise DatasetError(
-            f"every voxel is the ignore label {info.ignore_label} ({info.class_names[info.ignore_label]!r}): nothing is annotated",
-            where=where,
-            fix="annotate part of the case, or leave it out",
-        )
     bad = [int(v) for v in values if v < 0 or v >= len(info.classes)]
     if bad:
         raise DatasetError(

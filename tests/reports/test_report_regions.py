@@ -1,4 +1,4 @@
-"""The report shows regions as regions (each with its label values) and stripes the ignore label, as the viewer does."""
+"""The report and the viewer show regions as regions (each with its label values) and stripe the ignore label."""
 
 from __future__ import annotations
 
@@ -94,3 +94,24 @@ def test_ignored_voxels_are_striped_and_never_errors() -> None:
     gt = figures.striped(np.zeros((8, 8, 3), np.uint8), ignored)
     assert {tuple(gt[i, j]) for i in range(4, 8) for j in range(8) if (i + j) % 4 == 0} == {HATCH_COLOR}
     assert not gt[:4].any() and np.array_equal(figures.striped(gt, None), gt)
+
+
+def test_the_viewer_shows_the_regions_and_stripes_the_ignore_label(region_run: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from medseg.demo import state as demo_state
+    from medseg.demo.app import DemoState
+
+    run, root = region_run
+    masks: list[np.ndarray] = []
+    real = demo_state.hatch
+
+    def spy(rgb: np.ndarray, mask: np.ndarray, *args: Any, **kw: Any) -> np.ndarray:
+        masks.append(np.array(mask))
+        return real(rgb, mask, *args, **kw)
+
+    monkeypatch.setattr(demo_state, "hatch", spy)
+    st = DemoState(run.parent)
+    cid = st.runs.get(run.name).case_ids[0]
+    pic, _, legend = st.render(run.name, None, cid, "axial", 0, "auto (1–99 %)", 0.5, None, "side by side")
+    assert pic is not None and "heart" in legend and "LV" in legend
+    lab = load_dataset(root).load_case(cid).label
+    assert len(masks) == 2 and all(np.array_equal(m, lab == IGNORE) for m in masks)  # ground truth and prediction panels

@@ -11,6 +11,11 @@ than one entry (nnU-Net's rule); ``regions_class_order`` then gives, per region 
 order, the label value it is painted with when predictions are written back as a label map —
 later regions overwrite earlier ones. The **ignore label** is a class named ``ignore``; it must be
 the highest value and is never a region (docs/formats.md, "Regions and the ignore label").
+
+A region declared as a number (``"enhancing tumor": 3``) keeps that spelling: nnU-Net keys its
+metrics ``"3"``, and ``"(3,)"`` for ``[3]``. The same declaration may come from the run config
+(``data.regions``, ``data.regions_class_order``) for any label-map data set: :class:`RegionView`
+reads its label maps as region channels; both sources are checked by :func:`check_regions`.
 """
 
 from __future__ import annotations

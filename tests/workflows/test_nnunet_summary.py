@@ -159,3 +159,22 @@ def test_bad_dataset_json_is_refused(labels: dict, order: list | None, message: 
     line = res.output.strip()
     assert len(line.splitlines()) == 1 and line.startswith(f"error: {tmp_path / 'dataset.json'}") and message in line, line
     assert not out.exists()
+
+
+def test_regions_of_a_config_score_folders_as_nnunet_does(tmp_path: Path) -> None:
+    """``--config`` with data.regions (no dataset.json): the numbers and keys nnU-Net wrote for the same declaration."""
+    import yaml
+
+    folder = ASSETS / "regions"
+    regions = {"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"regions": regions, "regions_class_order": [1, 2, 3]}}))
+    args = ["evaluate", "--pred", str(folder / "pred"), "--ref", str(folder / "gt"), "--no-progress", "--config", str(cfg)]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    _compare(tmp_path / "ev" / nnunet.FILE, folder / "summary_int_region.json")
+    # the same declaration checked as in a run: one line naming the field, nothing written
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ev2"), "--set", "data.regions_class_order=[1, 2]"])
+    line = res.output.strip()
+    assert res.exit_code == 2 and len(line.splitlines()) == 1 and "data.regions_class_order has 2 entries for 3 regions" in line, res.output
+    assert not (tmp_path / "ev2").exists()

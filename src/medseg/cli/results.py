@@ -21,7 +21,9 @@ def evaluate_cmd(
     ref: Annotated[Path | None, typer.Option("--ref", help="folder of reference masks")] = None,
     labels: Annotated[list[str] | None, typer.Option("--labels", help="label values to score: 1,2 or 1=liver,2=tumour (default: all found)")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="output folder for --pred/--ref (default: <pred>_eval)")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="YAML whose eval section sets the metric conventions (with --pred/--ref)")] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", help="YAML whose eval section sets the metric conventions, and data.regions the regions (with --pred/--ref)")
+    ] = None,
     dataset_json: Annotated[
         Path | None,
         typer.Option("--dataset-json", help="nnU-Net / MSD dataset.json: labels, regions, ignore label (default: <pred>/dataset.json if present)"),
@@ -48,7 +50,10 @@ def evaluate_cmd(
         from medseg.recipes import resolve_config_path
 
         cfg = load_config(resolve_config_path(config) if config else None, list(set_ or []))
-        result = evaluate_folders(pred, ref, labels=labels, out=out, config=cfg.eval, progress=progress, dataset_json=dataset_json, ignore_label=ignore_label)
+        declared = (cfg.data.regions, cfg.data.regions_class_order)  # regions of the config (or --set data.regions=…)
+        result = evaluate_folders(
+            pred, ref, labels=labels, out=out, config=cfg.eval, progress=progress, dataset_json=dataset_json, ignore_label=ignore_label, declared=declared
+        )
         title = f"{pred.name} vs {ref.name}"
     else:
         if run is None:

@@ -209,6 +209,20 @@ def paint_regions(channels: np.ndarray, order: Sequence[int]) -> np.ndarray:
 # ----------------------------------------------------------------------------- regions declared in the run config
 
 
+def config_regions(regions: dict[str, Any] | None, order: Any, known: set[int] | None) -> tuple[dict[str, Key], list[int]]:
+    """A config's ``data.regions`` (as keys: :func:`region_key`) and ``data.regions_class_order``, checked by
+    :func:`check_regions` (``known``: the label values a region may name; None: those the order writes).
+
+    Raises:
+        ConfigError: naming the field (see :func:`check_regions`), or no region at all.
+    """
+    if not regions:
+        fix = "name each region and its label values, e.g. {heart: [1, 2]}, or remove it"
+        raise ConfigError("data.regions declares no region", where="data.regions", fix=fix)
+    keys = {str(n): region_key(str(n), v, field="data.regions", where=None, error=ConfigError) for n, v in regions.items()}
+    return keys, check_regions(keys, order, known=known, where=None, field="data.regions", order_field="data.regions_class_order", error=ConfigError)
+
+
 def declare_regions(info: DatasetInfo, regions: dict[str, Any], order: Any) -> tuple[DatasetInfo, list[Key]]:
     """A label-map data set's description seen through regions declared in the run config (``data.regions``,
     ``data.regions_class_order``): one boolean class per region, then the ignore label's channel, as a data set
@@ -228,12 +242,7 @@ def declare_regions(info: DatasetInfo, regions: dict[str, Any], order: Any) -> t
             where="data.regions",
             fix="declare regions over a label-map data set, or remove data.regions",
         )
-    if not regions:
-        fix = "name each region and its label values, e.g. {heart: [1, 2]}, or remove it"
-        raise ConfigError("data.regions declares no region", where="data.regions", fix=fix)
-    keys = {str(n): region_key(str(n), v, field="data.regions", where=None, error=ConfigError) for n, v in regions.items()}
-    known = {k for k in range(1, len(info.classes)) if k != info.ignore_label}
-    painted = check_regions(keys, order, known=known, where=None, field="data.regions", order_field="data.regions_class_order", error=ConfigError)
+    keys, painted = config_regions(regions, order, known={k for k in range(1, len(info.classes)) if k != info.ignore_label})
     classes = make_classes(list(keys), background=False)
     for c, key in zip(classes, keys.values(), strict=True):
         c.labels = key if isinstance(key, int) else list(key)

@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from medseg.config import EvalConfig, config_from_dict
 from medseg.core.atomic import atomic_dir, write_text
 from medseg.core.errors import ConfigError, DatasetError, MedsegError, RunError, SplitError
 from medseg.core.progress import track
-from medseg.data.labelset import LabelSet, region_channels, region_values
+from medseg.data.labelset import LabelSet, config_regions, region_channels, region_values
 from medseg.data.labelset import parse_labels as parse_label_set
 from medseg.data.store import DatasetInfo
 from medseg.io import read_mask
@@ -155,6 +156,7 @@ def evaluate_folders(
     progress: bool = True,
     dataset_json: str | Path | None = None,
     ignore_label: int | None = None,
+    declared: tuple[dict[str, Any], Any] | None = None,
 ) -> Path:
     """Score a folder of predicted masks against a folder of reference masks.
 
@@ -179,6 +181,8 @@ def evaluate_folders(
             (nnU-Net writes it into its prediction folders).
         ignore_label: a label value whose reference voxels are left out of every metric (default:
             the ``ignore`` label of ``dataset_json``).
+        declared: a config's ``(data.regions, data.regions_class_order)``: score these regions (checked
+            as a ``dataset.json``'s are), in place of any the ``dataset_json`` declares.
 
     Returns:
         The output folder (layout in the module docstring).
@@ -197,6 +201,8 @@ def evaluate_folders(
     spec = read_label_spec(pred_dir, dataset_json)
     ignore = ignore_label if ignore_label is not None else (spec.ignore if spec else None)
     regions = dict(spec.regions) if spec is not None and spec.regions and labels is None else {}
+    if declared is not None and declared[0] is not None:
+        regions = config_regions(*declared, known=None)[0]
     label_map = labels if isinstance(labels, dict) else parse_labels(labels)
     if label_map is None and spec is not None and not regions:
         label_map = {v: n for v, n in spec.names.items() if v not in (0, ignore)}

@@ -3,7 +3,8 @@
 1. **nuclei proxy** (12 train / 4 test 128² tiles, ``tests/releases.py::nuclei_tiles``, an nnU-Net raw PNG folder):
    ``medseg auto DATA --out RUN`` with no other flag, then ``medseg predict RUN DATA/imagesTs``, each timed from the
    shell (a fresh process, start-up included); Dice on the test tiles. The nnU-Net v2 reference is
-   ``/work/bench/nuclei/run_nnunet.sh``-style (plan, 30 × 50 iterations fold ``all`` on the CPU, predict): its
+   a script that runs ``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train … 2d all -tr nnUNetTrainer_30x50 -device cpu``
+   and ``nnUNetv2_predict`` and writes ``times.txt`` (``plan_s=… train_s=… predict_s=…`` and the test Dice): its
    ``times.txt`` is read when given (``--nnunet-times``), or it is run (``--run-nnunet SCRIPT``). Targets: Dice ≥
    nnU-Net's, auto end to end ≤ 180 s on a 2-core CPU, predict of 4 tiles ≤ 5 s (median of ``--repeats``).
 2. **volumes** (``--volumes``): ``medseg auto --time-budget 10m`` on ``phantom3d`` and ``mni152-tissue`` against a
@@ -12,7 +13,7 @@
 
 The load average is printed: timings mean something only on a quiet machine.
 
-    python benchmarks/auto.py --nnunet-times /work/bench/nuclei/times.txt
+    python benchmarks/auto.py --data Dataset777_Nuclei --nnunet-times times.txt
     python benchmarks/auto.py --volumes --hand phantom3d=configs/phantom3d_tuned.yaml
 """
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +32,8 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from medseg.core.signals import stop_process_group
 
 
 def free_port() -> int:
@@ -195,11 +196,7 @@ def main() -> None:
                 f"growth over the last {len(tail)} rounds {growth:+.1f} MB/round (--level-mb {args.level_mb:g}): {'levelled off' if level else 'STILL GROWING'}"
             )
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            stop_process_group(proc, 10)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

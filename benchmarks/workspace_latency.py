@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -34,6 +33,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from medseg.core.signals import stop_process_group
 
 
 def free_port() -> int:
@@ -259,11 +260,7 @@ def main() -> None:
             rows.append((name, statistics.median(times), max(times)))
         running = job_id is not None and json.loads((root / "jobs" / f"{job_id}.json").read_text())["state"] == "running"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc, 30)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nwhile {'a training job runs' if job_id else 'no job runs'} (median and worst of {args.repeats}, after {args.warmup} warm-up):")

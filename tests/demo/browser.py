@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO
+from medseg.core.signals import stop_process_group
 
 CHROMIUM = os.environ.get("MEDSEG_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -78,11 +78,7 @@ def medseg_server(args: list[str], log_path: Path, *, timeout_s: float, while_st
                 pytest.fail(f"medseg {args[0]} did not start within {timeout_s:.0f} s")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc, 20)
         log.close()
 
 

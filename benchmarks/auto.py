@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'tests'}", "PYTHONWARNINGS": "ignore"}
+PATHS = [str(ROOT / "src"), str(ROOT / "tests"), os.environ.get("PYTHONPATH")]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in PATHS if p), "PYTHONWARNINGS": "ignore"}
 MEDSEG = [sys.executable, "-m", "medseg.cli"]
 
 

@@ -103,7 +103,6 @@ from typing import Literal
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
@@ -943,6 +942,8 @@ def _write_nnunet_image(path: Path, array: np.ndarray, ending: str, spacing: tup
     if ending in ENDINGS_2D:
         Image.fromarray(array.astype(np.uint8)).save(path)
         return
+    import SimpleITK as sitk  # here only: the PNG releases (the nuclei proxy) need no ITK
+
     img = sitk.GetImageFromArray(array)
     assert spacing is not None
     img.SetSpacing(spacing)

@@ -14,7 +14,7 @@ from helpers import REPO, tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import DatasetError, MedsegError
-from medseg.data.loading import CaseItems, SegDataModule
+from medseg.data.loading import CaseItems, SegDataModule, case_batches
 from medseg.data.sampling import PatchSampler, crop_pad
 from medseg.data.source import open_dataset, resolve_splits
 from medseg.engine.train import train
@@ -111,6 +111,22 @@ def test_slices_datamodule_shapes(tmp_path: Path) -> None:
     assert batch["image"].shape == (2, 3, 24, 24) and batch["label"].shape == (2, 1, 24, 24)
     val = next(iter(dm.val_dataloader()))
     assert val["image"].shape[1:] == (3, 32, 32)
+
+
+def test_slice_validation_batches_never_mix_cases_of_different_sizes(tmp_path: Path) -> None:
+    """Resampled volumes differ in-plane (here 27² to 38²): a batch of whole slices must hold one case's slices only."""
+    raw = _cfg(tmp_path, patch_size=[24, 24], slices=True, batch_size=5, split={"ratios": [0.4, 0.6, 0.0]})
+    raw["data"]["builtin"]["n_patients"] = 10
+    cfg = config_from_dict(raw)
+    ds = open_dataset(cfg)
+    dm = SegDataModule(cfg, ds, resolve_splits(cfg, ds))
+    shapes = dm.items("val").shapes()
+    assert len({tuple(s) for s in shapes}) > 1  # else the test proves nothing
+    batches = list(dm.val_dataloader())
+    assert sum(b["image"].shape[0] for b in batches) == sum(s[0] for s in shapes)
+    for b in batches:
+        assert b["image"].shape[0] <= 5 and len(set(b["case_id"])) == 1
+    assert case_batches([(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)], 2) == [[0, 1], [2], [3, 4], [5]]
 
 
 def test_worker_crash_names_the_case(tmp_path: Path) -> None:

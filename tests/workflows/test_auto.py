@@ -54,6 +54,23 @@ def test_auto_config_follows_the_plan() -> None:
     assert raw["data"]["preprocess"] == {"enabled": True, "orientation": "RAS", "spacing": "plan", "crop": "nonzero", "normalize": "auto"}
     assert {"network", "loss", "augmentation", "sampling", "split"} <= set(why)
     assert auto_cfg.widths(8, 2, 32) == [32, 64, 128, 256, 512, 512, 512, 512]  # nnU-Net's 2D cap
+    assert raw["train"]["precision"] == "32"  # device auto on a machine without CUDA
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_auto_trains_in_bfloat16_where_the_gpu_has_it(monkeypatch: pytest.MonkeyPatch, bf16: bool, expected: str) -> None:
+    """Measured on an H200: bf16-mixed 13–14 % faster than 16-mixed for auto's instance-norm U-Nets (docs/training.md)."""
+    import torch
+
+    from medseg.config import config_from_dict
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    conf = {"patch_size": [64, 64], "batch_size": 4, "n_stages": 3, "strides": [[2, 2], [2, 2]], "kernel_sizes": [[3, 3]] * 3}
+    plan = {"dims": 2, "configurations": {"2d": conf}}
+    raw, why = auto_cfg.auto_config("/d", "/d/plan.json", plan, "2d", base_width=8, device="cuda", budget_s=60)
+    assert raw["train"]["precision"] == expected and expected in why["precision"]
+    assert config_from_dict(raw).train.precision == expected
 
 
 def test_auto_end_to_end_and_predict(tmp_path: Path, quick: None) -> None:

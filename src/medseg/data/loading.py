@@ -378,8 +378,9 @@ class SegDataModule(L.LightningDataModule):
         items = self.items(stage)
         if d.slices:
             sampler = PatchSampler(None, foreground_oversample=0.0, slices=True, slice_axis=d.slice_axis, context_slices=d.context_slices)
-            ds = CaseItems(items, None, sampler=sampler, slice_index=self._slice_index(items), multi_label=self.multi_label)
-            return DataLoader(ds, batch_size=d.batch_size, shuffle=False, num_workers=0)
+            index = self._slice_index(items)
+            ds = CaseItems(items, None, sampler=sampler, slice_index=index, multi_label=self.multi_label)
+            return DataLoader(ds, batch_sampler=case_batches(index, d.batch_size), num_workers=0)
         return DataLoader(CaseItems(items, multi_label=self.multi_label), batch_size=1, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
@@ -387,3 +388,13 @@ class SegDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+def case_batches(index: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Batches of slice positions that never mix two cases: slices of cases of different sizes cannot be stacked."""
+    batches: list[list[int]] = []
+    for pos, (case, _) in enumerate(index):
+        if not batches or len(batches[-1]) == batch_size or index[batches[-1][0]][0] != case:
+            batches.append([])
+        batches[-1].append(pos)
+    return batches

@@ -150,12 +150,8 @@ class SegModule(L.LightningModule):
         x, y = plain_tensor(batch["image"]), plain_tensor(batch["label"])
         out = self(x) if stage == "train" else self.inferer().scores(x, log=True)
         loss = self.loss_fn(out, y)
-        if stage == "train" and not torch.isfinite(loss):
-            raise TrainingError(
-                f"the training loss became {float(loss.detach())} at epoch {self.current_epoch}, step {self.global_step}",
-                where=self.cfg.name,
-                fix="lower train.lr, set train.grad_clip, or use precision 32; the last good checkpoint is kept",
-            )
+        if stage == "train":
+            self._check_finite(loss)
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True, batch_size=x.shape[0], sync_dist=stage != "train")
         if stage != "train":
             pred = logits_to_labels(_first(out).detach(), self.multi_label).cpu().numpy()
@@ -171,6 +167,44 @@ class SegModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop on a non-finite training loss, one step late: each step's flag is queued behind its kernels (on CUDA
+        copied to pinned memory) and read at the next step, at the end of the epoch or of training, always before
+        validation and the epoch's checkpoint. Reading it at once would make the host wait for the GPU every step."""
+        value = loss.detach().float()
+        flag = torch.stack([torch.isfinite(value).float(), value])
+        event = None
+        if flag.device.type == "cuda":
+            host = torch.empty(2, dtype=torch.float32, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            flag, event = host, torch.cuda.Event()
+            event.record()
+        self._flush_finite()
+        self._pending_finite = (flag, event, self.current_epoch, self.global_step)
+
+    def _flush_finite(self) -> None:
+        """Read the flag of the step still pending (waits for that step's loss only)."""
+        pending, self._pending_finite = getattr(self, "_pending_finite", None), None
+        if pending is not None:
+            flag, event, epoch, step = pending
+            if event is not None:
+                event.synchronize()
+            self._raise_if_not_finite(bool(flag[0] > 0), float(flag[1]), epoch, step)
+
+    def _raise_if_not_finite(self, finite: bool, value: float, epoch: int, step: int) -> None:
+        if not finite:
+            raise TrainingError(
+                f"the training loss became {value} at epoch {epoch}, step {step}",
+                where=self.cfg.name,
+                fix="lower train.lr, set train.grad_clip, or use precision 32; the last good checkpoint is kept",
+            )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        trainer = self.trainer
+        last = batch_idx + 1 >= trainer.num_training_batches or trainer.should_stop or 0 < trainer.max_steps <= self.global_step
+        if last:  # before validation and the epoch's checkpoint
+            self._flush_finite()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")

@@ -292,7 +292,9 @@ def train(config: Config, out: str | Path, overwrite: bool = False, progress: bo
         enable_model_summary=False,
         enable_progress_bar=progress,
         num_sanity_val_steps=0,
-        log_every_n_steps=1,
+        # the per-step loss reaches the loggers every 50 batches (or once an epoch when shorter): each write reads
+        # the loss on the host, which stalls a GPU's queue; the epoch's curves are logged in full regardless
+        log_every_n_steps=max(1, min(50, length.batches_per_epoch or length.one_pass)),
         default_root_dir=run_dir,
         use_distributed_sampler=True,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medseg.config import mixed_precision
 from medseg.workflows.prepare import PLAN_DEFAULTS
 
 #: widths of the first stage tried, widest first; the widest that affords :data:`MIN_STEPS` steps is kept
@@ -117,7 +118,7 @@ def auto_config(
             "grad_clip": 12.0,
             "loss": "dice_ce",
             "device": device,
-            "precision": "16-mixed" if device == "cuda" else "32",
+            "precision": mixed_precision() if device == "cuda" else "32",
             "iterations_per_epoch": 50,
             "seed": 0,
         },
@@ -138,7 +139,7 @@ def auto_config(
         "sampling": "⅓ of the patches centred on a foreground voxel (nnU-Net), so small structures are seen",
         "optimizer": "AdamW, lr 2e-3, cosine schedule fitted to the time budget (ends annealed): converges in far fewer steps than SGD + poly",
         "batch": f"the plan's batch size {batch} at patch {'×'.join(str(p) for p in conf['patch_size'])}",
-        "precision": "16-bit mixed precision on CUDA" if device == "cuda" else "32-bit (CPU)",
+        "precision": f"{raw['train']['precision']} on CUDA (bfloat16 where the GPU has it: faster, no loss scaling)" if device == "cuda" else "32-bit (CPU)",
     }
     return raw, why
 

@@ -49,8 +49,10 @@ def measure_steps(
     bs = int(raw["data"]["batch_size"])
     x = torch.randn(bs, in_channels, *patch, device=device)
     y = torch.randint(0, n_classes, (bs, 1, *patch), device=device)
-    amp = device.type == "cuda" and raw["train"].get("precision") == "16-mixed"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    precision = raw["train"].get("precision")
+    amp = device.type == "cuda" and precision in ("16-mixed", "bf16-mixed")
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype is torch.float16)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times: list[float] = []
@@ -60,7 +62,7 @@ def measure_steps(
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
             loss = loss_fn(net(x), y)
         scaler.scale(loss).backward()
         scaler.step(opt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from helpers import REPO, tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import DatasetError, MedsegError
-from medseg.data.loading import CaseItems, SegDataModule, case_batches
+from medseg.data.loading import CaseItems, EpochsOfOneStream, SegDataModule, case_batches
 from medseg.data.sampling import PatchSampler, crop_pad
 from medseg.data.source import open_dataset, resolve_splits
 from medseg.engine.train import train
@@ -127,6 +128,27 @@ def test_slice_validation_batches_never_mix_cases_of_different_sizes(tmp_path: P
     for b in batches:
         assert b["image"].shape[0] <= 5 and len(set(b["case_id"])) == 1
     assert case_batches([(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)], 2) == [[0, 1], [2], [3, 4], [5]]
+
+
+def test_epochs_with_workers_come_from_one_stream(tmp_path: Path) -> None:
+    """With loader processes, every epoch continues one iterator (its prefetch stays full); training runs on it."""
+    cfg = config_from_dict(_cfg(tmp_path, num_workers=1))
+    ds = open_dataset(cfg)
+    dm = SegDataModule(cfg, ds, resolve_splits(cfg, ds))
+    dm.batches_per_epoch = 3
+    loader = dm.train_dataloader()
+    assert isinstance(loader, EpochsOfOneStream) and len(loader) == 3
+    first = list(loader)
+    stream = loader._it
+    second = list(loader)
+    assert loader._it is stream and len(first) == len(second) == 3  # the same iterator, not a restarted one
+    assert all(b["image"].shape == (2, 1, 4, 24, 24) for b in first + second)
+    assert not torch.equal(first[0]["image"], second[0]["image"])
+    dm.config = config_from_dict(_cfg(tmp_path, num_workers=0))
+    assert not isinstance(dm.train_dataloader(), EpochsOfOneStream)  # no workers: no pipeline to keep full
+    raw = _cfg(tmp_path, num_workers=1) | {"train": {"epochs": 2, "iterations_per_epoch": 3, "min_iterations": 0}}
+    run = train(config_from_dict(raw), tmp_path / "run", progress=False)
+    assert [int(r["step"]) for r in csv.DictReader((run / "history.csv").open())] == [3, 6]
 
 
 def test_worker_crash_names_the_case(tmp_path: Path) -> None:

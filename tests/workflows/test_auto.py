@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -223,6 +224,23 @@ def test_five_folds_predict_as_one_ensemble(tmp_path: Path, quick: None) -> None
     assert len(state["stages"]["folds"]["cases"]) == 5  # every case scored once, out of fold
     val = [json.loads((Path(m) / "splits.json").read_text())["folds"][k]["val"] for k, m in enumerate(members)]
     assert sorted(c for v in val for c in v) == sorted(state["stages"]["folds"]["cases"])
+    from medseg.engine.load import load_inferer
+
+    assert len(load_inferer(out).nets) == 5
+
+
+@pytest.mark.slow
+def test_five_folds_as_ray_tasks(tmp_path: Path, quick: None) -> None:
+    """``--folds 5 --ray local``: the folds are trials of a local Ray instance, scored out of fold, one ensemble."""
+    pytest.importorskip("ray")
+    data = _tiles(tmp_path / "raw", n_train=5, size=32)
+    state = run_auto(data, tmp_path / "run", time_budget="100s", folds=5, ray="local", echo=lambda s: None)
+    out = tmp_path / "run"
+    members = [Path(m) for m in json.loads((out / "ensemble.json").read_text())["runs"]]
+    assert len(members) == 5 and all(m.parent == out / "folds" / "runs" and (m / "run.json").is_file() for m in members)
+    folds = sorted(yaml.safe_load((m / "config.yaml").read_text())["data"]["split"]["fold"] for m in members)
+    assert folds == [0, 1, 2, 3, 4]
+    assert len(state["stages"]["folds"]["cases"]) == 5  # every case scored once, out of fold
     from medseg.engine.load import load_inferer
 
     assert len(load_inferer(out).nets) == 5

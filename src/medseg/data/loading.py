@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -356,13 +356,17 @@ class SegDataModule(L.LightningDataModule):
         slice_index = self._slice_index(items) if d.slices else None
         return CaseItems(items, tf, sampler=sampler, slice_index=slice_index, multi_label=self.multi_label)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | EpochsOfOneStream:
+        """Batches drawn with replacement, ``batches_per_epoch`` an epoch (else one shuffled pass). With loader
+        processes on one device, the epochs are cut from one endless stream (:class:`EpochsOfOneStream`)."""
         d = self.config.data
         ds = self.train_dataset()
         iters = self.batches_per_epoch
-        sampler = RandomSampler(ds, replacement=True, num_samples=iters * d.batch_size) if iters else None
         workers = self._workers()
-        return DataLoader(
+        trainer = self.trainer
+        stream = bool(iters) and workers > 0 and (trainer is None or trainer.world_size == 1)  # DDP: Lightning shards a DataLoader
+        sampler = RandomSampler(ds, replacement=True, num_samples=(STREAM_SAMPLES if stream else iters) * d.batch_size) if iters else None
+        loader = DataLoader(
             ds,
             batch_size=d.batch_size,
             shuffle=sampler is None,
@@ -372,6 +376,7 @@ class SegDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available() and self.config.train.device in ("auto", "cuda"),
             drop_last=iters is None and len(ds) > d.batch_size,
         )
+        return EpochsOfOneStream(loader, iters) if stream and iters else loader
 
     def _eval_loader(self, stage: str) -> DataLoader:
         d = self.config.data
@@ -388,6 +393,34 @@ class SegDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+#: batches of the endless stream (drawn lazily: only as many as the training takes are made)
+STREAM_SAMPLES = 2**40
+
+
+class EpochsOfOneStream:
+    """Epochs of ``n`` batches cut from one endless iterator over ``loader``.
+
+    Lightning asks for a new iterator every epoch; a new iterator of a loader with worker processes starts their
+    pipeline empty, so each epoch would begin by waiting for its first batches to be made while the network idles —
+    a cost short epochs (``medseg auto``'s 50 batches) pay often. Keeping one iterator keeps the workers' prefetch
+    full across epoch boundaries.
+    """
+
+    def __init__(self, loader: DataLoader, n: int):
+        self.loader = loader
+        self.n = n
+        self._it: Any = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._it is None:
+            self._it = iter(self.loader)
+        for _ in range(self.n):
+            yield next(self._it)
 
 
 def case_batches(index: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:

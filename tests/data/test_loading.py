@@ -15,7 +15,8 @@ from helpers import REPO, tiny_config
 from medseg.cli import app
 from medseg.config import config_from_dict
 from medseg.core.errors import DatasetError, MedsegError
-from medseg.data.loading import CaseItems, EpochsOfOneStream, SegDataModule, case_batches
+from medseg.data.batches import EpochsOfOneStream, case_batches
+from medseg.data.loading import CaseItems, SegDataModule
 from medseg.data.sampling import PatchSampler, crop_pad
 from medseg.data.source import open_dataset, resolve_splits
 from medseg.engine.train import train

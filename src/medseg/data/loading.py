@@ -16,9 +16,8 @@ default 1/3; ``data.class_balanced`` picks the class uniformly first), 2D slices
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from torch.utils.data import Dataset as TorchDataset
 from medseg.config import Config
 from medseg.core.case import Case
 from medseg.core.errors import ConfigError, DatasetError, MedsegError, SplitError
+from medseg.data.batches import STREAM_SAMPLES, EpochsOfOneStream, case_batches, default_workers
 from medseg.data.preprocessing.transforms import normalize_image
 from medseg.data.sampling import PatchSampler
 from medseg.data.splits import select
@@ -195,15 +195,6 @@ class CaseItems(TorchDataset):
 
 
 _LABELLED = "only labelled cases can be trained or validated on"
-
-
-def default_workers() -> int:
-    """Loader processes for this machine: one core left for the training loop, at most 12."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    return max(0, min(n - 1, 12))
 
 
 class SegDataModule(L.LightningDataModule):
@@ -393,41 +384,3 @@ class SegDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
-
-
-#: batches of the endless stream (drawn lazily: only as many as the training takes are made)
-STREAM_SAMPLES = 2**40
-
-
-class EpochsOfOneStream:
-    """Epochs of ``n`` batches cut from one endless iterator over ``loader``.
-
-    Lightning asks for a new iterator every epoch; a new iterator of a loader with worker processes starts their
-    pipeline empty, so each epoch would begin by waiting for its first batches to be made while the network idles —
-    a cost short epochs (``medseg auto``'s 50 batches) pay often. Keeping one iterator keeps the workers' prefetch
-    full across epoch boundaries.
-    """
-
-    def __init__(self, loader: DataLoader, n: int):
-        self.loader = loader
-        self.n = n
-        self._it: Any = None
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[Any]:
-        if self._it is None:
-            self._it = iter(self.loader)
-        for _ in range(self.n):
-            yield next(self._it)
-
-
-def case_batches(index: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
-    """Batches of slice positions that never mix two cases: slices of cases of different sizes cannot be stacked."""
-    batches: list[list[int]] = []
-    for pos, (case, _) in enumerate(index):
-        if not batches or len(batches[-1]) == batch_size or index[batches[-1][0]][0] != case:
-            batches.append([])
-        batches[-1].append(pos)
-    return batches

@@ -17,7 +17,7 @@
 Every section writes its figures to ``--out`` as JSON as soon as it ends, so a run cut short keeps what it measured.
 On a CPU (no CUDA) it runs the same code at toy sizes (``--small`` is implied): that checks the script, not speed.
 
-    python benchmarks/gpu.py --out gpu-figures [--sections steps,loader,auto]
+    python benchmarks/gpu.py [--out gpu-figures] [--sections steps,loader,auto,auto3d] [--nets unet2d,fpn2d]
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def auto3d(tmp: Path, budget: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="folder for the figures (JSON per section)")
+    ap.add_argument("--out", type=Path, help="folder for the figures, one JSON per section (default: printed only)")
     ap.add_argument("--sections", default="steps,loader,auto,auto3d")
     ap.add_argument("--nets", default="unet2d,unet3d,fpn2d,segformer2d", help=f"networks of [steps], of {', '.join(NETS)}")
     ap.add_argument("--budget", default="2m", help="--time-budget of the phantom3d auto run")
@@ -244,7 +244,8 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     small = args.small or device.type != "cuda"
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(f"device {name}, torch {torch.__version__}, small={small}", flush=True)
     sections = {
@@ -262,7 +263,8 @@ def main() -> None:
             except Exception:  # one broken section must not cost the others' figures
                 traceback.print_exc()
                 continue
-            (args.out / f"{key}.json").write_text(json.dumps({"device": name, "seconds": time.perf_counter() - t0, "result": result}, indent=1))
+            if args.out is not None:
+                (args.out / f"{key}.json").write_text(json.dumps({"device": name, "seconds": time.perf_counter() - t0, "result": result}, indent=1))
             print(json.dumps(result, indent=1), flush=True)
 
 

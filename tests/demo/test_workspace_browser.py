@@ -96,7 +96,6 @@ def test_the_digits_path(workspace: tuple[str, Path], tmp_path: Path) -> None:
     url, root = workspace
     latencies: dict[str, float] = {}
     with browser_page(url, TIMEOUT_MS) as (browser, pg):
-
         # 1. a data set from the image and mask folders (the picker lists folders under data/ only)
         open_tab(pg, "Data sets")
         pick(pg, "ds-source", "cardiac")

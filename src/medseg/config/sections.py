@@ -119,7 +119,7 @@ class DataConfig(Section):
     regions: dict[str, int | list[int]] | None = Field(
         None,
         description="regions over a label-map data set's values, as nnU-Net declares them: name → the label values whose union it is "
-        "(a number is a one-value region, keyed \"3\" in summary_nnunet.json; [3] is keyed \"(3,)\"). Trained with one sigmoid "
+        '(a number is a one-value region, keyed "3" in summary_nnunet.json; [3] is keyed "(3,)"). Trained with one sigmoid '
         "output each, scored per region, written back as a label map in data.regions_class_order",
     )
     regions_class_order: list[int] | None = Field(

@@ -56,7 +56,7 @@ class ClassInfo(BaseModel):
     labels: list[int] | int | None = Field(
         None,
         description="region: the label values whose union this class is (nnU-Net region-based labels); "
-        "a number when the region was declared as one (nnU-Net keys its metrics \"3\" for 3 and \"(3,)\" for [3])",
+        'a number when the region was declared as one (nnU-Net keys its metrics "3" for 3 and "(3,)" for [3])',
     )
 
     @property

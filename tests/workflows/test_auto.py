@@ -131,6 +131,20 @@ def test_too_short_budget_is_refused_with_the_minimum(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_budget_too_short_for_3d_trains_2d_alone(tmp_path: Path) -> None:
+    """A 10-minute budget on a CPU where a 3D step takes 6 s (one brain MRI) trains the 2D configuration with a
+    warning instead of refusing; a budget that affords no configuration is refused with the cheapest one's minimum."""
+    auto = auto_run.Auto(tmp_path / "run", False, lambda s: None)
+    steps = {"3d": {"step_s": 6.0, "device": "cpu"}, "2d": {"step_s": 0.2, "device": "cpu"}}
+    with pytest.warns(UserWarning, match=r"cannot train 3d \(6.00 s a step\).*only 2d is trained"):
+        assert auto_run._affordable(auto, steps, 600.0, 0) == ["2d"]
+    assert auto.state["decisions"]["configurations"]["value"] == ["2d"] and auto.state["warnings"]
+    assert auto_run._affordable(auto, steps, 6000.0, 0) == ["3d", "2d"]  # both fit: both train
+    assert auto_run._affordable(auto, steps, None, 0) == ["3d", "2d"]  # no budget: the default length
+    with pytest.raises(ConfigError, match=r"too short.*give at least 1m \(1 training\(s\) of the 2d configuration"):
+        auto_run._affordable(auto, steps, 10.0, 0)
+
+
 def test_one_case_trains_with_a_warning(tmp_path: Path, quick: None) -> None:
     data = nnunet_raw(tmp_path / "raw", ".png", n_train=1, n_test=0, shape=(32, 32)).root
     lines: list[str] = []

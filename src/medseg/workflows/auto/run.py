@@ -25,6 +25,7 @@ from typing import Any
 from medseg.core.atomic import write_json
 from medseg.core.errors import ConfigError, DatasetError, RunError
 from medseg.workflows.auto.config import BASE_WIDTHS, DEFAULT_BUDGET_S, DEFAULT_RUN_S, DEFAULT_STEPS, MIN_STEPS, REFUSE_STEPS, auto_config
+from medseg.workflows.auto.output import adopt, export, say_plan
 
 AUTO_FILE = "auto.json"
 #: seconds a training spends outside its budget (workers, first validation, checkpoints), per training
@@ -59,6 +60,14 @@ class Auto:
 
     def decide(self, key: str, value: Any, why: str) -> None:
         self.state["decisions"][key] = {"value": value, "why": why}
+
+    def warn(self, msg: str) -> None:
+        """A warning: raised as a Python warning, printed, and kept in ``auto.json``."""
+        import warnings
+
+        warnings.warn(msg, stacklevel=3)
+        self.echo(f"warning: {msg}")
+        self.state.setdefault("warnings", []).append(msg)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -95,15 +104,12 @@ def _check_data(auto: Auto, ds: Any) -> int:
     if n == 0:
         raise DatasetError("no labelled case", where=ds.root, fix="add cases with labels (images alone can only be predicted)")
     if n == 1:
-        import warnings
-
         from medseg.data.splits import SETS
 
         ids = sorted(ds.labelled_patients)
         write_json(auto.out / "splits-auto.json", {**{k: [] for k in SETS}, "train": ids, "val_on_train": True})
         msg = "one labelled patient: the model is validated on its training case, so validation Dice is optimistic"
-        warnings.warn(msg, stacklevel=2)
-        auto.echo(f"warning: {msg}")
+        auto.warn(msg)
         auto.decide("split", ids, msg)
     return n
 
@@ -128,7 +134,7 @@ def _plan(auto: Auto, ds_path: Path, device: str) -> dict[str, Any]:
     fp = fingerprint(load_dataset(ds_path), progress=False)
     for w in fp.get("warnings", []):
         auto.echo(f"warning: {w}")
-    auto.state["warnings"] = list(fp.get("warnings", []))
+    auto.state.setdefault("warnings", []).extend(fp.get("warnings", []))
     plan, plan_file, cache = prepare_dataset(cfg, gpu_memory_gb=gpu_gb, progress=False, fingerprint=fp)
     write_json(auto.out / "plan.json", plan)
     auto.decide("spacing", plan["target_spacing"], "median spacing of the cases (10th percentile along a strongly anisotropic axis), as nnU-Net")
@@ -148,6 +154,38 @@ def _fits(step_s: float, per_run: float | None) -> bool:
     return DEFAULT_STEPS * step_s <= DEFAULT_RUN_S if per_run is None else per_run / step_s >= MIN_STEPS
 
 
+def _affordable(auto: Auto, narrowest: dict[str, dict[str, Any]], budget_s: float | None, folds: int) -> list[str]:
+    """The configurations a time budget can train: each needs REFUSE_STEPS steps at its narrowest width. Those it
+    cannot (a 3D patch on a slow CPU) are dropped with a warning, the rest share the budget; none: refused with the
+    minimum budget."""
+    names = list(narrowest)
+    if budget_s is None:
+        return names
+    left = max(budget_s - auto.elapsed(), 0.0)
+    folds = max(folds, 1)
+    while names:
+        per_run = left / (len(names) * folds) - TRAIN_OVERHEAD_S
+        slow = [n for n in names if per_run / narrowest[n]["step_s"] < REFUSE_STEPS]
+        if not slow:
+            break
+        names.remove(max(slow, key=lambda n: narrowest[n]["step_s"]))
+    dropped = [n for n in narrowest if n not in names]
+    if not names:
+        name, m = min(narrowest.items(), key=lambda kv: kv[1]["step_s"])
+        need = folds * (REFUSE_STEPS * m["step_s"] + TRAIN_OVERHEAD_S) + auto.elapsed() + 30
+        steps = max(left / (len(narrowest) * folds) - TRAIN_OVERHEAD_S, 0.0) / m["step_s"]
+        raise ConfigError(
+            f"too short: {steps:.0f} optimiser steps per training at {m['step_s']:.2f} s a step",
+            where="--time-budget",
+            fix=f"give at least {math.ceil(need / 60)}m ({folds} training(s) of the {name} configuration, {REFUSE_STEPS}+ steps each on {m['device']})",
+        )
+    if dropped:
+        why = ", ".join(f"{n} ({narrowest[n]['step_s']:.2f} s a step)" for n in dropped)
+        auto.warn(f"the time budget cannot train {why} for {REFUSE_STEPS}+ steps: only {', '.join(names)} is trained; give a longer --time-budget for both")
+        auto.decide("configurations", names, f"{', '.join(dropped)} dropped: the budget buys fewer than {REFUSE_STEPS} of its steps")
+    return names
+
+
 def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], *, device: str, budget_s: float | None, folds: int) -> dict[str, Any]:
     """Per configuration: the width the budget affords, the measured step time and peak memory, the training budget.
 
@@ -159,35 +197,30 @@ def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], *, device
 
     if auto.done("size"):
         return auto.state["stages"]["size"]["sizes"]
+    widths = sorted(BASE_WIDTHS.get(device, BASE_WIDTHS["cpu"]))
+
+    def measure(name: str, base: int) -> dict[str, Any]:
+        raw, _ = auto_config(ds.root, plan["_file"], plan, name, base_width=base, device=device)
+        conf = plan["configurations"][name]
+        dims, n_classes = 3 if name == "3d" else 2, len(ds.info.class_names)
+        m = measure_steps(raw, spatial_dims=dims, in_channels=ds.info.n_channels, n_classes=n_classes, patch=conf["patch_size"])
+        return {"base_width": base, **m}
+
+    narrowest = {name: measure(name, widths[0]) for name in names}
+    names = _affordable(auto, narrowest, budget_s, folds)
     runs = len(names) * max(folds, 1)
     per_run = None if budget_s is None else max(budget_s - auto.elapsed(), 0.0) / runs - TRAIN_OVERHEAD_S
     sizes: dict[str, Any] = {}
     for name in names:
-        conf = plan["configurations"][name]
-        dims = 3 if name == "3d" else 2
-
-        def measure(base: int, conf: dict[str, Any] = conf, dims: int = dims, name: str = name) -> dict[str, Any]:
-            raw, _ = auto_config(ds.root, plan["_file"], plan, name, base_width=base, device=device)
-            m = measure_steps(raw, spatial_dims=dims, in_channels=ds.info.n_channels, n_classes=len(ds.info.class_names), patch=conf["patch_size"])
-            return {"base_width": base, **m}
-
-        widths = sorted(BASE_WIDTHS.get(device, BASE_WIDTHS["cpu"]))
-        m = measure(widths[0])
+        m = narrowest[name]
         tried = [m]
         for base in reversed(widths[1:]):  # widest first
             if _fits(m["step_s"] * (base / widths[0]) ** 2, per_run):
-                wide = measure(base)
+                wide = measure(name, base)
                 tried.append(wide)
                 if _fits(wide["step_s"], per_run):
                     m = wide
                     break
-        if per_run is not None and per_run / m["step_s"] < REFUSE_STEPS:
-            need = runs * (REFUSE_STEPS * m["step_s"] + TRAIN_OVERHEAD_S) + auto.elapsed() + 30
-            raise ConfigError(
-                f"too short: {max(per_run, 0.0) / m['step_s']:.0f} optimiser steps per training at {m['step_s']:.2f} s a step",
-                where="--time-budget",
-                fix=f"give at least {math.ceil(need / 60)}m ({runs} training(s) of {REFUSE_STEPS}+ steps on {m['device']})",
-            )
         if per_run is not None:
             train_s = per_run
         else:
@@ -277,6 +310,7 @@ def run_auto(
     if folds:
         auto.decide("configuration", plan["recommended"], f"cross-validation trains the plan's recommendation only ({plan['why']})")
     sizes = _size(auto, plan, ds, names, device=dev, budget_s=budget_s, folds=folds)
+    names = [n for n in names if n in sizes]  # configurations the budget cannot train are dropped
     runs: dict[str, Any] = {}
     for name in names:
         raw, why = auto_config(
@@ -288,7 +322,7 @@ def run_auto(
         for k, v in why.items():
             auto.decide(f"{name}.{k}", raw["model"]["params"] if k == "network" else None, v)
     est = _estimate(auto, plan, ds, sizes, names, folds=folds)
-    _say_plan(auto, plan, runs, sizes, est)
+    say_plan(auto, plan, runs, sizes, est)
     auto.save()
     if folds:
         from medseg.workflows.auto.folds import train_folds
@@ -308,7 +342,7 @@ def run_auto(
         auto.decide("configuration", chosen, "best validation Dice: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         chosen_dir = out / "candidates" / chosen
     if not auto.done("choose"):
-        _adopt(chosen_dir, out)
+        adopt(chosen_dir, out)
         auto.finish("choose", configuration=chosen)
     if not auto.done("postprocess") and not folds:
         from medseg.engine.load import decide_postprocessing
@@ -317,27 +351,13 @@ def run_auto(
         auto.decide("postprocessing", d["keep_largest"], "keep only the largest component of a class when that raised its validation Dice (nnU-Net)")
         auto.finish("postprocess", **d)
     if not auto.done("export"):
-        auto.finish("export", **_export(out, folds))
+        auto.finish("export", **export(out, folds))
     total = auto.elapsed()
     auto.state["measured"] = {"total_s": round(total, 1), "train_s": {k: v.get("elapsed_s") for k, v in auto.state["stages"].items() if k.startswith("train")}}
     auto.state["estimate_error"] = round(total / est["total_s"] - 1, 3) if est["total_s"] else None
     auto.finish("done")
     echo(f"done in {total:.0f} s (estimated {est['total_s']:.0f} s); run folder {out}: medseg predict {out} IMAGES --out PREDICTIONS")
     return auto.state
-
-
-def _export(out: Path, folds: int) -> dict[str, Any]:
-    """ONNX export of the chosen network(s): ``medseg predict`` on the CPU then starts without the network libraries."""
-    from medseg.engine.onnx import export_onnx
-    from medseg.runs import read_ensemble
-
-    done, failed = [], {}
-    for run in read_ensemble(out) if folds else [out]:
-        try:
-            done.append(str(export_onnx(run)))
-        except Exception as e:  # an export is an optimisation: predict falls back to PyTorch
-            failed[str(run)] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    return {"onnx": done, "failed": failed}
 
 
 def _estimate(auto: Auto, plan: dict[str, Any], ds: Any, sizes: dict[str, Any], names: list[str], *, folds: int) -> dict[str, Any]:
@@ -353,26 +373,3 @@ def _estimate(auto: Auto, plan: dict[str, Any], ds: Any, sizes: dict[str, Any], 
     if "estimate" not in auto.state:  # a resumed run keeps its first estimate
         auto.state["estimate"] = est
     return auto.state["estimate"]
-
-
-def _say_plan(auto: Auto, plan: dict[str, Any], runs: dict[str, Any], sizes: dict[str, Any], est: dict[str, Any]) -> None:
-    auto.echo(f"plan: {', '.join(plan['configurations'])} ({plan['why']}); spacing {plan['target_spacing']}, normalisation {plan['normalization']}")
-    for name, raw in runs.items():
-        p, s = raw["model"]["params"], sizes[name]
-        auto.echo(
-            f"  {name}: U-Net {len(p['filters'])} stages {p['filters'][0]}→{p['filters'][-1]} channels, deep supervision, "
-            f"batch {raw['data']['batch_size']} × patch {'×'.join(map(str, plan['configurations'][name]['patch_size']))}, "
-            f"{s['step_s']:.3f} s/step → ~{s['steps']} steps in {s['train_s']:.0f} s"
-        )
-    mem = "GPU" if auto.state.get("device") == "cuda" else "process"
-    auto.echo(f"estimate: {est['total_s']:.0f} s in all, peak {mem} memory {est['peak_mb']:.0f} MB")
-
-
-def _adopt(run_dir: Path, out: Path) -> None:
-    """Make ``out`` the run folder of ``run_dir`` (its files copied next to ``data/``, ``candidates/``…)."""
-    for p in run_dir.iterdir():
-        dest = out / p.name
-        if p.is_dir():
-            shutil.copytree(p, dest, dirs_exist_ok=True)
-        else:
-            shutil.copy2(p, dest)

@@ -101,11 +101,11 @@ def nuclei(data: Path | None, repeats: int, work: Path) -> dict[str, float]:
     }
 
 
-def volumes(budget: str, hand: dict[str, str], work: Path) -> list[dict[str, object]]:
+def volumes(budget: str, hand: dict[str, str], work: Path, names: tuple[str, ...] = ("phantom3d", "mni152-tissue")) -> list[dict[str, object]]:
     from medseg.data.builtin import materialize
 
     rows: list[dict[str, object]] = []
-    for name in ("phantom3d", "mni152-tissue"):
+    for name in names:
         folder = materialize(name, {}, work / "cache")
         auto_s, _ = shell([*MEDSEG, "auto", str(folder), "--out", str(work / f"auto-{name}"), "--time-budget", budget])
         state = json.loads((work / f"auto-{name}" / "auto.json").read_text())
@@ -137,6 +137,7 @@ def main() -> None:
         help="NAME=CONFIG.yaml: the hand-tuned config of a volume data set (default: benchmarks/configs/hand_*.yaml)",
     )
     ap.add_argument("--skip-nuclei", action="store_true", help="only the --volumes part")
+    ap.add_argument("--datasets", default="phantom3d,mni152-tissue", help="the --volumes data sets")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} CPU(s)")
     ref = nnunet_reference(args.nnunet_times, args.run_nnunet)
@@ -161,7 +162,7 @@ def main() -> None:
             )
         if args.volumes:
             hand = dict(h.split("=", 1) for h in args.hand)
-            for row in volumes(args.budget, hand, work):
+            for row in volumes(args.budget, hand, work, tuple(args.datasets.split(","))):
                 if "hand_val_dice" in row:
                     best = max(v for v in row["auto_val_dice"].values() if v is not None)  # type: ignore[union-attr]
                     row["auto_vs_hand"] = best - row["hand_val_dice"]  # type: ignore[operator]

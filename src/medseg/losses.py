@@ -39,8 +39,8 @@ def _weights(weight: Sequence[float] | None) -> torch.Tensor | None:
 
 
 @LOSSES.register("dice", description="soft Dice (with or without background, squared or not)")
-def dice(multi_label: bool, include_background: bool = True, squared_pred: bool = False) -> nn.Module:
-    return DiceLoss(include_background=include_background, squared_pred=squared_pred, **_act(multi_label))
+def dice(multi_label: bool, include_background: bool = True, squared_pred: bool = False, batch: bool = False) -> nn.Module:
+    return DiceLoss(include_background=include_background, squared_pred=squared_pred, batch=batch, **_act(multi_label))
 
 
 @LOSSES.register("focal", description="focal loss (gamma, alpha)")
@@ -106,8 +106,9 @@ def dice_ce(
     lambda_ce: float = 1.0,
     weight: Sequence[float] | None = None,
     squared_pred: bool = False,
+    batch: bool = False,
 ) -> nn.Module:
-    dice_loss = DiceLoss(include_background=include_background, squared_pred=squared_pred, **_act(multi_label))
+    dice_loss = DiceLoss(include_background=include_background, squared_pred=squared_pred, batch=batch, **_act(multi_label))
     return _DiceCE(dice_loss, _CrossEntropy(multi_label, weight), lambda_dice, lambda_ce)
 
 

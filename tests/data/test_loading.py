@@ -104,6 +104,21 @@ def test_datamodule_reads_only_the_memory_mapped_cache(tmp_path: Path) -> None:
     assert v["image"].shape[2:] == v["label"].shape[2:]
 
 
+def test_a_patch_over_the_largest_case_warns_only_when_it_is_more_than_rounding(tmp_path: Path) -> None:
+    """A plan's patch is rounded up to its poolings' multiple (96 for a 95-voxel axis): no warning for that; a patch
+    well over the largest case (a mistake: mostly padding) warns, naming the largest case."""
+    cfg = config_from_dict(_cfg(tmp_path, preprocess={"enabled": False}, patch_size=[8, 32, 32]))
+    ds = open_dataset(cfg)
+    dm = SegDataModule(cfg, ds, resolve_splits(cfg, ds))
+    items = dm.items("train")
+    big = np.max([np.shape(it["image"])[1:] for it in items], axis=0).tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm._warn_large_patch(items, [b + 1 for b in big])
+    with pytest.warns(UserWarning, match=rf"larger than the training cases \(largest {big}\)"):
+        dm._warn_large_patch(items, [big[0], 2 * big[1], big[2]])
+
+
 def test_slices_datamodule_shapes(tmp_path: Path) -> None:
     cfg = config_from_dict(_cfg(tmp_path, patch_size=[24, 24], slices=True, context_slices=1, preprocess={"enabled": False}))
     ds = open_dataset(cfg)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medseg.core.errors import ConfigError, DatasetError
-from medseg.data.plan import load_plan, make_plan, plan_configuration, target_spacing, topology, write_plan
+from medseg.data.plan import load_plan, make_plan, plan_configuration, shrink_configuration, target_spacing, topology, write_plan
 
 
 def _fp(spacings: list[list[float]], shapes: list[list[int]], dims: int = 3, modality: str = "MRI") -> dict:
@@ -45,6 +45,25 @@ def test_anisotropic_data_pools_the_coarse_axis_late_and_recommends_2d() -> None
     assert top["pool_per_axis"][0] < top["pool_per_axis"][1] and top["kernel_sizes"][0] == [1, 3, 3]
     plan = make_plan(_fp([[5.0, 0.8, 0.8]] * 4, [[20, 160, 160]] * 4), cpu_cores=2)
     assert plan["recommended"] == "2d" and plan["configurations"]["2d"]["slice_axis"] == 0
+
+
+def test_shrunk_configuration_keeps_the_rules_of_a_planned_one() -> None:
+    """One brain MRI at 2 mm: the planned 3D patch shrinks to the asked share of voxels, stays divisible by its
+    poolings, loses stages as it shrinks, never goes below 32 voxels an axis, and keeps batch and spacing."""
+    c3 = make_plan(_fp([[2.0, 2.0, 2.0]], [[99, 117, 95]]), cpu_cores=2)["configurations"]["3d"]
+    assert c3["patch_size"] == [112, 128, 96] and c3["n_stages"] == 6
+    for factor in (0.5, 0.2, 0.1, 0.01):
+        small = shrink_configuration(c3, factor)
+        patch = small["patch_size"]
+        assert min(patch) >= 32 and small["batch_size"] == c3["batch_size"] and small["spacing"] == c3["spacing"]
+        assert all(p % 2**k == 0 for p, k in zip(patch, small["pool_per_axis"], strict=True))
+        assert small == {**c3, "patch_size": patch, **topology(patch, c3["spacing"], 3)}
+        if factor >= 0.05:
+            assert np.prod(patch) <= factor * np.prod(c3["patch_size"]) < 2 * np.prod(patch)
+    assert shrink_configuration(c3, 0.01)["patch_size"] == [32, 32, 32] and shrink_configuration(c3, 0.01)["n_stages"] == 4
+    assert shrink_configuration(c3, 1.0) == c3
+    tiny = {**c3, "patch_size": [32, 32, 16], **topology([32, 32, 16], c3["spacing"], 3)}
+    assert shrink_configuration(tiny, 0.1)["patch_size"] == [32, 32, 16]  # nothing left to shrink: unchanged
 
 
 def test_2d_data_set_asked_for_a_3d_plan_is_refused() -> None:

@@ -45,9 +45,9 @@ def test_auto_config_follows_the_plan() -> None:
             }
         },
     }
-    raw, why = auto_cfg.auto_config("/d", "/d/plan.json", plan, "3d", base_width=16, budget_s=300)
+    raw, why = auto_cfg.auto_config("/d", "/d/plan.json", plan, "3d", base_width=16, budget_s=300, device="cuda")
     p = raw["model"]["params"]
-    assert p["filters"] == [16, 32, 64, 128, 256]
+    assert raw["model"]["name"] == "dynunet" and p["filters"] == [16, 32, 64, 128, 256]
     assert p["strides"] == [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]
     assert p["kernel_sizes"][0] == [1, 3, 3]
     assert p["n_deep_supervision"] == 0  # measured: no gain at short budgets (benchmarks/auto_defaults.py)
@@ -55,7 +55,28 @@ def test_auto_config_follows_the_plan() -> None:
     assert raw["data"]["preprocess"] == {"enabled": True, "orientation": "RAS", "spacing": "plan", "crop": "nonzero", "normalize": "auto"}
     assert {"network", "loss", "augmentation", "sampling", "split"} <= set(why)
     assert auto_cfg.widths(8, 2, 32) == [32, 64, 128, 256, 512, 512, 512, 512]  # nnU-Net's 2D cap
+    raw, why = auto_cfg.auto_config("/d", "/d/plan.json", plan, "3d", base_width=16, budget_s=300)
     assert raw["train"]["precision"] == "32"  # device auto on a machine without CUDA
+
+
+def test_3d_on_a_cpu_trains_a_strided_residual_unet_with_the_plans_poolings() -> None:
+    """On a CPU the full-resolution stage of nnU-Net's 3D U-Net takes most of a step: auto trains MONAI's residual
+    U-Net there, with the plan's stages and per-axis strides (a thick axis is pooled late), and it keeps every shape."""
+    import torch
+
+    from medseg.models import create_model
+
+    conf = {"patch_size": [16, 64, 64], "batch_size": 2, "n_stages": 5, "strides": [[1, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]]}
+    conf["kernel_sizes"] = [[1, 3, 3]] + [[3, 3, 3]] * 4
+    plan = {"dims": 3, "configurations": {"3d": conf}}
+    raw, why = auto_cfg.auto_config("/d", "/d/plan.json", plan, "3d", base_width=8, budget_s=300, device="cpu")
+    assert raw["model"] == {"name": "unet", "params": {"channels": [8, 16, 32, 64, 128], "strides": conf["strides"], "num_res_units": 2, "norm": "instance"}}
+    assert "residual U-Net" in why["network"]
+    net = create_model("unet", 3, 1, 3, **raw["model"]["params"])
+    for shape in ([16, 64, 64], [13, 50, 41]):  # the patch, and a whole image of another size
+        assert net(torch.zeros(1, 1, *shape)).shape == (1, 3, *shape)
+    raw2, _ = auto_cfg.auto_config("/d", "/d/plan.json", {"dims": 2, "configurations": {"2d": {**conf, "patch_size": [64, 64]}}}, "2d", device="cpu")
+    assert raw2["model"]["name"] == "dynunet"  # 2D keeps nnU-Net's U-Net on every device
 
 
 @pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])
@@ -143,6 +164,50 @@ def test_budget_too_short_for_3d_trains_2d_alone(tmp_path: Path) -> None:
     assert auto_run._affordable(auto, steps, None, 0) == ["3d", "2d"]  # no budget: the default length
     with pytest.raises(ConfigError, match=r"too short.*give at least 1m \(1 training\(s\) of the 2d configuration"):
         auto_run._affordable(auto, steps, 10.0, 0)
+
+
+def test_patch_too_slow_for_the_budget_shrinks_instead_of_dropping_3d(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One brain MRI on a CPU: the plan's 112×128×96 patch costs 7 s a step at the narrowest width, so the budget would
+    buy 40 steps; auto shrinks the 3D patch until its step buys MIN_STEPS in the budget's share (measured again, with
+    the topology of the small patch), trains it, and writes the patch into the config. 2D keeps the plan's patch."""
+    from types import SimpleNamespace
+
+    from medseg.data.plan import make_plan
+    from medseg.workflows.auto import estimate
+
+    fp = {"dataset": "x", "dims": 3, "modalities": ["MRI"], "per_case": [{"id": "c0", "spacing": [2.0] * 3, "shape": [99, 117, 95]}]}
+    plan = {**make_plan(fp, cpu_cores=2), "_file": str(tmp_path / "plan.json")}
+    seen: list[tuple[int, list[int], int]] = []
+
+    def fake(raw: dict, *, spatial_dims: int, patch: list[int], **k: object) -> dict:  # step time ∝ voxels × width²
+        p = raw["model"]["params"]
+        w = p["channels"] if raw["model"]["name"] == "unet" else p["filters"]
+        assert len(w) == len(p["strides"]) + (raw["model"]["name"] == "unet")  # the strided U-Net has no full-resolution stage
+        base = w[0]
+        seen.append((spatial_dims, list(patch), base))
+        per_voxel = 2.5e-6 if spatial_dims == 3 else 1.5e-6
+        return {"step_s": per_voxel * float(np.prod(patch)) * raw["data"]["batch_size"] * (base / 8) ** 1.5, "peak_mb": 100.0, "device": "cpu"}
+
+    monkeypatch.setattr(estimate, "measure_steps", fake)
+    ds = SimpleNamespace(root=tmp_path, info=SimpleNamespace(class_names=["background", "grey", "white"], n_channels=1))
+    auto = auto_run.Auto(tmp_path / "run", False, lambda s: None)
+    sizes = auto_run._size(auto, plan, ds, ["3d", "2d"], device="cpu", budget_s=600.0, folds=0)
+    assert set(sizes) == {"3d", "2d"} and not auto.state.get("warnings")  # nothing dropped
+    s3 = sizes["3d"]
+    assert np.prod(s3["patch_size"]) < np.prod(plan["configurations"]["3d"]["patch_size"]) / 4 and min(s3["patch_size"]) >= 32
+    assert s3["steps"] >= auto_cfg.MIN_STEPS and s3["configuration"]["n_stages"] < plan["configurations"]["3d"]["n_stages"]
+    assert seen[0] == (3, [112, 128, 96], 8)  # the plan's patch was measured first
+    assert sizes["2d"]["patch_size"] == plan["configurations"]["2d"]["patch_size"]
+    raw, why = auto_cfg.auto_config(tmp_path, plan["_file"], plan, "3d", base_width=s3["base_width"], conf=s3["configuration"])
+    assert raw["data"]["patch_size"] == s3["patch_size"] and "shrunk" in why["batch"]
+    assert len(raw["model"]["params"]["channels"]) == s3["configuration"]["n_stages"]
+    raw2, _ = auto_cfg.auto_config(tmp_path, plan["_file"], plan, "2d", conf=sizes["2d"]["configuration"])
+    assert raw2["data"]["patch_size"] is None  # the plan's own patch: read from the plan
+    # a budget 5× longer: width 16 on a 3D patch shrunk (not below ⅛ of the plan's voxels) rather than width 8
+    wide = auto_run._size(auto_run.Auto(tmp_path / "run2", False, lambda s: None), plan, ds, ["3d"], device="cpu", budget_s=3000.0, folds=0)["3d"]
+    vox = np.prod(wide["patch_size"]) / np.prod(plan["configurations"]["3d"]["patch_size"])
+    assert wide["base_width"] == 16 and 1 / 8 <= vox < 1 and wide["steps"] >= auto_cfg.MIN_STEPS
+    assert 32 not in [t["base_width"] for t in wide["tried"]]  # width 32 would need a patch below the floor: never built
 
 
 def test_one_case_trains_with_a_warning(tmp_path: Path, quick: None) -> None:

@@ -242,6 +242,41 @@ def test_postprocessing_decision_and_its_effect_on_later_predictions(run2d: Path
         np.testing.assert_array_equal(read_prediction(run, "test", f.stem), _largest_by_hand(bare.predict(ds.load_case(f.stem)), [1, 2, 3]))
 
 
+@pytest.mark.parametrize("mirrored_better", [True, False])
+def test_mirroring_decided_on_validation_is_what_predict_applies(run2d: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mirrored_better: bool) -> None:
+    """``decide_postprocessing(tta=True)`` scores the validation cases with and without mirroring on every axis and
+    keeps mirroring only when it raises Dice; ``--tta auto`` (predict's default) then applies the decision, and the
+    largest-component choice is made on the predictions that will be written."""
+    import shutil
+
+    from medseg.engine import inferer as inf
+    from medseg.engine.inferer import tta_axes
+    from medseg.runs import read_tta
+
+    run = tmp_path / "run"
+    shutil.copytree(run2d, run)
+    assert read_tta(run) == "none"  # undecided: predict does not mirror
+    real = inf.Inferer.predict
+
+    def rigged(self: inf.Inferer, case: Case) -> np.ndarray:  # mirroring made visibly better, or visibly worse
+        pred = real(self, case)
+        good = (len(self.flips) > 1) == mirrored_better
+        return np.asarray(case.label, dtype=pred.dtype) if good and case.label is not None else np.zeros_like(pred)
+
+    monkeypatch.setattr(inf.Inferer, "predict", rigged)
+    d = decide_postprocessing(run, progress=False, tta=True)
+    monkeypatch.setattr(inf.Inferer, "predict", real)
+    dice = {m: np.mean(list(v.values())) for m, v in d["tta_dice"].items()}
+    assert d["tta"] == ("all" if mirrored_better else "none") and (dice["all"] > dice["none"]) == mirrored_better
+    assert set(d["tta_seconds_per_case"]) == {"none", "all"} and d["dice_before"] == d["tta_dice"][d["tta"]]
+    assert read_tta(run) == d["tta"]
+    assert load_inferer(run, device="cpu", tta="auto").flips == tta_axes(d["tta"], 2)
+    assert load_inferer(run, device="cpu", tta="none").flips == [()]  # asked for explicitly: as asked
+    dataset = json.loads((run / "run.json").read_text())["dataset"]
+    out = predict([run], dataset, tmp_path / "pred", split="test", progress=False)
+    assert json.loads((out / "predictions.json").read_text())["tta"] == d["tta"]
+
+
 def test_bad_inputs_one_line_errors_and_no_output(run2d: Path, run3d: Path, tmp_path: Path) -> None:
     from PIL import Image
 

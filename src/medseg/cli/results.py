@@ -102,7 +102,9 @@ def predict_cmd(
         typer.Option("--format", "-f", help="default: like each input (DICOM → dicom-seg); or nifti|nrrd|mha|mhd|gipl|png|tiff|bmp|dicom-seg|rle-csv"),
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
-    tta: Annotated[str, typer.Option(help="test-time mirroring: none | all | axes like 0,1")] = "none",
+    tta: Annotated[
+        str, typer.Option(help="test-time mirroring: auto (as the run decided on validation — `medseg auto` does — else none) | none | all | axes like 0,1")
+    ] = "auto",
     overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.5,
     probabilities: Annotated[bool, typer.Option(help="also write probabilities (.npz)")] = False,
     overlays: Annotated[bool, typer.Option(help="also write overlay PNGs")] = False,
@@ -116,7 +118,7 @@ def predict_cmd(
     """Predict masks for new images, each written like its input: its format, its exact voxel grid."""
     from medseg.workflows.predict import predict
 
-    axes: str | list[int] = tta if tta in ("none", "all") else [int(a) for a in tta.split(",") if a.strip()]
+    axes: str | list[int] = tta if tta in ("auto", "none", "all") else [int(a) for a in tta.split(",") if a.strip()]
     runs = [run, *(ensemble or [])]
     result = predict(
         runs,
@@ -142,12 +144,18 @@ def predict_cmd(
 def postprocess_cmd(
     run: Annotated[Path, typer.Argument(help="run folder")],
     split: Annotated[str, typer.Option(help="split to decide on (validation by default)")] = "val",
+    tta: Annotated[bool, typer.Option("--tta", help="also decide test-time mirroring (kept when it raises Dice; `predict --tta auto` applies it)")] = False,
     progress: bool = True,
 ) -> None:
     """Decide per class whether keeping the largest connected component helps; later predictions apply it."""
     from medseg.engine.load import decide_postprocessing
 
-    d = decide_postprocessing(run, split, progress=progress)
+    d = decide_postprocessing(run, split, progress=progress, tta=tta)
+    if tta:
+        dice = {m: sum(v.values()) / max(len(v), 1) for m, v in d["tta_dice"].items()}
+        s = d["tta_seconds_per_case"]
+        timing = f"{s['none']:.2f} s vs {s['all']:.2f} s a case"
+        console.print(f"test-time mirroring: {d['tta']} (mean Dice {dice['none']:.4f} without, {dice['all']:.4f} with; {timing})")
     t = Table(title=f"Largest-component post-processing (decided on {split})")
     for col in ("class", "Dice before", "Dice after", "applied"):
         t.add_column(col)

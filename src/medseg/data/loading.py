@@ -309,9 +309,12 @@ class SegDataModule(L.LightningDataModule):
         if self.config.data.slices:
             a = self.config.data.slice_axis
             shapes = [[s for i, s in enumerate(sh) if i != a] for sh in shapes]
-        if shapes and all(any(p > s for p, s in zip(ps, sh, strict=True)) for sh in shapes):
-            big = np.max(np.array(shapes), axis=0).tolist()
-            warnings.warn(f"data.patch_size {ps} is larger than every training case (largest {big}): patches are zero-padded", stacklevel=2)
+        if not shapes:
+            return
+        big = np.max(np.array(shapes), axis=0).tolist()
+        # a patch a few voxels over the largest case (rounded up to its poolings' multiple, as a plan's are) is no mistake
+        if any(p > 1.1 * b for p, b in zip(ps, big, strict=True)):
+            warnings.warn(f"data.patch_size {ps} is larger than the training cases (largest {big}): patches are zero-padded", stacklevel=2)
 
     def _workers(self) -> int:
         n = self.config.data.num_workers

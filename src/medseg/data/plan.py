@@ -84,8 +84,13 @@ def topology(patch: list[int], spacing: list[float], dims: int) -> dict[str, Any
     return {"pool_per_axis": pools, "strides": strides, "kernel_sizes": kernels, "n_stages": len(strides) + 1}
 
 
-def _fit_patch(shape: list[float], spacing: list[float], dims: int, budget_voxels: float, min_batch: int = 2) -> list[int]:
-    """Largest patch (≤ the median shape, divisible by 2^pool per axis) whose ``min_batch`` copies fit the budget."""
+#: :func:`shrink_configuration` leaves at least this many voxels along each axis (or the whole axis when shorter)
+MIN_PATCH_SIDE = 32
+
+
+def _fit_patch(shape: list[float], spacing: list[float], dims: int, budget_voxels: float, min_batch: int = 2, min_side: int = 1) -> list[int]:
+    """Largest patch (≤ the median shape, divisible by 2^pool per axis) whose ``min_batch`` copies fit the budget;
+    no axis is shrunk below ``min_side`` voxels (the budget may then be exceeded)."""
     patch = [max(round(float(s)), 1) for s in shape]
     for _ in range(200):
         top = topology(patch, spacing, dims)
@@ -93,13 +98,24 @@ def _fit_patch(shape: list[float], spacing: list[float], dims: int, budget_voxel
         patch = [max(d, math.ceil(p / d) * d) for p, d in zip(patch, div, strict=True)]
         if np.prod(patch) * min_batch <= budget_voxels:
             return patch
-        # shrink the axis with the largest physical extent
-        ext = [p * s for p, s in zip(patch, spacing, strict=True)]
-        a = int(np.argmax(ext))
-        patch[a] = max(div[a], patch[a] - div[a]) if patch[a] > div[a] else patch[a]
-        if all(p <= d for p, d in zip(patch, div, strict=True)):
+        # shrink the axis with the largest physical extent, among those that may still shrink
+        room = [a for a in range(dims) if patch[a] > div[a] and patch[a] - div[a] >= min_side]
+        if not room:
             break
+        a = max(room, key=lambda i: patch[i] * spacing[i])
+        patch[a] -= div[a]
     return patch
+
+
+def shrink_configuration(conf: dict[str, Any], factor: float, min_side: int = MIN_PATCH_SIDE) -> dict[str, Any]:
+    """``conf`` with a patch of at most ``factor`` × its voxels — for a device slower than the plan assumed, where a
+    smaller patch buys the optimiser steps a short budget needs. Same batch and spacing; the axis with the largest
+    physical extent shrinks first (as when the plan fits its patch to the memory budget), none below ``min_side``
+    voxels; the poolings and kernels are those of the new patch. A patch that cannot shrink comes back unchanged."""
+    patch, spacing = [int(p) for p in conf["patch_size"]], [float(s) for s in conf["spacing"]]
+    dims, batch = len(patch), int(conf["batch_size"])
+    small = _fit_patch(patch, spacing, dims, float(np.prod(patch)) * batch * factor, min_batch=batch, min_side=min_side)
+    return {**conf, "patch_size": small, **topology(small, spacing, dims)}
 
 
 def _configuration(shape: list[float], spacing: list[float], dims: int, gpu_gb: float, workers: int, *, total_voxels: float) -> dict[str, Any]:

@@ -94,6 +94,8 @@ class Inferer:
         if rec.context_slices:
             raise ModelError("prediction with 2.5D context slices is not supported yet", where="data.context_slices", fix="train with context_slices=0")
         self.flips = tta_axes(tta, rec.spatial_dims)
+        #: the mirroring asked for (``none``, ``all`` or axes), as written to ``predictions.json``
+        self.tta: str | list[int] = tta if isinstance(tta, str) else "none" if tta is None else [int(a) for a in tta]
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
         self.postprocess = [int(k) for k in postprocess]

@@ -58,7 +58,8 @@ def load_inferer(
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (the ONNX backend runs on the CPU).
         backend: ``torch`` (eager), ``onnx`` (ONNX Runtime; exported on first use) or ``auto``
             (see :func:`pick_backend`).
-        tta: test-time mirroring: ``none``, ``all`` or a list of axes.
+        tta: test-time mirroring: ``none``, ``all``, a list of axes, or ``auto``: what the first run decided on
+            validation (``postprocessing.json``; ``medseg auto`` decides it), ``none`` when it decided nothing.
         overlap: sliding-window overlap.
         sw_batch_size: windows (or slices) per forward pass.
         postprocess: classes whose largest component alone is kept; None = the first run's
@@ -68,7 +69,7 @@ def load_inferer(
         RunError: no run given, or a run folder without a usable checkpoint.
         MedsegError: unknown backend.
     """
-    from medseg.runs import read_ensemble, read_postprocessing
+    from medseg.runs import read_ensemble, read_postprocessing, read_tta
 
     folders = [Path(runs)] if isinstance(runs, str | Path) else [Path(r) for r in runs]
     if not folders:
@@ -90,14 +91,20 @@ def load_inferer(
         raise MedsegError(f"unknown backend {backend!r}", where="--backend", fix=f"use {' or '.join(BACKENDS)}")
     if postprocess is None:
         postprocess = read_postprocessing(pp_from)
+    if tta == "auto":
+        tta = read_tta(pp_from)
     return Inferer(modules, tta=tta, overlap=overlap, sw_batch_size=sw_batch_size, postprocess=postprocess)
 
 
-def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: str = "best", progress: bool = True) -> dict[str, Any]:
-    """Per class, keep only the largest connected component if that raises the mean Dice on ``split``.
+def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: str = "best", progress: bool = True, tta: bool = False) -> dict[str, Any]:
+    """Per class, keep only the largest connected component if that raises the mean Dice on ``split``; with ``tta``,
+    first decide test-time mirroring (every axis) the same way: kept when it raises the mean Dice.
 
-    The decision is saved in ``RUN/postprocessing.json`` and applied by every later prediction.
+    The decision is saved in ``RUN/postprocessing.json`` and applied by every later prediction (mirroring by those
+    that ask for ``--tta auto``, the default of ``medseg predict``).
     """
+    import time
+
     from medseg.core.progress import track
     from medseg.metrics.overlap import confusion_counts, metrics_from_counts
     from medseg.runs import SPLITS_FILE, read_run, run_dataset, split_ids, write_postprocessing
@@ -108,25 +115,47 @@ def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: s
     ids = split_ids(run_dir, ds, split, config.data.split.fold)
     if not ids:
         raise RunError(f"the {split} set is empty", where=run_dir / SPLITS_FILE, fix="decide on another split (--split test is optimistic)")
-    inferer = load_inferer(run_dir, checkpoint=checkpoint, device=config.train.device, postprocess=[])
+    plain = load_inferer(run_dir, checkpoint=checkpoint, device=config.train.device, postprocess=[])
+    inferers = {"none": plain}
+    if tta:
+        inferers["all"] = Inferer(plain.nets, tta="all", overlap=plain.overlap, sw_batch_size=plain.sw_batch_size)
     scored = ds.info.foreground
-    before: list[np.ndarray] = []
-    after: list[np.ndarray] = []
+    dice: dict[str, list[np.ndarray]] = {k: [] for k in (*inferers, "largest")}
+    seconds = dict.fromkeys(inferers, 0.0)
+    preds: dict[str, list[np.ndarray]] = {k: [] for k in inferers}
+    cases = []
     for cid in track(ids, f"post-processing on {split}", enabled=progress):
         case = ds.load_case(cid)
-        pred = inferer.predict(case)
+        cases.append(case.label)
+        for mode, inferer in inferers.items():
+            t0 = time.perf_counter()
+            preds[mode].append(inferer.predict(case))
+            seconds[mode] += time.perf_counter() - t0
+            dice[mode].append(metrics_from_counts(confusion_counts(preds[mode][-1], case.label, scored, ds.info.multi_label))["dice"])
+
+    def mean(rows: list[np.ndarray]) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return np.nanmean(np.stack(rows), axis=0)
+
+    mirrored = tta and float(np.nanmean(mean(dice["all"]))) > float(np.nanmean(mean(dice["none"])))
+    chosen = "all" if mirrored else "none"
+    for pred, label in zip(preds[chosen], cases, strict=True):
         processed = apply_postprocessing(pred, scored, ds.info.multi_label)
-        before.append(metrics_from_counts(confusion_counts(pred, case.label, scored, ds.info.multi_label))["dice"])
-        after.append(metrics_from_counts(confusion_counts(processed, case.label, scored, ds.info.multi_label))["dice"])
-    with np.errstate(all="ignore"):
-        b = np.nanmean(np.stack(before), axis=0)
-        a = np.nanmean(np.stack(after), axis=0)
+        dice["largest"].append(metrics_from_counts(confusion_counts(processed, label, scored, ds.info.multi_label))["dice"])
+    b, a = mean(dice[chosen]), mean(dice["largest"])
     keep = [int(k) for k, x, y in zip(scored, b, a, strict=True) if np.isfinite(x) and np.isfinite(y) and y > x]
-    decision = {
+    names = [ds.info.class_names[k] for k in scored]
+    decision: dict[str, Any] = {
         "keep_largest": keep,
         "split": split,
-        "dice_before": {ds.info.class_names[k]: float(x) for k, x in zip(scored, b, strict=True)},
-        "dice_after": {ds.info.class_names[k]: float(y) for k, y in zip(scored, a, strict=True)},
+        "dice_before": dict(zip(names, map(float, b), strict=True)),
+        "dice_after": dict(zip(names, map(float, a), strict=True)),
     }
+    if tta:
+        decision.update(
+            tta=chosen,
+            tta_dice={mode: dict(zip(names, map(float, mean(dice[mode])), strict=True)) for mode in inferers},
+            tta_seconds_per_case={mode: round(t / len(ids), 3) for mode, t in seconds.items()},
+        )
     write_postprocessing(run_dir, decision)
     return decision

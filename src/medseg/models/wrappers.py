@@ -28,7 +28,8 @@ class PadToMultiple(nn.Module):
     Args:
         net: the wrapped network; its outputs must have the padded input's spatial size.
         multiple: one multiple for every spatial axis, or one per axis.
-        min_size: pad each axis to at least this many voxels (after rounding to the multiple).
+        min_size: pad each axis to at least this many voxels (after rounding to the multiple); one for every
+            axis, or one per axis.
         in_channels: when given, the channel count the input must have (checked with a
             one-line ``ModelError``).
 
@@ -36,18 +37,19 @@ class PadToMultiple(nn.Module):
         ``(B, C, *S)`` → ``(B, K, *S)`` (or a list of such tensors).
     """
 
-    def __init__(self, net: nn.Module, multiple: int | Sequence[int], min_size: int = 0, in_channels: int | None = None):
+    def __init__(self, net: nn.Module, multiple: int | Sequence[int], min_size: int | Sequence[int] = 0, in_channels: int | None = None):
         super().__init__()
         self.net = net
         self.multiple = multiple if isinstance(multiple, int) else tuple(int(m) for m in multiple)
-        self.min_size = int(min_size)
+        self.min_size = int(min_size) if isinstance(min_size, int) else tuple(int(m) for m in min_size)
         self.in_channels = in_channels
 
     def _target(self, spatial: tuple[int, ...]) -> list[int]:
         mult = [self.multiple] * len(spatial) if isinstance(self.multiple, int) else list(self.multiple)
+        least = [self.min_size] * len(spatial) if isinstance(self.min_size, int) else list(self.min_size)
         out = []
-        for s, m in zip(spatial, mult, strict=True):
-            t = max(s, self.min_size)
+        for s, m, lo in zip(spatial, mult, least, strict=True):
+            t = max(s, lo)
             out.append(t + (-t) % m)
         return out
 

@@ -177,6 +177,12 @@ def read_postprocessing(run_dir: str | Path) -> list[int]:
     return [int(k) for k in json.loads(path.read_text(encoding="utf-8"))["keep_largest"]] if path.is_file() else []
 
 
+def read_tta(run_dir: str | Path) -> str:
+    """The test-time mirroring decided on validation (``medseg auto``: ``all`` or ``none``); ``none`` when undecided."""
+    data = _json(Path(run_dir) / POSTPROCESS_FILE)
+    return str(data.get("tta", "none")) if data else "none"
+
+
 def read_ensemble(run_dir: str | Path) -> list[Path]:
     """The member runs listed in ``RUN/ensemble.json`` (``medseg auto --folds 5``); empty for a single run."""
     data = _json(Path(run_dir) / ENSEMBLE_FILE)

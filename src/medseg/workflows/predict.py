@@ -43,7 +43,7 @@ def predict(
     *,
     fmt: str | None = None,
     checkpoint: str = "best",
-    tta: str | Sequence[int] = "none",
+    tta: str | Sequence[int] = "auto",
     overlap: float = 0.5,
     probabilities: bool = False,
     overlays: bool = False,
@@ -65,7 +65,8 @@ def predict(
             cases → NIfTI); or one of ``medseg.io.OUTPUT_FORMATS`` (``nifti``, ``nrrd``, ``png``,
             ``dicom-seg``, ``rle-csv`` …) for all.
         checkpoint: ``best`` or ``last``.
-        tta: test-time mirroring: ``none``, ``all`` or a list of axes.
+        tta: test-time mirroring: ``auto`` (the run's decision, :func:`~medseg.engine.load.load_inferer`), ``none``,
+            ``all`` or a list of axes.
         overlap: sliding-window overlap.
         probabilities: also write ``<case>_probs.npz`` (float16 probabilities + affine).
         overlays: also write ``<case>_overlay.png``.
@@ -126,7 +127,8 @@ def predict(
             raise MedsegError("no images found to predict", where=input, fix="check the input path")
         if fmt == "rle-csv":
             write_rle_csv(tmp / "submission.csv", rle)
-        write_json(tmp / "predictions.json", {"runs": [str(r) for r in runs], "format": fmt or "input", "classes": names, "tta": tta, "cases": listing})
+        listed = {"runs": [str(r) for r in runs], "format": fmt or "input", "classes": names, "tta": predictor.tta, "cases": listing}
+        write_json(tmp / "predictions.json", listed)
     return out
 
 

@@ -12,23 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medseg.config import mixed_precision
+from medseg.config import mixed_precision, resolve_device
 from medseg.workflows.prepare import PLAN_DEFAULTS
 
 #: widths of the first stage tried, widest first; the widest that affords :data:`MIN_STEPS` steps is kept
 BASE_WIDTHS = {"cuda": (32, 16), "cpu": (32, 16, 8), "mps": (32, 16)}
 #: feature cap per stage (nnU-Net: 512 in 2D, 320 in 3D)
 MAX_WIDTH = {2: 512, 3: 320}
-#: fewest optimiser steps a budget must buy, else a narrower network is taken (and below the narrowest: refused)
-MIN_STEPS = 400
+#: fewest optimiser steps a budget must buy, else a smaller patch or a narrower network is taken (measured on a CPU,
+#: docs/auto.md: a 3D U-Net in 280 s reached Dice 0.89–0.91 in 150–550 steps, 0.93 in 750)
+MIN_STEPS = 800
 #: at least this many steps at the narrowest width, else the budget is refused as too short
 REFUSE_STEPS = 100
-#: the default training budget, in optimiser steps (converted to seconds with the measured step time)
+#: the default training time of a configuration (no --time-budget): the widest network that makes MIN_STEPS steps
+#: in it trains for it (measured: a wider network at fewer steps beats a narrow one at more, docs/auto.md)
+DEFAULT_RUN_S = 120.0
+#: without a budget, a configuration whose narrowest network cannot make MIN_STEPS steps in DEFAULT_RUN_S trains this
+#: many optimiser steps (``medseg train DATA``: always this many)
 DEFAULT_STEPS = 1000
-#: the default budget takes the widest network that makes DEFAULT_STEPS steps in this many seconds
-DEFAULT_RUN_S = 100.0
-#: bounds of the default budget, seconds
-DEFAULT_BUDGET_S = (60.0, 3600.0)
+#: bounds of that fallback, seconds
+DEFAULT_BUDGET_S = (DEFAULT_RUN_S, 3600.0)
 #: at most this many stages (a 128² patch gets 6, as in nnU-Net)
 MAX_STAGES = 6
 
@@ -45,18 +48,28 @@ def widths(n_stages: int, dims: int, base: int) -> list[int]:
     return [min(base * 2**i, MAX_WIDTH[dims]) for i in range(n_stages)]
 
 
-def network(conf: dict[str, Any], dims: int, base: int) -> dict[str, Any]:
-    """``dynunet`` parameters from a plan configuration: its kernels and strides (at most :data:`MAX_STAGES` stages)."""
+def strided_stem(dims: int, device: str) -> bool:
+    """Whether the network's first convolution is strided: 3D on a CPU, where the full-resolution stage of nnU-Net's
+    U-Net takes most of a step (a 64³ patch: ~4× the step of the strided U-Net, docs/auto.md)."""
+    return dims == 3 and device == "cpu"
+
+
+def network(conf: dict[str, Any], dims: int, base: int, device: str = "cuda") -> dict[str, Any]:
+    """The model (``name`` and ``params``) from a plan configuration: its stages (at most :data:`MAX_STAGES`) and
+    strides. nnU-Net's plain-conv U-Net (``dynunet``, with the plan's kernels), or where :func:`strided_stem`
+    (3D on a CPU) MONAI's residual U-Net (``unet``), whose first convolution already down-samples."""
     n = min(int(conf["n_stages"]), MAX_STAGES)
-    strides = [[1] * dims, *[list(s) for s in conf["strides"]][: n - 1]]
-    kernels = [list(k) for k in conf["kernel_sizes"]][:n]
-    return {
+    strides = [list(s) for s in conf["strides"]][: n - 1]
+    if strided_stem(dims, device):
+        return {"name": "unet", "params": {"channels": widths(n, dims, base), "strides": strides, "num_res_units": 2, "norm": "instance"}}
+    params = {
         "filters": widths(n, dims, base),
-        "kernel_sizes": kernels,
-        "strides": strides,
+        "kernel_sizes": [list(k) for k in conf["kernel_sizes"]][:n],
+        "strides": [[1] * dims, *strides],
         "n_deep_supervision": 0,  # measured: no gain at the step counts a short budget buys (docs/auto.md)
         "norm": "instance",
     }
+    return {"name": "dynunet", "params": params}
 
 
 def auto_config(
@@ -71,6 +84,7 @@ def auto_config(
     n_labelled: int = 2,
     fold: int | None = None,
     n_folds: int = 0,
+    conf: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The raw config (validated later by ``config_from_dict``) and, per decision, why.
 
@@ -84,9 +98,13 @@ def auto_config(
         budget_s: the training budget in seconds (None: :data:`DEFAULT_STEPS` optimiser steps).
         n_labelled: labelled patients (sets the split).
         fold, n_folds: cross-validation fold of a ``--folds 5`` run.
+        conf: the configuration to train when not the plan's own (a patch shrunk for a slow device,
+            :func:`medseg.data.plan.shrink_configuration`): its patch is set as ``data.patch_size``.
     """
     dims = 3 if configuration == "3d" else 2
-    conf = plan["configurations"][configuration]
+    planned = plan["configurations"][configuration]
+    conf = planned if conf is None else conf
+    shrunk = list(conf["patch_size"]) != list(planned["patch_size"])
     ratios, why_split = auto_split(n_labelled)
     split: dict[str, Any] = {"ratios": list(ratios), "seed": 0}
     if n_folds:
@@ -100,6 +118,7 @@ def auto_config(
             "split": split,
             "plan": str(Path(plan_file).resolve()),
             "configuration": configuration,
+            "patch_size": list(conf["patch_size"]) if shrunk else None,
             "batch_size": batch,
             "num_workers": "auto",
             "augment": "default",
@@ -108,7 +127,7 @@ def auto_config(
             "slices": dims == 2 and plan["dims"] == 3,
             "slice_axis": int(conf.get("slice_axis", 0)),
         },
-        "model": {"name": "dynunet", "params": network(conf, dims, base_width)},
+        "model": network(conf, dims, base_width, resolve_device() if device == "auto" else device),
         "train": {
             "optimizer": "adamw",
             "lr": 2e-3,
@@ -130,15 +149,26 @@ def auto_config(
         raw["train"]["iterations"] = DEFAULT_STEPS
     why = {
         "split": why_split,
-        "network": f"nnU-Net's plain-conv U-Net with the plan's {len(raw['model']['params']['filters'])} stages, kernels and strides; "
-        f"first-stage width {base_width} (the widest that buys at least {MIN_STEPS} optimiser steps in the budget on this device)",
+        "network": (
+            "MONAI's residual U-Net (strided first convolution: on a CPU the full-resolution stage of nnU-Net's U-Net takes most "
+            f"of a 3D step) with the plan's {len(raw['model']['params']['channels'])} stages and strides; "
+            if raw["model"]["name"] == "unet"
+            else f"nnU-Net's plain-conv U-Net with the plan's {len(raw['model']['params']['filters'])} stages, kernels and strides; "
+        )
+        + f"first-stage width {base_width} (the widest that buys at least {MIN_STEPS} optimiser steps in the budget on this device)",
         "deep_supervision": "none: nnU-Net's deep supervision (decoder outputs weighted 1/2^i) did not help at the few hundred to few thousand "
         "steps a short budget buys (benchmarks/auto_defaults.py, docs/auto.md) and costs step time; set model.params.n_deep_supervision to use it",
         "loss": "Dice + cross-entropy (nnU-Net's): Dice for overlap, cross-entropy for calibrated, stable gradients",
         "augmentation": "the 'default' preset: rotation, scaling, noise, blur, brightness/contrast, gamma and mirroring on every axis",
         "sampling": "⅓ of the patches centred on a foreground voxel (nnU-Net), so small structures are seen",
         "optimizer": "AdamW, lr 2e-3, cosine schedule fitted to the time budget (ends annealed): converges in far fewer steps than SGD + poly",
-        "batch": f"the plan's batch size {batch} at patch {'×'.join(str(p) for p in conf['patch_size'])}",
+        "batch": f"the plan's batch size {batch} at patch {'×'.join(str(p) for p in conf['patch_size'])}"
+        + (
+            f" (the plan's {'×'.join(str(p) for p in planned['patch_size'])} shrunk: at the narrowest width it bought fewer than "
+            f"{MIN_STEPS} optimiser steps in the budget on this device)"
+            if shrunk
+            else ""
+        ),
         "precision": f"{raw['train']['precision']} on CUDA (bfloat16 where the GPU has it: faster, no loss scaling)" if device == "cuda" else "32-bit (CPU)",
     }
     return raw, why

@@ -12,9 +12,10 @@ def say_plan(auto: Any, plan: dict[str, Any], runs: dict[str, Any], sizes: dict[
     for name, raw in runs.items():
         p, s = raw["model"]["params"], sizes[name]
         ds = ", deep supervision" if p.get("n_deep_supervision") else ""
+        kind, w = ("residual U-Net", p["channels"]) if raw["model"]["name"] == "unet" else ("U-Net", p["filters"])
         auto.echo(
-            f"  {name}: U-Net {len(p['filters'])} stages {p['filters'][0]}→{p['filters'][-1]} channels{ds}, "
-            f"batch {raw['data']['batch_size']} × patch {'×'.join(map(str, plan['configurations'][name]['patch_size']))}, "
+            f"  {name}: {kind} {len(w)} stages {w[0]}→{w[-1]} channels{ds}, "
+            f"batch {raw['data']['batch_size']} × patch {'×'.join(map(str, s.get('patch_size') or plan['configurations'][name]['patch_size']))}, "
             f"{s['step_s']:.3f} s/step → ~{s['steps']} steps in {s['train_s']:.0f} s"
         )
     mem = "GPU" if auto.state.get("device") == "cuda" else "process"

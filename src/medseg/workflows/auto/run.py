@@ -30,6 +30,15 @@ from medseg.workflows.auto.output import adopt, export, say_plan
 AUTO_FILE = "auto.json"
 #: seconds a training spends outside its budget (workers, first validation, checkpoints), per training
 TRAIN_OVERHEAD_S = 8.0
+#: step time ∝ width^WIDTH_COST when extrapolating from the narrowest network: the convolutions' cost is ∝ width², but
+#: at these widths a CPU step grew 2.1× (8 → 16) and 2.5× (16 → 32) per doubling; the wider one is measured before use
+WIDTH_COST = 1.5
+#: a patch may shrink to this share of the plan's voxels so that a wider network makes MIN_STEPS steps (3D: half of
+#: every axis; measured: on a CPU a wider network on a smaller 3D patch beat a narrower one on a larger, docs/auto.md).
+#: A 2D patch (a whole tile or slice, as a rule) shrinks only when even the narrowest network needs it
+PATCH_FLOOR = {2: 1.0, 3: 1 / 8}
+#: test-time mirroring is tried on validation when mirrored predictions of it take at most this long (or 10 % of training)
+MIRROR_S = 30.0
 
 
 class Auto:
@@ -150,8 +159,13 @@ def _plan(auto: Auto, ds_path: Path, device: str) -> dict[str, Any]:
 
 
 def _fits(step_s: float, per_run: float | None) -> bool:
-    """Whether a step time buys enough steps: the budget's share, or the default's DEFAULT_STEPS steps in DEFAULT_RUN_S."""
-    return DEFAULT_STEPS * step_s <= DEFAULT_RUN_S if per_run is None else per_run / step_s >= MIN_STEPS
+    """Whether a step time buys MIN_STEPS steps in the budget's share (no budget: in DEFAULT_RUN_S)."""
+    return (DEFAULT_RUN_S if per_run is None else per_run) / step_s >= MIN_STEPS
+
+
+def _slowest_step(per_run: float | None) -> float:
+    """The step time that still buys MIN_STEPS steps: in the budget's share, or in DEFAULT_RUN_S by default."""
+    return (DEFAULT_RUN_S if per_run is None else per_run) / MIN_STEPS
 
 
 def _affordable(auto: Auto, narrowest: dict[str, dict[str, Any]], budget_s: float | None, folds: int) -> list[str]:
@@ -187,46 +201,76 @@ def _affordable(auto: Auto, narrowest: dict[str, dict[str, Any]], budget_s: floa
 
 
 def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], *, device: str, budget_s: float | None, folds: int) -> dict[str, Any]:
-    """Per configuration: the width the budget affords, the measured step time and peak memory, the training budget.
+    """Per configuration: the patch and width the budget affords, the measured step time and peak memory, the budget.
 
-    The narrowest width is measured first; a wider one is measured only when its step time, extrapolated from
-    the narrowest (cost ∝ width², the convolutions'), would still fit — on a slow device the expensive widths
-    are never built.
+    The narrowest width is measured first, at the plan's patch. When that step buys fewer than MIN_STEPS steps (a 3D
+    patch sized for a GPU, trained on a CPU), the patch shrinks to what the budget affords and is measured again.
+    A wider network is measured only when its step time, extrapolated from the narrowest (∝ width^WIDTH_COST),
+    would still fit — on a slow device the expensive widths are never built.
     """
+    from medseg.data.plan import shrink_configuration
     from medseg.workflows.auto.estimate import measure_steps
 
     if auto.done("size"):
         return auto.state["stages"]["size"]["sizes"]
     widths = sorted(BASE_WIDTHS.get(device, BASE_WIDTHS["cpu"]))
 
-    def measure(name: str, base: int) -> dict[str, Any]:
-        raw, _ = auto_config(ds.root, plan["_file"], plan, name, base_width=base, device=device)
-        conf = plan["configurations"][name]
+    def measure(name: str, base: int, conf: dict[str, Any]) -> dict[str, Any]:
+        raw, _ = auto_config(ds.root, plan["_file"], plan, name, base_width=base, device=device, conf=conf)
         dims, n_classes = 3 if name == "3d" else 2, len(ds.info.class_names)
         m = measure_steps(raw, spatial_dims=dims, in_channels=ds.info.n_channels, n_classes=n_classes, patch=conf["patch_size"])
-        return {"base_width": base, **m}
+        return {"base_width": base, "patch_size": list(conf["patch_size"]), **m}
 
-    narrowest = {name: measure(name, widths[0]) for name in names}
+    def per_run(n_runs: int) -> float | None:
+        return None if budget_s is None else max(budget_s - auto.elapsed(), 0.0) / n_runs - TRAIN_OVERHEAD_S
+
+    confs = {name: plan["configurations"][name] for name in names}
+    narrowest: dict[str, dict[str, Any]] = {}
+    for name in names:
+        m = measure(name, widths[0], confs[name])
+        for _ in range(4):  # step time is not quite proportional to the patch: measure, shrink again if still slow
+            target = _slowest_step(per_run(len(names) * max(folds, 1)))
+            if m["step_s"] <= target:
+                break
+            small = shrink_configuration(confs[name], 0.9 * target / m["step_s"])
+            if small["patch_size"] == confs[name]["patch_size"]:
+                break
+            confs[name] = small
+            m = measure(name, widths[0], small)
+        narrowest[name] = m
     names = _affordable(auto, narrowest, budget_s, folds)
-    runs = len(names) * max(folds, 1)
-    per_run = None if budget_s is None else max(budget_s - auto.elapsed(), 0.0) / runs - TRAIN_OVERHEAD_S
+    budget = per_run(len(names) * max(folds, 1))
     sizes: dict[str, Any] = {}
     for name in names:
         m = narrowest[name]
         tried = [m]
-        for base in reversed(widths[1:]):  # widest first
-            if _fits(m["step_s"] * (base / widths[0]) ** 2, per_run):
-                wide = measure(name, base)
-                tried.append(wide)
-                if _fits(wide["step_s"], per_run):
-                    m = wide
-                    break
-        if per_run is not None:
-            train_s = per_run
-        else:
+        planned = plan["configurations"][name]
+        floor = PATCH_FLOOR[len(planned["patch_size"])]
+        per_voxel = m["step_s"] / math.prod(m["patch_size"])  # of the narrowest network
+        for base in reversed(widths[1:]):  # widest first, on the largest patch (down to the floor) it affords
+            at_plan = per_voxel * math.prod(planned["patch_size"]) * (base / widths[0]) ** WIDTH_COST
+            share = _slowest_step(budget) / at_plan
+            if share >= 1:
+                conf = planned
+            elif share >= floor:
+                conf = shrink_configuration(planned, 0.9 * share)
+            else:
+                continue
+            wide = measure(name, base, conf)
+            tried.append(wide)
+            if _fits(wide["step_s"], budget):
+                m, confs[name] = wide, conf
+                break
+        if budget is not None:
+            train_s = budget
+        elif _fits(m["step_s"], None):
+            train_s = DEFAULT_RUN_S
+        else:  # a patch that cannot shrink further on a slow device: DEFAULT_STEPS steps, however long (≤ 1 h)
             train_s = min(max(DEFAULT_STEPS * m["step_s"], DEFAULT_BUDGET_S[0]), DEFAULT_BUDGET_S[1])
         sizes[name] = {
             "base_width": m["base_width"],
+            "patch_size": list(confs[name]["patch_size"]),
+            "configuration": confs[name],
             "step_s": m["step_s"],
             "peak_mb": m["peak_mb"],
             "train_s": train_s,
@@ -273,9 +317,10 @@ def run_auto(
     Args:
         data: any folder ``medseg import`` reads, or a medseg data set folder.
         out: the run folder.
-        time_budget: wall clock for the whole of it (``10m``, ``1h``); default: 1000 optimiser steps of the
-            widest network that makes them in :data:`DEFAULT_RUN_S` seconds
-            (at least 1 minute; narrowest network: as long as they take, at most 1 hour).
+        time_budget: wall clock for the whole of it (``10m``, ``1h``); default: :data:`DEFAULT_RUN_S` seconds of
+            training per configuration, with the widest network (and the largest patch up to the plan's) that makes
+            :data:`MIN_STEPS` optimiser steps in them; where even the narrowest cannot, :data:`DEFAULT_STEPS` of its
+            steps (at most 1 hour).
         folds: 0 (one training, 15 % validation) or 5 (patient-grouped 5-fold cross-validation, the folds
             predict as an ensemble).
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
@@ -314,7 +359,15 @@ def run_auto(
     runs: dict[str, Any] = {}
     for name in names:
         raw, why = auto_config(
-            ds.root, plan["_file"], plan, name, base_width=sizes[name]["base_width"], device=dev, budget_s=sizes[name]["train_s"], n_labelled=n_patients
+            ds.root,
+            plan["_file"],
+            plan,
+            name,
+            base_width=sizes[name]["base_width"],
+            device=dev,
+            budget_s=sizes[name]["train_s"],
+            n_labelled=n_patients,
+            conf=sizes[name].get("configuration"),
         )
         if n_patients == 1:
             raw["data"]["split"]["file"] = str((out / "splits-auto.json").resolve())
@@ -347,7 +400,15 @@ def run_auto(
     if not auto.done("postprocess") and not folds:
         from medseg.engine.load import decide_postprocessing
 
-        d = decide_postprocessing(out, split="val", progress=False)
+        mirror = bool(est.get("mirror"))
+        d = decide_postprocessing(out, split="val", progress=False, tta=mirror)
+        if mirror:
+            dice = {m: sum(v.values()) / max(len(v), 1) for m, v in d["tta_dice"].items()}
+            secs = d["tta_seconds_per_case"]["all"]
+            why = f"validation Dice {dice['none']:.4f} without, {dice['all']:.4f} with mirroring on every axis ({secs:.2f} s a case)"
+        else:
+            why = "not tried: mirrored predictions of the validation cases would take too long on this device"
+        auto.decide("tta", d.get("tta", "none"), why + "; `medseg predict` applies it (--tta auto)")
         auto.decide("postprocessing", d["keep_largest"], "keep only the largest component of a class when that raised its validation Dice (nnU-Net)")
         auto.finish("postprocess", **d)
     if not auto.done("export"):
@@ -366,10 +427,17 @@ def _estimate(auto: Auto, plan: dict[str, Any], ds: Any, sizes: dict[str, Any], 
 
     n_val = max(1, round(0.15 * len(ds.labelled_patients)))
     train = sum(sizes[n]["train_s"] + TRAIN_OVERHEAD_S for n in names) * max(folds, 1)
-    conf = plan["configurations"][names[0]]
+    conf = sizes[names[0]].get("configuration") or plan["configurations"][names[0]]
     vox = math.prod(plan["median_shape"])
-    post = 0.0 if folds else predict_seconds(sizes[names[0]]["step_s"], n_val, vox, math.prod(conf["patch_size"]), conf["batch_size"]) + 3.0
-    est = {"total_s": round(auto.elapsed() + train + post, 1), "train_s": round(train, 1), "peak_mb": round(max(sizes[n]["peak_mb"] for n in names), 1)}
+    plain = predict_seconds(sizes[names[0]]["step_s"], n_val, vox, math.prod(conf["patch_size"]), conf["batch_size"])
+    mirror = not folds and plain * 2 ** len(conf["patch_size"]) <= max(MIRROR_S, 0.1 * train)  # every flip of every axis
+    post = 0.0 if folds else plain * (1 + 2 ** len(conf["patch_size"]) * mirror) + 3.0
+    est = {
+        "total_s": round(auto.elapsed() + train + post, 1),
+        "train_s": round(train, 1),
+        "peak_mb": round(max(sizes[n]["peak_mb"] for n in names), 1),
+        "mirror": mirror,
+    }
     if "estimate" not in auto.state:  # a resumed run keeps its first estimate
         auto.state["estimate"] = est
     return auto.state["estimate"]

@@ -15,6 +15,7 @@ from medseg.cli import app
 from medseg.core.errors import ConfigError, RunError
 from medseg.workflows.auto import config as auto_cfg
 from medseg.workflows.auto import run as auto_run
+from medseg.workflows.auto import sizing as auto_size
 from medseg.workflows.auto.run import run_auto
 from releases import nnunet_raw, nuclei_tiles
 
@@ -22,10 +23,11 @@ from releases import nnunet_raw, nuclei_tiles
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny budgets: a few steps are enough to exercise every stage."""
-    monkeypatch.setattr(auto_run, "MIN_STEPS", 5)
-    monkeypatch.setattr(auto_run, "REFUSE_STEPS", 2)
+    monkeypatch.setattr(auto_size, "MIN_STEPS", 5)
+    monkeypatch.setattr(auto_size, "REFUSE_STEPS", 2)
+    monkeypatch.setattr(auto_size, "TRAIN_OVERHEAD_S", 0.0)
     monkeypatch.setattr(auto_run, "TRAIN_OVERHEAD_S", 0.0)
-    monkeypatch.setattr(auto_run, "BASE_WIDTHS", {"cpu": (4,), "cuda": (4,), "mps": (4,)})
+    monkeypatch.setattr(auto_size, "BASE_WIDTHS", {"cpu": (4,), "cuda": (4,), "mps": (4,)})
 
 
 def _tiles(root: Path, n_train: int = 4, size: int = 32) -> Path:
@@ -158,12 +160,12 @@ def test_budget_too_short_for_3d_trains_2d_alone(tmp_path: Path) -> None:
     auto = auto_run.Auto(tmp_path / "run", False, lambda s: None)
     steps = {"3d": {"step_s": 6.0, "device": "cpu"}, "2d": {"step_s": 0.2, "device": "cpu"}}
     with pytest.warns(UserWarning, match=r"cannot train 3d \(6.00 s a step\).*only 2d is trained"):
-        assert auto_run._affordable(auto, steps, 600.0, 0) == ["2d"]
+        assert auto_size.affordable(auto, steps, 600.0, 0) == ["2d"]
     assert auto.state["decisions"]["configurations"]["value"] == ["2d"] and auto.state["warnings"]
-    assert auto_run._affordable(auto, steps, 6000.0, 0) == ["3d", "2d"]  # both fit: both train
-    assert auto_run._affordable(auto, steps, None, 0) == ["3d", "2d"]  # no budget: the default length
+    assert auto_size.affordable(auto, steps, 6000.0, 0) == ["3d", "2d"]  # both fit: both train
+    assert auto_size.affordable(auto, steps, None, 0) == ["3d", "2d"]  # no budget: the default length
     with pytest.raises(ConfigError, match=r"too short.*give at least 1m \(1 training\(s\) of the 2d configuration"):
-        auto_run._affordable(auto, steps, 10.0, 0)
+        auto_size.affordable(auto, steps, 10.0, 0)
 
 
 def test_patch_too_slow_for_the_budget_shrinks_instead_of_dropping_3d(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +193,7 @@ def test_patch_too_slow_for_the_budget_shrinks_instead_of_dropping_3d(tmp_path: 
     monkeypatch.setattr(estimate, "measure_steps", fake)
     ds = SimpleNamespace(root=tmp_path, info=SimpleNamespace(class_names=["background", "grey", "white"], n_channels=1))
     auto = auto_run.Auto(tmp_path / "run", False, lambda s: None)
-    sizes = auto_run._size(auto, plan, ds, ["3d", "2d"], device="cpu", budget_s=600.0, folds=0)
+    sizes = auto_size.size(auto, plan, ds, ["3d", "2d"], device="cpu", budget_s=600.0, folds=0)
     assert set(sizes) == {"3d", "2d"} and not auto.state.get("warnings")  # nothing dropped
     s3 = sizes["3d"]
     assert np.prod(s3["patch_size"]) < np.prod(plan["configurations"]["3d"]["patch_size"]) / 4 and min(s3["patch_size"]) >= 32
@@ -204,10 +206,10 @@ def test_patch_too_slow_for_the_budget_shrinks_instead_of_dropping_3d(tmp_path: 
     raw2, _ = auto_cfg.auto_config(tmp_path, plan["_file"], plan, "2d", conf=sizes["2d"]["configuration"])
     assert raw2["data"]["patch_size"] is None  # the plan's own patch: read from the plan
     # a budget 5× longer: width 16 on a 3D patch shrunk (not below ⅛ of the plan's voxels) rather than width 8
-    wide = auto_run._size(auto_run.Auto(tmp_path / "run2", False, lambda s: None), plan, ds, ["3d"], device="cpu", budget_s=3000.0, folds=0)["3d"]
+    wide = auto_size.size(auto_run.Auto(tmp_path / "run2", False, lambda s: None), plan, ds, ["3d"], device="cpu", budget_s=3000.0, folds=0)["3d"]
     vox = np.prod(wide["patch_size"]) / np.prod(plan["configurations"]["3d"]["patch_size"])
     assert wide["base_width"] == 16 and 1 / 8 <= vox < 1 and wide["steps"] >= auto_cfg.MIN_STEPS
-    assert 32 not in [t["base_width"] for t in wide["tried"]]  # width 32 would need a patch below the floor: never built
+    assert wide["tried"][-1]["base_width"] == 16 and all(t["step_s"] > wide["step_s"] for t in wide["tried"] if t["base_width"] == 32)
 
 
 def test_one_case_trains_with_a_warning(tmp_path: Path, quick: None) -> None:

@@ -88,7 +88,7 @@ def topology(patch: list[int], spacing: list[float], dims: int) -> dict[str, Any
 MIN_PATCH_SIDE = 32
 
 
-def _fit_patch(shape: list[float], spacing: list[float], dims: int, budget_voxels: float, min_batch: int = 2, min_side: int = 1) -> list[int]:
+def _fit_patch(shape: list[float], spacing: list[float], dims: int, budget_voxels: float, *, min_batch: int = 2, min_side: int = 1) -> list[int]:
     """Largest patch (≤ the median shape, divisible by 2^pool per axis) whose ``min_batch`` copies fit the budget;
     no axis is shrunk below ``min_side`` voxels (the budget may then be exceeded)."""
     patch = [max(round(float(s)), 1) for s in shape]

@@ -45,7 +45,7 @@ def load_inferer(
     checkpoint: str = "best",
     device: str = "auto",
     backend: str = "torch",
-    tta: str | Sequence[int] | None = "none",
+    tta: str | Sequence[int] | None = "auto",
     overlap: float = 0.5,
     sw_batch_size: int = 4,
     postprocess: Sequence[int] | None = None,
@@ -58,8 +58,9 @@ def load_inferer(
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (the ONNX backend runs on the CPU).
         backend: ``torch`` (eager), ``onnx`` (ONNX Runtime; exported on first use) or ``auto``
             (see :func:`pick_backend`).
-        tta: test-time mirroring: ``none``, ``all``, a list of axes, or ``auto``: what the first run decided on
-            validation (``postprocessing.json``; ``medseg auto`` decides it), ``none`` when it decided nothing.
+        tta: test-time mirroring: ``none``, ``all``, a list of axes, or ``auto`` (the default): what the first run
+            decided on validation (``postprocessing.json``; ``medseg auto`` decides it), ``none`` when it decided
+            nothing — so evaluation, prediction and the demo score and write the same masks.
         overlap: sliding-window overlap.
         sw_batch_size: windows (or slices) per forward pass.
         postprocess: classes whose largest component alone is kept; None = the first run's
@@ -115,7 +116,7 @@ def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: s
     ids = split_ids(run_dir, ds, split, config.data.split.fold)
     if not ids:
         raise RunError(f"the {split} set is empty", where=run_dir / SPLITS_FILE, fix="decide on another split (--split test is optimistic)")
-    plain = load_inferer(run_dir, checkpoint=checkpoint, device=config.train.device, postprocess=[])
+    plain = load_inferer(run_dir, checkpoint=checkpoint, device=config.train.device, tta="none", postprocess=[])
     inferers = {"none": plain}
     if tta:
         inferers["all"] = Inferer(plain.nets, tta="all", overlap=plain.overlap, sw_batch_size=plain.sw_batch_size)

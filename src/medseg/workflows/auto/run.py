@@ -24,19 +24,12 @@ from typing import Any
 
 from medseg.core.atomic import write_json
 from medseg.core.errors import ConfigError, DatasetError, RunError
-from medseg.workflows.auto.config import BASE_WIDTHS, DEFAULT_BUDGET_S, DEFAULT_RUN_S, DEFAULT_STEPS, MIN_STEPS, REFUSE_STEPS, auto_config
+from medseg.workflows.auto.config import auto_config
 from medseg.workflows.auto.output import adopt, export, say_plan
+from medseg.workflows.auto.sizing import TRAIN_OVERHEAD_S
+from medseg.workflows.auto.sizing import size as _size
 
 AUTO_FILE = "auto.json"
-#: seconds a training spends outside its budget (workers, first validation, checkpoints), per training
-TRAIN_OVERHEAD_S = 8.0
-#: step time ∝ width^WIDTH_COST when extrapolating from the narrowest network: the convolutions' cost is ∝ width², but
-#: at these widths a CPU step grew 2.1× (8 → 16) and 2.5× (16 → 32) per doubling; the wider one is measured before use
-WIDTH_COST = 1.5
-#: a patch may shrink to this share of the plan's voxels so that a wider network makes MIN_STEPS steps (3D: half of
-#: every axis; measured: on a CPU a wider network on a smaller 3D patch beat a narrower one on a larger, docs/auto.md).
-#: A 2D patch (a whole tile or slice, as a rule) shrinks only when even the narrowest network needs it
-PATCH_FLOOR = {2: 1.0, 3: 1 / 8}
 #: test-time mirroring is tried on validation when mirrored predictions of it take at most this long (or 10 % of training)
 MIRROR_S = 30.0
 
@@ -156,129 +149,6 @@ def _plan(auto: Auto, ds_path: Path, device: str) -> dict[str, Any]:
     auto.decide("configurations", list(plan["configurations"]), plan["why"])
     auto.finish("plan", plan=str(plan_file), cache=str(cache), gpu_memory_gb=gpu_gb)
     return plan
-
-
-def _fits(step_s: float, per_run: float | None) -> bool:
-    """Whether a step time buys MIN_STEPS steps in the budget's share (no budget: in DEFAULT_RUN_S)."""
-    return (DEFAULT_RUN_S if per_run is None else per_run) / step_s >= MIN_STEPS
-
-
-def _slowest_step(per_run: float | None) -> float:
-    """The step time that still buys MIN_STEPS steps: in the budget's share, or in DEFAULT_RUN_S by default."""
-    return (DEFAULT_RUN_S if per_run is None else per_run) / MIN_STEPS
-
-
-def _affordable(auto: Auto, narrowest: dict[str, dict[str, Any]], budget_s: float | None, folds: int) -> list[str]:
-    """The configurations a time budget can train: each needs REFUSE_STEPS steps at its narrowest width. Those it
-    cannot (a 3D patch on a slow CPU) are dropped with a warning, the rest share the budget; none: refused with the
-    minimum budget."""
-    names = list(narrowest)
-    if budget_s is None:
-        return names
-    left = max(budget_s - auto.elapsed(), 0.0)
-    folds = max(folds, 1)
-    while names:
-        per_run = left / (len(names) * folds) - TRAIN_OVERHEAD_S
-        slow = [n for n in names if per_run / narrowest[n]["step_s"] < REFUSE_STEPS]
-        if not slow:
-            break
-        names.remove(max(slow, key=lambda n: narrowest[n]["step_s"]))
-    dropped = [n for n in narrowest if n not in names]
-    if not names:
-        name, m = min(narrowest.items(), key=lambda kv: kv[1]["step_s"])
-        need = folds * (REFUSE_STEPS * m["step_s"] + TRAIN_OVERHEAD_S) + auto.elapsed() + 30
-        steps = max(left / (len(narrowest) * folds) - TRAIN_OVERHEAD_S, 0.0) / m["step_s"]
-        raise ConfigError(
-            f"too short: {steps:.0f} optimiser steps per training at {m['step_s']:.2f} s a step",
-            where="--time-budget",
-            fix=f"give at least {math.ceil(need / 60)}m ({folds} training(s) of the {name} configuration, {REFUSE_STEPS}+ steps each on {m['device']})",
-        )
-    if dropped:
-        why = ", ".join(f"{n} ({narrowest[n]['step_s']:.2f} s a step)" for n in dropped)
-        auto.warn(f"the time budget cannot train {why} for {REFUSE_STEPS}+ steps: only {', '.join(names)} is trained; give a longer --time-budget for both")
-        auto.decide("configurations", names, f"{', '.join(dropped)} dropped: the budget buys fewer than {REFUSE_STEPS} of its steps")
-    return names
-
-
-def _size(auto: Auto, plan: dict[str, Any], ds: Any, names: list[str], *, device: str, budget_s: float | None, folds: int) -> dict[str, Any]:
-    """Per configuration: the patch and width the budget affords, the measured step time and peak memory, the budget.
-
-    The narrowest width is measured first, at the plan's patch. When that step buys fewer than MIN_STEPS steps (a 3D
-    patch sized for a GPU, trained on a CPU), the patch shrinks to what the budget affords and is measured again.
-    A wider network is measured only when its step time, extrapolated from the narrowest (∝ width^WIDTH_COST),
-    would still fit — on a slow device the expensive widths are never built.
-    """
-    from medseg.data.plan import shrink_configuration
-    from medseg.workflows.auto.estimate import measure_steps
-
-    if auto.done("size"):
-        return auto.state["stages"]["size"]["sizes"]
-    widths = sorted(BASE_WIDTHS.get(device, BASE_WIDTHS["cpu"]))
-
-    def measure(name: str, base: int, conf: dict[str, Any]) -> dict[str, Any]:
-        raw, _ = auto_config(ds.root, plan["_file"], plan, name, base_width=base, device=device, conf=conf)
-        dims, n_classes = 3 if name == "3d" else 2, len(ds.info.class_names)
-        m = measure_steps(raw, spatial_dims=dims, in_channels=ds.info.n_channels, n_classes=n_classes, patch=conf["patch_size"])
-        return {"base_width": base, "patch_size": list(conf["patch_size"]), **m}
-
-    def per_run(n_runs: int) -> float | None:
-        return None if budget_s is None else max(budget_s - auto.elapsed(), 0.0) / n_runs - TRAIN_OVERHEAD_S
-
-    confs = {name: plan["configurations"][name] for name in names}
-    narrowest: dict[str, dict[str, Any]] = {}
-    for name in names:
-        m = measure(name, widths[0], confs[name])
-        for _ in range(4):  # step time is not quite proportional to the patch: measure, shrink again if still slow
-            target = _slowest_step(per_run(len(names) * max(folds, 1)))
-            if m["step_s"] <= target:
-                break
-            small = shrink_configuration(confs[name], 0.9 * target / m["step_s"])
-            if small["patch_size"] == confs[name]["patch_size"]:
-                break
-            confs[name] = small
-            m = measure(name, widths[0], small)
-        narrowest[name] = m
-    names = _affordable(auto, narrowest, budget_s, folds)
-    budget = per_run(len(names) * max(folds, 1))
-    sizes: dict[str, Any] = {}
-    for name in names:
-        m = narrowest[name]
-        tried = [m]
-        planned = plan["configurations"][name]
-        floor = PATCH_FLOOR[len(planned["patch_size"])]
-        per_voxel = m["step_s"] / math.prod(m["patch_size"])  # of the narrowest network
-        for base in reversed(widths[1:]):  # widest first, on the largest patch (down to the floor) it affords
-            at_plan = per_voxel * math.prod(planned["patch_size"]) * (base / widths[0]) ** WIDTH_COST
-            share = _slowest_step(budget) / at_plan
-            if share >= 1:
-                conf = planned
-            elif share >= floor:
-                conf = shrink_configuration(planned, 0.9 * share)
-            else:
-                continue
-            wide = measure(name, base, conf)
-            tried.append(wide)
-            if _fits(wide["step_s"], budget):
-                m, confs[name] = wide, conf
-                break
-        if budget is not None:
-            train_s = budget
-        elif _fits(m["step_s"], None):
-            train_s = DEFAULT_RUN_S
-        else:  # a patch that cannot shrink further on a slow device: DEFAULT_STEPS steps, however long (≤ 1 h)
-            train_s = min(max(DEFAULT_STEPS * m["step_s"], DEFAULT_BUDGET_S[0]), DEFAULT_BUDGET_S[1])
-        sizes[name] = {
-            "base_width": m["base_width"],
-            "patch_size": list(confs[name]["patch_size"]),
-            "configuration": confs[name],
-            "step_s": m["step_s"],
-            "peak_mb": m["peak_mb"],
-            "train_s": train_s,
-            "steps": int(train_s / m["step_s"]),
-            "tried": tried,
-        }
-    auto.finish("size", sizes=sizes)
-    return sizes
 
 
 def _train(auto: Auto, raw: dict[str, Any], run_dir: Path, progress: bool) -> Path:

@@ -125,6 +125,21 @@ def test_auto_end_to_end_and_predict(tmp_path: Path, quick: None) -> None:
     assert pred.shape == (32, 32) and set(np.unique(pred)) <= {0, 1}
 
 
+def test_auto_on_volumes_on_a_cpu_trains_and_exports_the_strided_unet(tmp_path: Path, quick: None) -> None:
+    """Volumes on a CPU end to end: 3D is the residual U-Net with the plan's per-axis strides, chosen or not it is
+    compared with 2D on validation, mirroring is decided, and the chosen network exports to ONNX (a per-axis padding
+    once broke the export, which auto only reports)."""
+    from medseg.data.builtin import materialize
+
+    data = materialize("phantom3d", {"n_patients": 4, "size": 32, "depth": 8}, tmp_path / "cache")
+    state = run_auto(data, tmp_path / "run", time_budget="60s", device="cpu", echo=lambda s: None)
+    cfg3 = yaml.safe_load((tmp_path / "run" / "candidates" / "3d" / "config.yaml").read_text())
+    assert cfg3["model"]["name"] == "unet" and cfg3["model"]["params"]["strides"]
+    assert "3d" in state["decisions"]["configuration"]["why"] and "2d" in state["decisions"]["configuration"]["why"]
+    assert state["decisions"]["tta"]["value"] in ("all", "none")
+    assert state["stages"]["export"]["failed"] == {} and state["stages"]["export"]["onnx"]
+
+
 def test_interrupted_auto_resumes(tmp_path: Path, quick: None, monkeypatch: pytest.MonkeyPatch) -> None:
     data = _tiles(tmp_path / "raw")
     real = auto_run._train

@@ -65,7 +65,8 @@ def export_onnx(run_dir: str | Path, checkpoint: str = "best", opset: int = 18) 
     nd = module.spatial_dims
     mult = [pad["multiple"]] * nd if isinstance(pad["multiple"], int) else list(pad["multiple"])
     ps = module.resolved.patch_size or [64] * nd
-    size = [max(int(p), pad["min_size"]) for p in ps]
+    least = [pad["min_size"]] * nd if isinstance(pad["min_size"], int) else list(pad["min_size"])
+    size = [max(int(p), int(lo)) for p, lo in zip(ps, least, strict=True)]
     size = [s + (-s) % m for s, m in zip(size, mult, strict=True)]
     x = torch.randn(1, module.hparams["in_channels"], *size)
     out = Path(run_dir) / EXPORT_DIR / ONNX_FILE

@@ -69,4 +69,6 @@ def unet(
     multiple = [math.prod(s[a] for s in steps) for a in range(spatial_dims)]
     # instance norm needs ≥ 2 voxels at the bottleneck in training
     least = [2 * m if norm == "instance" else 0 for m in multiple]
+    if len(set(multiple)) == 1:  # the same on every axis: one number each
+        return PadToMultiple(net, multiple[0], min_size=least[0], in_channels=in_channels)
     return PadToMultiple(net, multiple, min_size=least, in_channels=in_channels)

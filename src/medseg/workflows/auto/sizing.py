@@ -21,14 +21,14 @@ WIDTH_COST = 1.0
 PATCH_FLOOR = {2: 1.0, 3: 1 / 8}
 
 
-def _fits(step_s: float, per_run: float | None) -> bool:
-    """Whether a step time buys MIN_STEPS steps in the budget's share (no budget: in DEFAULT_RUN_S)."""
-    return (DEFAULT_RUN_S if per_run is None else per_run) / step_s >= MIN_STEPS
-
-
 def _slowest_step(per_run: float | None) -> float:
     """The step time that still buys MIN_STEPS steps: in the budget's share, or in DEFAULT_RUN_S by default."""
     return (DEFAULT_RUN_S if per_run is None else per_run) / MIN_STEPS
+
+
+def _fits(step_s: float, per_run: float | None) -> bool:
+    """Whether a step time buys MIN_STEPS steps in the budget's share (no budget: in DEFAULT_RUN_S)."""
+    return step_s <= _slowest_step(per_run)
 
 
 def affordable(auto: Any, narrowest: dict[str, dict[str, Any]], budget_s: float | None, folds: int) -> list[str]:

@@ -38,6 +38,45 @@ def test_accumulation_steps_and_records(tmp_path: Path) -> None:
     assert json.loads((run / "snapshots" / "snapshot.json").read_text())["case"]
 
 
+def test_the_optimiser_step_is_fused_and_takes_the_same_step() -> None:
+    """On a CPU the optimiser updates every parameter in one fused kernel, the same update as PyTorch's loop; with
+    float16 loss scaling and clipping it is not fused (clipping needs the gradients unscaled before the step)."""
+    from medseg.config import TrainConfig
+    from medseg.engine.module import build_optimizer
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Conv2d(2, 3, 3), torch.nn.Conv2d(2, 3, 3)
+    b.load_state_dict(a.state_dict())
+    fused, loop = build_optimizer(a.parameters(), TrainConfig(lr=0.1)), torch.optim.AdamW(b.parameters(), lr=0.1, weight_decay=1e-5)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    x = torch.randn(4, 2, 8, 8)
+    for _ in range(3):
+        for net, opt in ((a, fused), (b, loop)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    scaled = build_optimizer(a.parameters(), TrainConfig(precision="16-mixed", grad_clip=1.0))
+    assert not scaled.defaults["fused"] and scaled.defaults["foreach"]
+
+
+def test_bfloat16_training_clips_gradients_with_a_fused_optimiser(tmp_path: Path) -> None:
+    """bf16-mixed on a CPU with gradient clipping trains (Lightning's plugin refuses to clip for a fused optimiser:
+    the module clips itself, bfloat16 gradients being unscaled) and the clipped norm is the one asked for."""
+    from medseg.engine.module import SegModule
+
+    cfg = config_from_dict(tiny_config(train={"precision": "bf16-mixed", "grad_clip": 0.5, "epochs": 1}))
+    run = train(cfg, tmp_path / "bf16", progress=False)
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    module = SegModule(cfg.dump(), spatial_dims=2, in_channels=1, class_names=["background", "a", "b", "c"])
+    for p in module.parameters():
+        p.grad = torch.full_like(p, 10.0)
+    module.configure_gradient_clipping(module.configure_optimizers()["optimizer"], 0.5, "norm")
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in module.parameters()]))
+    assert float(norm) == pytest.approx(0.5, rel=1e-4)
+
+
 def test_the_training_gif_can_follow_a_test_case(tmp_path: Path) -> None:
     """Study 000 shows a test image across epochs: a case the network never trains or validates on."""
     from medseg.data.splits import load_splits

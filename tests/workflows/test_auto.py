@@ -189,7 +189,7 @@ def test_patch_too_slow_for_the_budget_shrinks_instead_of_dropping_3d(tmp_path: 
     the topology of the small patch), trains it, and writes the patch into the config. 2D keeps the plan's patch."""
     from types import SimpleNamespace
 
-    from medseg.data.plan import make_plan
+    from medseg.data.plan import make_plan, shrink_configuration
     from medseg.workflows.auto import estimate
 
     fp = {"dataset": "x", "dims": 3, "modalities": ["MRI"], "per_case": [{"id": "c0", "spacing": [2.0] * 3, "shape": [99, 117, 95]}]}
@@ -223,8 +223,43 @@ def test_patch_too_slow_for_the_budget_shrinks_instead_of_dropping_3d(tmp_path: 
     # a budget 5× longer: width 16 on a 3D patch shrunk (not below ⅛ of the plan's voxels) rather than width 8
     wide = auto_size.size(auto_run.Auto(tmp_path / "run2", False, lambda s: None), plan, ds, ["3d"], device="cpu", budget_s=3000.0, folds=0)["3d"]
     vox = np.prod(wide["patch_size"]) / np.prod(plan["configurations"]["3d"]["patch_size"])
-    assert wide["base_width"] == 16 and 1 / 8 <= vox < 1 and wide["steps"] >= auto_cfg.MIN_STEPS
+    at_floor = shrink_configuration(plan["configurations"]["3d"], auto_size.PATCH_FLOOR[3])["patch_size"]  # ⅛, rounded down
+    assert wide["base_width"] == 16 and np.prod(wide["patch_size"]) >= np.prod(at_floor) and vox < 1 and wide["steps"] >= auto_cfg.MIN_STEPS
     assert wide["tried"][-1]["base_width"] == 16 and all(t["step_s"] > wide["step_s"] for t in wide["tried"] if t["base_width"] == 32)
+
+
+def test_bfloat16_is_chosen_on_a_cpu_only_where_its_measured_step_is_faster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size stage measures the narrowest network in 32-bit and in bfloat16 on a CPU: bf16-mixed trains where its
+    step is clearly faster (here 3D: 0.6×), 32-bit where it is not (2D: 0.95×, within CPU_BF16_GAIN); the choice
+    reaches the config and is measured with every width after it."""
+    from types import SimpleNamespace
+
+    from medseg.data.plan import make_plan
+    from medseg.workflows.auto import estimate
+
+    fp = {"dataset": "x", "dims": 3, "modalities": ["MRI"], "per_case": [{"id": "c0", "spacing": [1.0] * 3, "shape": [40, 40, 40]}]}
+    plan = {**make_plan(fp, cpu_cores=2), "_file": str(tmp_path / "plan.json")}
+    precisions: list[tuple[int, str]] = []
+
+    def fake(raw: dict, *, spatial_dims: int, patch: list[int], **k: object) -> dict:
+        prec = raw["train"]["precision"]
+        precisions.append((spatial_dims, prec))
+        gain = (0.6 if spatial_dims == 3 else 0.95) if prec == "bf16-mixed" else 1.0
+        return {"step_s": 0.01 * gain, "peak_mb": 100.0, "device": "cpu"}
+
+    monkeypatch.setattr(estimate, "measure_steps", fake)
+    ds = SimpleNamespace(root=tmp_path, info=SimpleNamespace(class_names=["background", "a"], n_channels=1))
+    sizes = auto_size.size(auto_run.Auto(tmp_path / "run", False, lambda s: None), plan, ds, ["3d", "2d"], device="cpu", budget_s=600.0, folds=0)
+    assert sizes["3d"]["precision"] == "bf16-mixed" and sizes["2d"]["precision"] == "32"
+    assert {p for d, p in precisions[2:] if d == 3} >= {"bf16-mixed"} and all(p == "32" for d, p in precisions[4:] if d == 2)
+    wider = [t for t in sizes["3d"]["tried"] if t["base_width"] > 8]
+    assert wider and all(t["precision"] == "bf16-mixed" for t in wider)
+    raw, why = auto_cfg.auto_config(tmp_path, plan["_file"], plan, "3d", device="cpu", precision=sizes["3d"]["precision"])
+    assert raw["train"]["precision"] == "bf16-mixed" and "bfloat16" in why["precision"]
+    # on CUDA nothing is measured twice: mixed precision is the GPU's own
+    precisions.clear()
+    auto_size.size(auto_run.Auto(tmp_path / "run2", False, lambda s: None), plan, ds, ["2d"], device="cuda", budget_s=600.0, folds=0)
+    assert precisions and all(p != "32" for _, p in precisions)
 
 
 def test_one_case_trains_with_a_warning(tmp_path: Path, quick: None) -> None:

@@ -152,7 +152,7 @@ def postprocess_cmd(
 
     d = decide_postprocessing(run, split, progress=progress, tta=tta)
     if tta:
-        dice = {m: sum(v.values()) / max(len(v), 1) for m, v in d["tta_dice"].items()}
+        dice = d["tta_mean_dice"]
         s = d["tta_seconds_per_case"]
         timing = f"{s['none']:.2f} s vs {s['all']:.2f} s a case"
         console.print(f"test-time mirroring: {d['tta']} (mean Dice {dice['none']:.4f} without, {dice['all']:.4f} with; {timing})")

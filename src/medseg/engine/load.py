@@ -138,7 +138,8 @@ def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: s
         with np.errstate(all="ignore"):
             return np.nanmean(np.stack(rows), axis=0)
 
-    mirrored = tta and float(np.nanmean(mean(dice["all"]))) > float(np.nanmean(mean(dice["none"])))
+    overall = {mode: float(np.nanmean(mean(dice[mode]))) for mode in inferers}  # over the scored classes
+    mirrored = tta and overall["all"] > overall["none"]
     chosen = "all" if mirrored else "none"
     for pred, label in zip(preds[chosen], cases, strict=True):
         processed = apply_postprocessing(pred, scored, ds.info.multi_label)
@@ -156,6 +157,7 @@ def decide_postprocessing(run_dir: str | Path, split: str = "val", checkpoint: s
         decision.update(
             tta=chosen,
             tta_dice={mode: dict(zip(names, map(float, mean(dice[mode])), strict=True)) for mode in inferers},
+            tta_mean_dice=overall,
             tta_seconds_per_case={mode: round(t / len(ids), 3) for mode, t in seconds.items()},
         )
     write_postprocessing(run_dir, decision)

@@ -37,7 +37,8 @@ def measure_steps(
 
     import torch
 
-    from medseg.config import resolve_device
+    from medseg.config import TrainConfig, resolve_device
+    from medseg.engine.module import build_optimizer
     from medseg.losses import build_loss
     from medseg.models import create_model
 
@@ -45,12 +46,12 @@ def measure_steps(
     net = create_model(raw["model"]["name"], spatial_dims, in_channels, n_classes, **raw["model"]["params"]).to(device)
     net.train()
     loss_fn = build_loss(raw["train"].get("loss", "dice_ce"), False)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    opt = build_optimizer(net.parameters(), TrainConfig(optimizer="adamw", lr=1e-4))
     bs = int(raw["data"]["batch_size"])
     x = torch.randn(bs, in_channels, *patch, device=device)
     y = torch.randint(0, n_classes, (bs, 1, *patch), device=device)
     precision = raw["train"].get("precision")
-    amp = device.type == "cuda" and precision in ("16-mixed", "bf16-mixed")
+    amp = precision == "bf16-mixed" or (device.type == "cuda" and precision == "16-mixed")  # CPUs autocast to bfloat16 only
     dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype is torch.float16)
     if device.type == "cuda":

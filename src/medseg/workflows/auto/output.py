@@ -16,7 +16,7 @@ def say_plan(auto: Any, plan: dict[str, Any], runs: dict[str, Any], sizes: dict[
         auto.echo(
             f"  {name}: {kind} {len(w)} stages {w[0]}→{w[-1]} channels{ds}, "
             f"batch {raw['data']['batch_size']} × patch {'×'.join(map(str, s.get('patch_size') or plan['configurations'][name]['patch_size']))}, "
-            f"{s['step_s']:.3f} s/step → ~{s['steps']} steps in {s['train_s']:.0f} s"
+            f"{s['step_s']:.3f} s/step{' (bfloat16)' if raw['train']['precision'] == 'bf16-mixed' else ''} → ~{s['steps']} steps in {s['train_s']:.0f} s"
         )
     mem = "GPU" if auto.state.get("device") == "cuda" else "process"
     auto.echo(f"estimate: {est['total_s']:.0f} s in all, peak {mem} memory {est['peak_mb']:.0f} MB")

@@ -238,6 +238,7 @@ def run_auto(
             budget_s=sizes[name]["train_s"],
             n_labelled=n_patients,
             conf=sizes[name].get("configuration"),
+            precision=sizes[name].get("precision"),
         )
         if n_patients == 1:
             raw["data"]["split"]["file"] = str((out / "splits-auto.json").resolve())
@@ -273,7 +274,7 @@ def run_auto(
         mirror = bool(est.get("mirror"))
         d = decide_postprocessing(out, split="val", progress=False, tta=mirror)
         if mirror:
-            dice = {m: sum(v.values()) / max(len(v), 1) for m, v in d["tta_dice"].items()}
+            dice = d["tta_mean_dice"]
             secs = d["tta_seconds_per_case"]["all"]
             why = f"validation Dice {dice['none']:.4f} without, {dice['all']:.4f} with mirroring on every axis ({secs:.2f} s a case)"
         else:
@@ -299,7 +300,7 @@ def _estimate(auto: Auto, plan: dict[str, Any], ds: Any, sizes: dict[str, Any], 
     train = sum(sizes[n]["train_s"] + TRAIN_OVERHEAD_S for n in names) * max(folds, 1)
     conf = sizes[names[0]].get("configuration") or plan["configurations"][names[0]]
     vox = math.prod(plan["median_shape"])
-    plain = predict_seconds(sizes[names[0]]["step_s"], n_val, vox, math.prod(conf["patch_size"]), conf["batch_size"])
+    plain = predict_seconds(sizes[names[0]].get("bare_step_s", sizes[names[0]]["step_s"]), n_val, vox, math.prod(conf["patch_size"]), conf["batch_size"])
     mirror = not folds and plain * 2 ** len(conf["patch_size"]) <= max(MIRROR_S, 0.1 * train)  # every flip of every axis
     post = 0.0 if folds else plain * (1 + 2 ** len(conf["patch_size"]) * mirror) + 3.0
     est = {

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from medseg.core.errors import ConfigError
-from medseg.workflows.auto.config import BASE_WIDTHS, DEFAULT_BUDGET_S, DEFAULT_RUN_S, DEFAULT_STEPS, MIN_STEPS, REFUSE_STEPS, auto_config
+from medseg.workflows.auto.config import BASE_WIDTHS, CPU_BF16_GAIN, DEFAULT_BUDGET_S, DEFAULT_RUN_S, DEFAULT_STEPS, MIN_STEPS, REFUSE_STEPS, auto_config
 
 #: seconds a training spends outside its budget (workers, first validation, checkpoints), per training
 TRAIN_OVERHEAD_S = 8.0
@@ -16,9 +16,14 @@ TRAIN_OVERHEAD_S = 8.0
 #: extrapolation is kept optimistic (linear) and every candidate is measured before it is used
 WIDTH_COST = 1.0
 #: a patch may shrink to this share of the plan's voxels so that a wider network makes MIN_STEPS steps (3D: half of
-#: every axis; measured: on a CPU a wider network on a smaller 3D patch beat a narrower one on a larger, docs/auto.md).
+#: every axis, rounded down to the poolings; measured: on a CPU a wider network on a smaller 3D patch beat a narrower one
+#: on a larger, docs/auto.md).
 #: A 2D patch (a whole tile or slice, as a rule) shrinks only when even the narrowest network needs it
 PATCH_FLOOR = {2: 1.0, 3: 1 / 8}
+#: a step of the training loop against the bare step measured on random tensors, per device: on a CPU the loader
+#: process shares the cores and Lightning logs (measured: 1.4× on the nuclei proxy in 2D, 1.5× in 3D on mni152), so
+#: step counts and MIN_STEPS mean steps the training really makes. No GPU figure yet: 1
+LOOP_STEP = {"cpu": 1.4}
 
 
 def _slowest_step(per_run: float | None) -> float:
@@ -78,19 +83,31 @@ def size(auto: Any, plan: dict[str, Any], ds: Any, names: list[str], *, device: 
         return auto.state["stages"]["size"]["sizes"]
     widths = sorted(BASE_WIDTHS.get(device, BASE_WIDTHS["cpu"]))
 
-    def measure(name: str, base: int, conf: dict[str, Any]) -> dict[str, Any]:
-        raw, _ = auto_config(ds.root, plan["_file"], plan, name, base_width=base, device=device, conf=conf)
+    precision: dict[str, str | None] = dict.fromkeys(names)
+
+    def measure(name: str, base: int, conf: dict[str, Any], prec: str | None = None) -> dict[str, Any]:
+        prec = prec or precision[name]
+        raw, _ = auto_config(ds.root, plan["_file"], plan, name, base_width=base, device=device, conf=conf, precision=prec)
         dims, n_classes = 3 if name == "3d" else 2, len(ds.info.class_names)
         m = measure_steps(raw, spatial_dims=dims, in_channels=ds.info.n_channels, n_classes=n_classes, patch=conf["patch_size"])
-        return {"base_width": base, "patch_size": list(conf["patch_size"]), **m}
+        loop = m["step_s"] * LOOP_STEP.get(m["device"], 1.0)
+        head = {"base_width": base, "patch_size": list(conf["patch_size"]), "precision": raw["train"]["precision"]}
+        return {**head, **m, "bare_step_s": m["step_s"], "step_s": loop}
 
     def per_run(n_runs: int) -> float | None:
         return None if budget_s is None else max(budget_s - auto.elapsed(), 0.0) / n_runs - TRAIN_OVERHEAD_S
 
     confs = {name: plan["configurations"][name] for name in names}
     narrowest: dict[str, dict[str, Any]] = {}
+    first: dict[str, list[dict[str, Any]]] = {name: [] for name in names}  # measured before the narrowest's last
     for name in names:
         m = measure(name, widths[0], confs[name])
+        if device == "cpu":  # bfloat16 where this CPU computes it natively (measured, not guessed from its flags)
+            low = measure(name, widths[0], confs[name], "bf16-mixed")
+            faster = low["step_s"] <= CPU_BF16_GAIN * m["step_s"]
+            first[name].append(m if faster else low)
+            if faster:
+                precision[name], m = "bf16-mixed", low
         for _ in range(4):  # step time is not quite proportional to the patch: measure, shrink again if still slow
             target = _slowest_step(per_run(len(names) * max(folds, 1)))
             if m["step_s"] <= target:
@@ -99,6 +116,7 @@ def size(auto: Any, plan: dict[str, Any], ds: Any, names: list[str], *, device: 
             if small["patch_size"] == confs[name]["patch_size"]:
                 break
             confs[name] = small
+            first[name].append(m)
             m = measure(name, widths[0], small)
         narrowest[name] = m
     names = affordable(auto, narrowest, budget_s, folds)
@@ -106,7 +124,7 @@ def size(auto: Any, plan: dict[str, Any], ds: Any, names: list[str], *, device: 
     sizes: dict[str, Any] = {}
     for name in names:
         m = narrowest[name]
-        tried = [m]
+        tried = [*first[name], m]
         planned = plan["configurations"][name]
         floor = PATCH_FLOOR[len(planned["patch_size"])]
         per_voxel = m["step_s"] / math.prod(m["patch_size"])  # of the narrowest network
@@ -116,7 +134,7 @@ def size(auto: Any, plan: dict[str, Any], ds: Any, names: list[str], *, device: 
                 share = _slowest_step(budget) / at_plan
                 if share < floor:
                     break
-                conf = planned if share >= 1 else shrink_configuration(planned, 0.9 * share)
+                conf = planned if share >= 1 else shrink_configuration(planned, max(0.9 * share, floor))
                 wide = measure(name, base, conf)
                 tried.append(wide)
                 if _fits(wide["step_s"], budget):
@@ -135,6 +153,7 @@ def size(auto: Any, plan: dict[str, Any], ds: Any, names: list[str], *, device: 
             "base_width": m["base_width"],
             "patch_size": list(confs[name]["patch_size"]),
             "configuration": confs[name],
+            "precision": m["precision"],
             "step_s": m["step_s"],
             "peak_mb": m["peak_mb"],
             "train_s": train_s,

@@ -251,6 +251,10 @@ def test_bfloat16_is_chosen_on_a_cpu_only_where_its_measured_step_is_faster(tmp_
     ds = SimpleNamespace(root=tmp_path, info=SimpleNamespace(class_names=["background", "a"], n_channels=1))
     sizes = auto_size.size(auto_run.Auto(tmp_path / "run", False, lambda s: None), plan, ds, ["3d", "2d"], device="cpu", budget_s=600.0, folds=0)
     assert sizes["3d"]["precision"] == "bf16-mixed" and sizes["2d"]["precision"] == "32"
+    # steps are counted as the training loop makes them: the bare step × LOOP_STEP on a CPU (the loader shares the cores)
+    s2 = sizes["2d"]
+    assert s2["bare_step_s"] == pytest.approx(0.01) and s2["step_s"] == pytest.approx(0.01 * auto_size.LOOP_STEP["cpu"])
+    assert s2["steps"] == int(s2["train_s"] / s2["step_s"])
     assert {p for d, p in precisions[2:] if d == 3} >= {"bf16-mixed"} and all(p == "32" for d, p in precisions[4:] if d == 2)
     wider = [t for t in sizes["3d"]["tried"] if t["base_width"] > 8]
     assert wider and all(t["precision"] == "bf16-mixed" for t in wider)

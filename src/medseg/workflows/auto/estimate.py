@@ -46,11 +46,11 @@ def measure_steps(
     net = create_model(raw["model"]["name"], spatial_dims, in_channels, n_classes, **raw["model"]["params"]).to(device)
     net.train()
     loss_fn = build_loss(raw["train"].get("loss", "dice_ce"), False)
-    opt = build_optimizer(net.parameters(), TrainConfig(optimizer="adamw", lr=1e-4))
+    precision = raw["train"].get("precision") or "32"
+    opt = build_optimizer(net.parameters(), TrainConfig(optimizer="adamw", lr=1e-4, precision=precision, grad_clip=raw["train"].get("grad_clip")))
     bs = int(raw["data"]["batch_size"])
     x = torch.randn(bs, in_channels, *patch, device=device)
     y = torch.randint(0, n_classes, (bs, 1, *patch), device=device)
-    precision = raw["train"].get("precision")
     amp = precision == "bf16-mixed" or (device.type == "cuda" and precision == "16-mixed")  # CPUs autocast to bfloat16 only
     dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype is torch.float16)

@@ -300,7 +300,8 @@ def _estimate(auto: Auto, plan: dict[str, Any], ds: Any, sizes: dict[str, Any], 
     train = sum(sizes[n]["train_s"] + TRAIN_OVERHEAD_S for n in names) * max(folds, 1)
     conf = sizes[names[0]].get("configuration") or plan["configurations"][names[0]]
     vox = math.prod(plan["median_shape"])
-    plain = predict_seconds(sizes[names[0]].get("bare_step_s", sizes[names[0]]["step_s"]), n_val, vox, math.prod(conf["patch_size"]), conf["batch_size"])
+    bare = sizes[names[0]].get("bare_step_s", sizes[names[0]]["step_s"])  # (an auto.json of an older version has no bare step)
+    plain = predict_seconds(bare, n_val, vox, math.prod(conf["patch_size"]), conf["batch_size"])
     mirror = not folds and plain * 2 ** len(conf["patch_size"]) <= max(MIRROR_S, 0.1 * train)  # every flip of every axis
     post = 0.0 if folds else plain * (1 + 2 ** len(conf["patch_size"]) * mirror) + 3.0
     est = {

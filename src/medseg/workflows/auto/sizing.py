@@ -21,7 +21,7 @@ WIDTH_COST = 1.0
 #: A 2D patch (a whole tile or slice, as a rule) shrinks only when even the narrowest network needs it
 PATCH_FLOOR = {2: 1.0, 3: 1 / 8}
 #: a step of the training loop against the bare step measured on random tensors, per device: on a CPU the loader
-#: process shares the cores and Lightning logs (measured: 1.4× on the nuclei proxy in 2D, 1.5× in 3D on mni152), so
+#: process shares the cores and Lightning logs (measured: 1.4× on the nuclei proxy in 2D, 1.4–1.5× in 3D on mni152), so
 #: step counts and MIN_STEPS mean steps the training really makes. No GPU figure yet: 1
 LOOP_STEP = {"cpu": 1.4}
 
@@ -155,6 +155,7 @@ def size(auto: Any, plan: dict[str, Any], ds: Any, names: list[str], *, device: 
             "configuration": confs[name],
             "precision": m["precision"],
             "step_s": m["step_s"],
+            "bare_step_s": m["bare_step_s"],
             "peak_mb": m["peak_mb"],
             "train_s": train_s,
             "steps": int(train_s / m["step_s"]),

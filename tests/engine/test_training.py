@@ -77,6 +77,19 @@ def test_bfloat16_training_clips_gradients_with_a_fused_optimiser(tmp_path: Path
     assert float(norm) == pytest.approx(0.5, rel=1e-4)
 
 
+def test_curves_are_drawn_at_most_every_30_s_and_at_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """history.csv gets every epoch as it ends; curves.png is redrawn at most every PLOT_EVERY_S seconds (drawing
+    costs ~0.2 s, a few percent of a short training) and once more when training ends, with every epoch."""
+    from medseg.viz import plots
+
+    drawn: list[int] = []
+    real = plots.plot_curves
+    monkeypatch.setattr(plots, "plot_curves", lambda rows, path: (drawn.append(len(rows)), real(rows, path)))
+    run = train(config_from_dict(tiny_config(train={"epochs": 3})), tmp_path / "run", progress=False)
+    assert drawn == [1, 3] and (run / "curves.png").is_file()  # the first epoch, then the end with all three
+    assert len(_history(run)) == 3
+
+
 def test_the_training_gif_can_follow_a_test_case(tmp_path: Path) -> None:
     """Study 000 shows a test image across epochs: a case the network never trains or validates on."""
     from medseg.data.splits import load_splits

@@ -25,8 +25,9 @@ MIN_STEPS = 800
 #: at least this many steps at the narrowest width, else the budget is refused as too short
 REFUSE_STEPS = 100
 #: the default training time of a configuration (no --time-budget): the widest network that makes MIN_STEPS steps
-#: in it trains for it (measured: a wider network at fewer steps beats a narrow one at more, docs/auto.md)
-DEFAULT_RUN_S = 120.0
+#: in it trains for it (measured: a wider network at fewer steps beats a narrow one at more, docs/auto.md). A small
+#: 2D data set then takes ~2½ minutes end to end on 2 CPU cores, leaving room for a slow hour within 3 minutes
+DEFAULT_RUN_S = 135.0
 #: without a budget, a configuration whose narrowest network cannot make MIN_STEPS steps in DEFAULT_RUN_S trains this
 #: many optimiser steps (``medseg train DATA``: always this many)
 DEFAULT_STEPS = 1000

@@ -183,7 +183,9 @@ class TrainConfig(Section):
     devices: int | str = Field(1, description="devices per node (an int, or 'auto')")
     num_nodes: int = Field(1, ge=1)
     strategy: str = Field("auto", description="Lightning strategy: auto, ddp, ddp_spawn, ...")
-    precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = Field(
+        "32", description="32, 16-mixed (CUDA) or bf16-mixed (CUDA, and CPUs with native bfloat16: faster there, docs/training.md)"
+    )
     channels_last: bool = Field(True, description="channels-last memory format for 2D models on GPU")
     compile: bool = Field(False, description="torch.compile the network")
     cudnn_benchmark: bool = True
